@@ -1,0 +1,5 @@
+"""python -m otprobe"""
+
+from otprobe.cli import app
+
+app()

@@ -1,0 +1,130 @@
+"""The one choke point between a probe and the network.
+
+A probe announces each operation to its Link before the library call that sends it. The link
+refuses what is undeclared or not read-only, refuses to go past the probe's declared packet budget,
+waits on the pacer (token buckets, connection gap, deadline), and writes the audit record: the intent
+before the packet leaves, the outcome after. Blocking libraries running in a worker thread use
+`gate_from_thread`, which blocks that thread until the event loop grants the packet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from otprobe.errors import BudgetExceeded, ProbeContractError
+from otprobe.probes.base import Category, Kind, Operation
+from otprobe.safety import require_read_only
+
+if TYPE_CHECKING:
+    from otprobe.model import Target
+    from otprobe.probes.base import Probe
+
+
+class Pacer(Protocol):
+    """Grants packets to one device: token buckets, connection gap, deadline. May raise ScanAborted."""
+
+    async def acquire(self, kind: Kind, packets: int) -> None: ...
+
+
+class AuditSink(Protocol):
+    """Receives one intent record before each operation and one outcome record after it."""
+
+    def intent(self, *, device: str, protocol: str, operation: str, code: str, packets: int) -> int: ...
+
+    def outcome(self, record_id: int, outcome: str, detail: str | None = None) -> None: ...
+
+
+class _Unpaced:
+    async def acquire(self, kind: Kind, packets: int) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect_s: float = 2.0
+    response_s: float = 3.0
+
+
+class Link:
+    """Per (device, probe run) gate. Create one per attempt; `packets_sent` is what this attempt cost."""
+
+    def __init__(
+        self,
+        probe: Probe,
+        target: Target,
+        *,
+        pacer: Pacer | None = None,
+        audit: AuditSink | None = None,
+        timeouts: Timeouts | None = None,
+        enabled_intrusive: frozenset[str] = frozenset(),
+    ) -> None:
+        self.probe = probe
+        self.target = target
+        self.pacer: Pacer = pacer or _Unpaced()
+        self.audit = audit
+        self.timeouts = timeouts or Timeouts()
+        self.budget = probe.max_packets()
+        self.packets_sent = 0
+        self._enabled_intrusive = enabled_intrusive
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _check(self, name: str, packets: int | None) -> tuple[Operation, int]:
+        try:
+            op = self.probe.operation(name)
+        except KeyError:
+            raise ProbeContractError(f"probe {self.probe.name} sent undeclared operation {name!r}") from None
+        require_read_only(self.probe.name, op.code)
+        if op.category is Category.INTRUSIVE and op.name not in self._enabled_intrusive:
+            raise ProbeContractError(f"intrusive operation {self.probe.name}.{op.name} is not enabled by the profile")
+        cost = op.packets if packets is None else packets
+        if self.packets_sent + cost > self.budget:
+            raise BudgetExceeded(
+                f"probe {self.probe.name} would send {self.packets_sent + cost} packets to {self.target.ip}, "
+                f"over its declared budget of {self.budget}"
+            )
+        return op, cost
+
+    @asynccontextmanager
+    async def op(self, name: str, *, packets: int | None = None) -> AsyncIterator[Operation]:
+        """Announce, pace and audit one operation; the body performs the library call that sends it."""
+        op, cost = self._check(name, packets)
+        await self.pacer.acquire(op.kind, cost)
+        self.packets_sent += cost
+        record = self._intent(op, cost)
+        try:
+            yield op
+        except BaseException as exc:
+            self._outcome(record, type(exc).__name__, str(exc) or None)
+            raise
+        self._outcome(record, "ok")
+
+    def bind_loop(self) -> None:
+        """Remember the running loop so that worker threads can be gated through it."""
+        self._loop = asyncio.get_running_loop()
+
+    def gate_from_thread(self, name: str, *, packets: int | None = None) -> int | None:
+        """Blocking twin of `op` for library calls made in a worker thread. Returns the audit record id."""
+        if self._loop is None:
+            raise RuntimeError("Link.bind_loop() must be called on the event loop before using a worker thread")
+        op, cost = self._check(name, packets)
+        asyncio.run_coroutine_threadsafe(self.pacer.acquire(op.kind, cost), self._loop).result()
+        self.packets_sent += cost
+        return self._intent(op, cost)
+
+    def finish_from_thread(self, record: int | None, outcome: str, detail: str | None = None) -> None:
+        self._outcome(record, outcome, detail)
+
+    def _intent(self, op: Operation, cost: int) -> int | None:
+        if self.audit is None:
+            return None
+        return self.audit.intent(
+            device=self.target.ip, protocol=self.probe.name, operation=op.name, code=op.code, packets=cost
+        )
+
+    def _outcome(self, record: int | None, outcome: str, detail: str | None = None) -> None:
+        if self.audit is not None and record is not None:
+            self.audit.outcome(record, outcome, detail)

@@ -1,0 +1,51 @@
+"""The central allowlist of read-only operations. Nothing else may ever leave otprobe.
+
+A probe's own declaration is not enough: the link checks every announced operation against this
+table, so a probe that declares a write (Modbus FC 6, an S7 PLC STOP, a CIP Set_Attribute) is still
+refused before any byte is sent. Codes are written the way the wire spells them.
+"""
+
+from __future__ import annotations
+
+from otprobe.errors import PolicyViolation
+
+# (protocol, code) pairs. Transport steps (connect, close, session setup and teardown) are listed too
+# because they cost the device a packet and a connection slot.
+READ_ONLY_OPERATIONS: frozenset[tuple[str, str]] = frozenset(
+    {
+        # Modbus/TCP
+        ("modbus", "tcp:connect"),
+        ("modbus", "tcp:close"),
+        ("modbus", "fc:0x2B/mei:0x0E"),  # Read Device Identification
+        ("modbus", "fc:0x11"),  # Report Server ID (only where FC43 is unsupported)
+        # S7comm over ISO-on-TCP
+        ("s7", "tcp:connect"),
+        ("s7", "cotp:CR"),
+        ("s7", "s7:setup_communication"),
+        ("s7", "szl:0x0011"),  # module identification
+        ("s7", "szl:0x001C"),  # component identification
+        ("s7", "szl:0x0424"),  # current CPU mode
+        ("s7", "szl:continuation"),  # next fragment of an SZL answer
+        ("s7", "cotp:DR"),
+        ("s7", "tcp:close"),
+        # EtherNet/IP
+        ("enip", "udp:0x63"),  # ListIdentity, one unicast datagram
+        ("enip", "tcp:connect"),
+        ("enip", "enip:0x63"),  # ListIdentity over TCP
+        ("enip", "enip:0x65"),  # RegisterSession
+        ("enip", "cip:0x01/class:0x01"),  # Get_Attributes_All, Identity object
+        ("enip", "cip:0x0E/class:0x01"),  # Get_Attribute_Single, Identity object
+        ("enip", "enip:0x66"),  # UnRegisterSession
+        ("enip", "tcp:close"),
+    }
+)
+
+
+def is_read_only(protocol: str, code: str) -> bool:
+    return (protocol, code) in READ_ONLY_OPERATIONS
+
+
+def require_read_only(protocol: str, code: str) -> None:
+    """Raise PolicyViolation unless (protocol, code) is on the allowlist."""
+    if not is_read_only(protocol, code):
+        raise PolicyViolation(f"{protocol} operation {code} is not on the read-only allowlist; refused")

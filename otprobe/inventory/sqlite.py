@@ -1,0 +1,306 @@
+"""The embedded SQLite inventory: schema, migrations, crash-safe writes, asset merge at scan end.
+
+Observations are committed one by one as they arrive (WAL mode), so a crash loses at most the one in
+flight. A scan row is `running` while its process lives; a reader that finds a running scan whose
+process is gone marks it `interrupted`, which is how a `kill -9` shows up. Assets are merged from a
+scan's observations in one transaction when the scan finishes (complete or incomplete), and each
+finished scan keeps a snapshot of the assets it saw: diffs compare snapshots.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from otprobe.errors import InventoryError
+from otprobe.inventory.merge import MergedIdentity, merge
+from otprobe.inventory.store import AssetRecord, ScanRecord, SnapshotRow
+from otprobe.model import Identity, Observation, Status
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE scans (
+        id TEXT PRIMARY KEY, profile TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT,
+        status TEXT NOT NULL CHECK (status IN ('running', 'complete', 'incomplete', 'interrupted')),
+        pid INTEGER, host TEXT, targets TEXT NOT NULL, not_covered TEXT NOT NULL DEFAULT '[]',
+        counts TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE observations (
+        id INTEGER PRIMARY KEY, scan_id TEXT NOT NULL REFERENCES scans(id), ip TEXT NOT NULL,
+        protocol TEXT NOT NULL, port INTEGER NOT NULL, status TEXT NOT NULL, device_class TEXT NOT NULL,
+        identity TEXT, latency_s REAL, packets INTEGER NOT NULL, error TEXT, observed_at TEXT NOT NULL
+    );
+    CREATE INDEX observations_scan ON observations(scan_id, ip);
+    CREATE TABLE assets (
+        id TEXT PRIMARY KEY, ip TEXT, device_class TEXT NOT NULL, vendor TEXT, model TEXT, product_code TEXT,
+        serial TEXT, firmware TEXT, hardware_version TEXT, protocols TEXT NOT NULL, identity TEXT NOT NULL,
+        conflicts TEXT NOT NULL, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL, retired INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX assets_ip ON assets(ip);
+    CREATE INDEX assets_serial ON assets(serial);
+    CREATE TABLE asset_firmware (
+        asset_id TEXT NOT NULL REFERENCES assets(id), scan_id TEXT NOT NULL, firmware TEXT, observed_at TEXT NOT NULL
+    );
+    CREATE TABLE asset_addresses (
+        asset_id TEXT NOT NULL REFERENCES assets(id), ip TEXT NOT NULL, scan_id TEXT NOT NULL, observed_at TEXT NOT NULL
+    );
+    CREATE TABLE asset_events (
+        asset_id TEXT NOT NULL, scan_id TEXT NOT NULL, kind TEXT NOT NULL, old TEXT, new TEXT, at TEXT NOT NULL
+    );
+    CREATE TABLE scan_assets (
+        scan_id TEXT NOT NULL REFERENCES scans(id), asset_id TEXT NOT NULL, ip TEXT NOT NULL,
+        firmware TEXT, model TEXT, serial TEXT, PRIMARY KEY (scan_id, asset_id)
+    );
+    """,
+}
+
+
+def default_db_path() -> Path:
+    """$OTPROBE_DB, else $XDG_DATA_HOME/otprobe/inventory.db (~/.local/share/otprobe/inventory.db)."""
+    env = os.environ.get("OTPROBE_DB")
+    if env:
+        return Path(env)
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "otprobe" / "inventory.db"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SqliteStore:
+    """One inventory file. Safe to open while another process writes it (WAL)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+            self._mark_interrupted()
+        except sqlite3.DatabaseError as exc:
+            raise InventoryError(f"{self.path}: cannot open inventory: {exc}") from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise InventoryError(f"{self.path}: schema version {version} is newer than this otprobe ({SCHEMA_VERSION})")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self._tx():
+                self.db.executescript(MIGRATIONS[target])
+                self.db.execute(f"PRAGMA user_version={target}")
+
+    def _tx(self) -> sqlite3.Connection:
+        return _Transaction(self.db)  # type: ignore[return-value]
+
+    def _mark_interrupted(self) -> None:
+        here = socket.gethostname()
+        for row in self.db.execute("SELECT id, pid, host FROM scans WHERE status='running'").fetchall():
+            if row["host"] == here and not _pid_alive(row["pid"]):
+                self.db.execute("UPDATE scans SET status='interrupted', ended_at=? WHERE id=?", (_now(), row["id"]))
+
+    # -- writing a scan --------------------------------------------------------------------------
+
+    def begin_scan(self, scan_id: str, profile: str, targets: Iterable[str]) -> None:
+        self.db.execute(
+            "INSERT INTO scans (id, profile, started_at, status, pid, host, targets) VALUES (?,?,?,?,?,?,?)",
+            (scan_id, profile, _now(), "running", os.getpid(), socket.gethostname(), json.dumps(list(targets))),
+        )
+
+    def add_observation(self, scan_id: str, obs: Observation) -> None:
+        self.db.execute(
+            "INSERT INTO observations (scan_id, ip, protocol, port, status, device_class, identity, latency_s,"
+            " packets, error, observed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (scan_id, obs.target, obs.protocol, obs.port, str(obs.status), obs.device_class,
+             json.dumps(obs.identity.as_dict()) if obs.identity else None, obs.latency_s, obs.packets_sent,
+             obs.error, _now()),
+        )
+
+    def finish_scan(self, scan_id: str, status: str, not_covered: Iterable[str] = ()) -> None:
+        """Merge the scan's observations into assets and close the scan row, in one transaction."""
+        observations = self._observations(scan_id)
+        counts: dict[str, int] = defaultdict(int)
+        for obs in observations:
+            counts[str(obs.status)] += 1
+        with self._tx():
+            by_ip: dict[str, list[Observation]] = defaultdict(list)
+            for obs in observations:
+                by_ip[obs.target].append(obs)
+            for ip, group in by_ip.items():
+                merged = merge(group)
+                if merged is not None:
+                    self._upsert_asset(scan_id, ip, group[0].device_class, merged)
+            self.db.execute(
+                "UPDATE scans SET status=?, ended_at=?, not_covered=?, counts=? WHERE id=?",
+                (status, _now(), json.dumps(list(not_covered)), json.dumps(counts), scan_id),
+            )
+
+    def _observations(self, scan_id: str) -> list[Observation]:
+        rows = self.db.execute("SELECT * FROM observations WHERE scan_id=? ORDER BY id", (scan_id,)).fetchall()
+        return [_row_to_observation(r) for r in rows]
+
+    def _upsert_asset(self, scan_id: str, ip: str, device_class: str, m: MergedIdentity) -> None:
+        now = _now()
+        serial, model = m.get("serial"), m.get("model") or m.get("product_code")
+        asset = self._find_by_serial(serial) if serial else None
+        if asset is not None and asset["ip"] != ip:
+            self._event(asset["id"], scan_id, "moved", asset["ip"], ip)
+            # whatever stood at the new address before is no longer there under that address
+            self.db.execute("UPDATE assets SET ip=NULL WHERE ip=? AND id<>? AND retired=0", (ip, asset["id"]))
+        if asset is None:
+            current = self.db.execute("SELECT * FROM assets WHERE ip=? AND retired=0", (ip,)).fetchone()
+            if current is not None and _replaced(current, serial, model):
+                self.db.execute("UPDATE assets SET retired=1, ip=NULL WHERE id=?", (current["id"],))
+                self._event(current["id"], scan_id, "replaced", current["model"] or current["serial"], model or serial)
+                current = None
+            asset = current
+        if asset is None:
+            asset_id = uuid.uuid4().hex[:12]
+            self.db.execute(
+                "INSERT INTO assets (id, ip, device_class, protocols, identity, conflicts, first_seen, last_seen)"
+                " VALUES (?,?,?,?,?,?,?,?)", (asset_id, ip, device_class, "{}", "{}", "{}", now, now),
+            )
+            self._event(asset_id, scan_id, "new", None, ip)
+            old_firmware, old_ip = None, None
+        else:
+            asset_id, old_firmware, old_ip = asset["id"], asset["firmware"], asset["ip"]
+        firmware = m.get("firmware") or old_firmware  # a scan that could not read firmware does not erase it
+        if asset is not None and firmware != old_firmware:
+            self._event(asset_id, scan_id, "firmware_changed", old_firmware, firmware)
+        if asset is None or firmware != old_firmware:
+            self.db.execute("INSERT INTO asset_firmware VALUES (?,?,?,?)", (asset_id, scan_id, firmware, now))
+        if old_ip != ip:
+            self.db.execute("INSERT INTO asset_addresses VALUES (?,?,?,?)", (asset_id, ip, scan_id, now))
+        identity = {**m.fields, "sources": m.sources, "raw": m.raw}
+        self.db.execute(
+            "UPDATE assets SET ip=?, device_class=?, vendor=?, model=?, product_code=?, serial=?, firmware=?,"
+            " hardware_version=?, protocols=?, identity=?, conflicts=?, last_seen=? WHERE id=?",
+            (ip, device_class, m.get("vendor"), model, m.get("product_code"), serial, firmware,
+             m.get("hardware_version"), json.dumps(m.protocols), json.dumps(identity, default=str),
+             json.dumps(m.conflicts, default=str), now, asset_id),
+        )
+        self.db.execute(
+            "INSERT OR REPLACE INTO scan_assets VALUES (?,?,?,?,?,?)", (scan_id, asset_id, ip, firmware, model, serial)
+        )
+
+    def _find_by_serial(self, serial: str) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM assets WHERE serial=? AND retired=0", (serial,)).fetchone()
+
+    def _event(self, asset_id: str, scan_id: str, kind: str, old: Any, new: Any) -> None:
+        self.db.execute("INSERT INTO asset_events VALUES (?,?,?,?,?,?)", (asset_id, scan_id, kind, old, new, _now()))
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def scans(self) -> list[ScanRecord]:
+        rows = self.db.execute("SELECT * FROM scans ORDER BY started_at, rowid").fetchall()
+        return [_row_to_scan(r) for r in rows]
+
+    def scan(self, scan_id: str) -> ScanRecord:
+        rows = self.db.execute("SELECT * FROM scans WHERE id LIKE ? ORDER BY rowid", (scan_id + "%",)).fetchall()
+        if len(rows) != 1:
+            raise InventoryError(f"no scan {scan_id!r}" if not rows else f"scan id {scan_id!r} is ambiguous")
+        return _row_to_scan(rows[0])
+
+    def observations(self, scan_id: str) -> list[Observation]:
+        return self._observations(scan_id)
+
+    def assets(self, include_retired: bool = False) -> list[AssetRecord]:
+        sql = "SELECT * FROM assets" + ("" if include_retired else " WHERE retired=0") + " ORDER BY ip"
+        return [_row_to_asset(r) for r in self.db.execute(sql).fetchall()]
+
+    def asset(self, key: str) -> AssetRecord:
+        rows = self.db.execute(
+            "SELECT * FROM assets WHERE id LIKE ? OR ip=? OR serial=? ORDER BY retired", (key + "%", key, key)
+        ).fetchall()
+        if not rows:
+            raise InventoryError(f"no asset matches {key!r} (give an asset id, an address or a serial)")
+        return _row_to_asset(rows[0])
+
+    def snapshot(self, scan_id: str) -> list[SnapshotRow]:
+        rows = self.db.execute("SELECT * FROM scan_assets WHERE scan_id=?", (scan_id,)).fetchall()
+        return [SnapshotRow(r["asset_id"], r["ip"], r["firmware"], r["model"], r["serial"]) for r in rows]
+
+    def history(self, asset_id: str) -> dict[str, list[dict[str, Any]]]:
+        def rows(sql: str) -> list[dict[str, Any]]:
+            return [dict(r) for r in self.db.execute(sql, (asset_id,)).fetchall()]
+
+        return {
+            "firmware": rows(
+                "SELECT scan_id, firmware, observed_at FROM asset_firmware WHERE asset_id=? ORDER BY rowid"
+            ),
+            "addresses": rows("SELECT scan_id, ip, observed_at FROM asset_addresses WHERE asset_id=? ORDER BY rowid"),
+            "events": rows("SELECT scan_id, kind, old, new, at FROM asset_events WHERE asset_id=? ORDER BY rowid"),
+        }
+
+    def integrity_ok(self) -> bool:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (Ctrl-C included)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _replaced(current: sqlite3.Row, serial: str | None, model: str | None) -> bool:
+    if serial and current["serial"] and serial != current["serial"]:
+        return True
+    return bool(model and current["model"] and model != current["model"])
+
+
+def _row_to_scan(r: sqlite3.Row) -> ScanRecord:
+    return ScanRecord(r["id"], r["profile"], r["started_at"], r["ended_at"], r["status"], json.loads(r["targets"]),
+                      json.loads(r["not_covered"]), json.loads(r["counts"]))
+
+
+def _row_to_asset(r: sqlite3.Row) -> AssetRecord:
+    return AssetRecord(r["id"], r["ip"], r["device_class"], r["vendor"], r["model"], r["product_code"], r["serial"],
+                       r["firmware"], r["hardware_version"], json.loads(r["protocols"]), json.loads(r["identity"]),
+                       json.loads(r["conflicts"]), r["first_seen"], r["last_seen"], bool(r["retired"]))
+
+
+def _row_to_observation(r: sqlite3.Row) -> Observation:
+    ident = None
+    if r["identity"]:
+        data = json.loads(r["identity"])
+        data.pop("firmware_version", None)
+        ident = Identity(**data)
+    return Observation(r["ip"], r["protocol"], r["port"], Status(r["status"]), ident, r["latency_s"], r["packets"],
+                       r["error"], r["device_class"])

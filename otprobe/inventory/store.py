@@ -1,0 +1,77 @@
+"""The store interface the rest of otprobe talks to, and the records it returns.
+
+SQLite is the only backend today; the interface is kept small so that a central PostgreSQL
+holding many sites' scans can implement the same methods later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from otprobe.model import Observation
+
+
+@dataclass
+class ScanRecord:
+    id: str
+    profile: str
+    started_at: str
+    ended_at: str | None
+    status: str  # running | complete | incomplete | interrupted
+    targets: list[str] = field(default_factory=list)
+    not_covered: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class AssetRecord:
+    id: str
+    ip: str | None
+    device_class: str
+    vendor: str | None
+    model: str | None
+    product_code: str | None
+    serial: str | None
+    firmware: str | None
+    hardware_version: str | None
+    protocols: dict[str, int]  # protocol -> port
+    identity: dict[str, Any]
+    conflicts: dict[str, dict[str, Any]]
+    first_seen: str
+    last_seen: str
+    retired: bool = False
+
+
+@dataclass
+class SnapshotRow:
+    """An asset as one scan saw it: the unit diffs compare."""
+
+    asset_id: str
+    ip: str
+    firmware: str | None
+    model: str | None
+    serial: str | None
+
+
+class Store(Protocol):
+    def begin_scan(self, scan_id: str, profile: str, targets: Iterable[str]) -> None: ...
+
+    def add_observation(self, scan_id: str, observation: Observation) -> None: ...
+
+    def finish_scan(self, scan_id: str, status: str, not_covered: Iterable[str] = ()) -> None: ...
+
+    def scans(self) -> list[ScanRecord]: ...
+
+    def scan(self, scan_id: str) -> ScanRecord: ...
+
+    def assets(self, include_retired: bool = False) -> list[AssetRecord]: ...
+
+    def asset(self, key: str) -> AssetRecord: ...
+
+    def snapshot(self, scan_id: str) -> list[SnapshotRow]: ...
+
+    def history(self, asset_id: str) -> dict[str, list[dict[str, Any]]]: ...
+
+    def close(self) -> None: ...

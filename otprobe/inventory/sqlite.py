@@ -115,9 +115,8 @@ class SqliteStore:
         if version > SCHEMA_VERSION:
             raise InventoryError(f"{self.path}: schema version {version} is newer than this otprobe ({SCHEMA_VERSION})")
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self._tx():
-                self.db.executescript(MIGRATIONS[target])
-                self.db.execute(f"PRAGMA user_version={target}")
+            # executescript commits on its own; the script carries its own transaction so a migration is atomic
+            self.db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[target]}; PRAGMA user_version={target}; COMMIT;")
 
     def _tx(self) -> sqlite3.Connection:
         return _Transaction(self.db)  # type: ignore[return-value]

@@ -1,0 +1,364 @@
+"""Profiles: a YAML file becomes a validated `Profile`, or one ProfileError line naming file, line and key.
+
+Shipped profiles live in `profiles/` at the repository root (`default`, `maintenance-window`, `inventory-refresh`,
+`lab`); `load_profile("lab")` finds them by name, `load_profile("site.yaml")` loads a user's file. Line numbers
+come from composing the YAML node tree (every key and list item keeps its start mark) and mapping each pydantic
+error location to the nearest node that exists.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from inspect import isclass
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Annotated, Any, get_args, get_origin
+
+import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from otprobe.errors import ProfileError
+from otprobe.scope import Scope
+from otprobe.windows import Window
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+
+class _At(ValueError):
+    """A cross-field error that knows which key it is about, so the message can name that key's line."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
+def _cidr(value: object) -> IPv4Network:
+    if isinstance(value, IPv4Network):
+        return value
+    try:
+        return IPv4Network(str(value))
+    except ValueError as exc:
+        raise ValueError(f"invalid IPv4 CIDR {value!r}: {exc}") from None
+
+
+def _unit_id(value: int) -> int:
+    if value == 0:
+        raise ValueError("unit id 0 is the broadcast id on serial gateways and is never used (pick 1-255)")
+    if not 1 <= value <= 255:
+        raise ValueError(f"unit id {value} is outside 1-255")
+    return value
+
+
+def _reason(value: str) -> str:
+    if not value.strip():
+        raise ValueError("enabling an intrusive operation needs a written reason")
+    return value.strip()
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+    return value
+
+
+Cidr = Annotated[IPv4Network, BeforeValidator(_cidr)]
+Rate = Annotated[float, Field(gt=0, le=10_000)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ScopeConfig(_Strict):
+    """`include` empty means nothing may be scanned until the user sets it (or passes --scope)."""
+
+    include: list[Cidr] = []
+    exclude: list[Cidr] = []
+
+
+class ClassLimits(_Strict):
+    """Caps for one device class: per device (`pps`, `burst`), the class in aggregate, and connection pacing."""
+
+    pps: Rate
+    burst: int = Field(1, ge=1, le=2)  # SAFETY R8: burst 1 by default, at most 2
+    class_pps: Rate | None = None
+    connect_gap_s: float = Field(2.0, ge=0, le=3600)
+    max_session_s: float = Field(10.0, gt=0, le=3600)
+
+
+class AssignRule(_Strict):
+    cidr: Cidr
+    device_class: str = Field(alias="class")
+
+
+class _ProtocolOptions(_Strict):
+    enabled: bool = True
+    port: int = Field(ge=1, le=65_535)
+    # operation name -> the written reason it is enabled; intrusive operations not named here are refused.
+    intrusive: dict[str, Annotated[str, AfterValidator(_reason)]] = {}
+
+
+class ModbusOptions(_ProtocolOptions):
+    port: int = Field(502, ge=1, le=65_535)
+    unit_ids: list[Annotated[int, AfterValidator(_unit_id)]] = Field(default=[1], min_length=1, max_length=16)
+
+
+class S7Options(_ProtocolOptions):
+    port: int = Field(102, ge=1, le=65_535)
+    rack_slots: list[tuple[Annotated[int, Field(ge=0, le=7)], Annotated[int, Field(ge=0, le=31)]]] = Field(
+        default=[(0, 2), (0, 1)], min_length=1, max_length=8
+    )
+    read_cpu_state: bool = False  # SZL 0x0424 is opt-in (SAFETY R19)
+
+
+class EnipOptions(_ProtocolOptions):
+    port: int = Field(44818, ge=1, le=65_535)
+
+
+class Protocols(_Strict):
+    modbus: ModbusOptions = ModbusOptions()
+    s7: S7Options = S7Options()
+    enip: EnipOptions = EnipOptions()
+
+
+class TimeoutConfig(_Strict):
+    connect_s: float = Field(2.0, gt=0, le=60)
+    response_s: float = Field(3.0, gt=0, le=60)
+
+
+class BreakerConfig(_Strict):
+    failures: int = Field(2, ge=1, le=10)
+
+
+class Caution(_Strict):
+    """A site's own "do not send this to that model" rule, added to the shipped caution list."""
+
+    pattern: Annotated[str, AfterValidator(_regex)]  # regex searched in the model name and order code
+    skip: str = Field(min_length=1)  # operation name, e.g. "read_szl_001c"
+    source: str = Field(min_length=1)  # why: an advisory, an incident, a vendor note
+
+
+_CLASS_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
+class Profile(_Strict):
+    """A validated scan profile. Conservative where the file is silent; refuses what it does not know.
+
+    - Unknown keys and duplicate keys are errors; every rate is > 0; `burst` is 1 unless raised, and at most 2.
+    - `classes` must define `unknown`, the class of every target no `assign` rule matches (first match wins).
+    - `scope.include` empty refuses every target; the shipped generic profiles leave it empty on purpose.
+      An include wider than /16 is allowed: one scan resolves at most 65,536 addresses anyway.
+    - `windows` empty means the profile does not restrict when it runs; otherwise a scan runs only inside one.
+    - Modbus unit id 0 is refused; an intrusive operation is enabled only by name with a written reason.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    scope: ScopeConfig = ScopeConfig()
+    global_pps: Rate = 10.0
+    classes: dict[str, ClassLimits] = {"unknown": ClassLimits(pps=0.5)}
+    assign: list[AssignRule] = []
+    protocols: Protocols = Protocols()
+    timeouts: TimeoutConfig = TimeoutConfig()
+    retries: int = Field(1, ge=0, le=3)
+    breaker: BreakerConfig = BreakerConfig()
+    windows: list[Window] = []
+    max_devices_in_flight: int = Field(8, ge=1, le=256)
+    cautions: list[Caution] = []
+
+    @model_validator(mode="after")
+    def _classes_consistent(self) -> Profile:
+        for name in self.classes:
+            if not _CLASS_NAME.match(name):
+                raise _At(("classes", name), f"class name {name!r}: use lower-case letters, digits, '-' and '_'")
+        if "unknown" not in self.classes:
+            raise _At(("classes",), "must define the class 'unknown' (targets no assign rule matches get it)")
+        for index, rule in enumerate(self.assign):
+            if rule.device_class not in self.classes:
+                raise _At(
+                    ("assign", index, "class"),
+                    f"unknown class {rule.device_class!r} (defined: {', '.join(sorted(self.classes))})",
+                )
+        return self
+
+    @property
+    def assign_pairs(self) -> list[tuple[IPv4Network, str]]:
+        return [(rule.cidr, rule.device_class) for rule in self.assign]
+
+    def limits(self, device_class: str) -> ClassLimits:
+        return self.classes.get(device_class, self.classes["unknown"])
+
+    def target_scope(self, include: Sequence[str] | None = None) -> Scope:
+        """The scope to resolve targets with; `include` (e.g. from --scope) replaces scope.include."""
+        return Scope(self.scope.include if include is None else include, self.scope.exclude, self.assign_pairs)
+
+    def protocol_options(self, protocol: str) -> dict[str, Any]:
+        """One protocol's section as a plain dict, the `options` a Probe is constructed with."""
+        return getattr(self.protocols, protocol).model_dump()
+
+    def enabled_intrusive(self, protocol: str) -> frozenset[str]:
+        return frozenset(getattr(self.protocols, protocol).intrusive)
+
+
+# --- YAML with line numbers -------------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads an unquoted clock time (02:00) as text, not as YAML 1.1's base-60 integer 120."""
+
+
+_Loader.yaml_implicit_resolvers = {key: list(value) for key, value in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _digit in "0123456789":
+    _Loader.yaml_implicit_resolvers.setdefault(_digit, []).insert(
+        0, ("tag:yaml.org,2002:str", re.compile(r"^\d{1,2}:\d{2}$"))
+    )
+
+Loc = tuple[str | int, ...]
+_SHOULD = re.compile(r"^(?:Input|String|List|Dictionary|Value) should")
+
+
+def _line_map(node: yaml.Node, path: Loc, lines: dict[Loc, int], problems: list[tuple[int, str]]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            here = (*path, str(key_node.value))
+            if here in lines:
+                problems.append((key_node.start_mark.line + 1, f"{_dotted(here)}: duplicate key"))
+            lines[here] = key_node.start_mark.line + 1
+            _line_map(value_node, here, lines, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[(*path, index)] = item.start_mark.line + 1
+            _line_map(item, (*path, index), lines, problems)
+
+
+def _dotted(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _line_of(loc: Loc, lines: dict[Loc, int]) -> int:
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    """The model class found by walking `loc` down from Profile (through dicts and lists), if any."""
+    current: Any = Profile
+    for part in loc:
+        if isclass(current) and issubclass(current, BaseModel):
+            fields = {field.alias or name: field for name, field in current.model_fields.items()}
+            if part not in fields:
+                return None
+            current = fields[part].annotation
+        elif get_origin(current) in (dict, list):
+            current = get_args(current)[-1]
+        else:
+            return None
+    return current if isclass(current) and issubclass(current, BaseModel) else None
+
+
+def _message(error: dict[str, Any]) -> tuple[Loc, str]:
+    loc: Loc = tuple(error["loc"])
+    kind, value = error["type"], error.get("input")
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        allowed = sorted(field.alias or name for name, field in model.model_fields.items()) if model else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return loc, f"unknown key (allowed: {', '.join(allowed)}){hint}"
+    if kind == "missing":
+        return loc, "required key is missing"
+    if kind == "value_error":
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, _At):
+            return (*loc, *cause.loc), str(cause)
+        return loc, str(cause) if cause is not None else error["msg"]
+    text = _SHOULD.sub("must", error["msg"])
+    if not isinstance(value, dict | list):
+        text += f" (got {value!r})"
+    return loc, text
+
+
+class ProfileValidationError(ProfileError):
+    """A ProfileError whose `problems` lists every error found, one line each; str() is the first of them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(problems[0] + more)
+        self.problems = problems
+
+
+def parse_profile(text: str, source: str, default_name: str = "profile") -> Profile:
+    """Validate profile YAML `text`; `source` is the file name used in messages."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise ProfileValidationError([f"{source}:{line} YAML syntax error: {exc.problem or exc.context}"]) from None
+    except yaml.YAMLError as exc:
+        raise ProfileValidationError([f"{source}:1 YAML error: {exc}"]) from None
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise ProfileValidationError([f"{source}:1 a profile is a mapping of keys (name, scope, classes, ...)"])
+    lines: dict[Loc, int] = {}
+    problems: list[tuple[int, str]] = []
+    _line_map(node, (), lines, problems)
+    data.setdefault("name", default_name)
+    try:
+        profile = Profile.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc, text = _message(error)
+            prefix = f"{_dotted(loc)}: " if loc else ""
+            problems.append((_line_of(loc, lines), prefix + text))
+    if problems:
+        problems.sort(key=lambda item: item[0])
+        raise ProfileValidationError([f"{source}:{line} {text}" for line, text in problems]) from None
+    return profile
+
+
+def _shipped_path(name: str) -> Path:
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        shipped = ", ".join(p.stem for p in sorted(PROFILES_DIR.glob("*.yaml")))
+        raise ProfileError(f"unknown profile {name!r} (shipped: {shipped}); give a file path for your own profile")
+    return path
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """A shipped profile by bare name (`lab`), or a profile file by path (`site.yaml`, `./profiles/x.yaml`)."""
+    text = str(name_or_path)
+    is_path = isinstance(name_or_path, Path) or "/" in text or "\\" in text or text.endswith((".yaml", ".yml"))
+    path = Path(text) if is_path else _shipped_path(text)
+    try:
+        content = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"{text}: cannot read profile: {getattr(exc, 'strerror', None) or exc}") from None
+    return parse_profile(content, str(path) if is_path else f"profiles/{path.name}", default_name=path.stem)
+
+
+@dataclass(frozen=True)
+class ProfileInfo:
+    name: str
+    description: str
+    path: Path
+
+
+def list_profiles() -> list[ProfileInfo]:
+    """Shipped profiles, by name, each validated."""
+    return [
+        ProfileInfo(path.stem, load_profile(path).description, path) for path in sorted(PROFILES_DIR.glob("*.yaml"))
+    ]

@@ -1,0 +1,201 @@
+"""The audit log: one JSON line per operation intent, outcome and scan event, hash-chained.
+
+Each line is a JSON object whose first keys are `seq` (0, 1, 2, ... across every scan in the file), `t` (UTC,
+ISO 8601), `scan` and `type` (`intent`, `outcome` or `event`), whose `prev` is the SHA-256 of the previous line's
+bytes (64 zeros for the first line), and whose last key `h` is the SHA-256 of the line up to `h`, so a changed
+byte is pinned to its own line. An intent is written and flushed (and by default fsync'd) before the packet
+leaves; a scan appends to an existing log and continues its chain.
+
+A hash chain without a key is tamper-evident, not tamper-proof: someone who rewrites every later line can forge
+it, and cutting whole lines off the end leaves a valid shorter chain. Record `VerifyResult.last_hash` elsewhere
+(a ticket, the inventory) to anchor the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from otprobe.errors import AuditError
+
+GENESIS = "0" * 64
+_RESERVED = frozenset({"seq", "t", "scan", "type", "event", "prev", "h"})
+_SUFFIX_LEN = len(',"h":"') + 64 + len('"}')
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _seal(record: dict[str, Any]) -> bytes:
+    """The line for `record` (without newline), ending in its own hash `h`."""
+    body = json.dumps(record, separators=(",", ":"), ensure_ascii=True, default=str).encode()
+    return body[:-1] + b',"h":"' + _sha256(body).encode() + b'"}'
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _last_line(path: Path) -> bytes | None:
+    """The file's last line without its newline; None for an empty file. Reads backwards, not the whole file."""
+    with path.open("rb") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        if end == 0:
+            return None
+        fh.seek(end - 1)
+        if fh.read(1) != b"\n":
+            raise AuditError(
+                f"{path} does not end with a complete line (truncated?): run `otprobe audit verify {path}` and move "
+                "the file aside before scanning again"
+            )
+        position, tail = end - 1, b""
+        while position > 0 and b"\n" not in tail:
+            step = min(4096, position)
+            position -= step
+            fh.seek(position)
+            tail = fh.read(step) + tail
+        return tail.rsplit(b"\n", 1)[-1]
+
+
+class AuditLog:
+    """Append-only, hash-chained JSONL writer; implements `otprobe.link.AuditSink`. Safe to share across threads."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        scan_id: str,
+        clock: Callable[[], datetime] = _utc_now,
+        *,
+        fsync: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.scan_id = scan_id
+        self._clock = clock
+        self._fsync = fsync
+        self._lock = threading.Lock()
+        self._seq, self._prev = self._chain_tail()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("ab")
+        except OSError as exc:
+            raise AuditError(f"cannot open audit log {self.path}: {exc.strerror}") from None
+
+    def _chain_tail(self) -> tuple[int, str]:
+        if not self.path.exists():
+            return 0, GENESIS
+        last = _last_line(self.path)
+        if last is None:
+            return 0, GENESIS
+        try:
+            seq = json.loads(last)["seq"]
+        except (ValueError, KeyError, TypeError):
+            raise AuditError(f"{self.path}: the last line is not an audit record; verify the file") from None
+        return int(seq) + 1, _sha256(last)
+
+    def _write(self, record_type: str, fields: dict[str, Any], sync: bool) -> int:
+        with self._lock:
+            if self._fh.closed:
+                raise AuditError(f"audit log {self.path} is closed")
+            seq = self._seq
+            record = {"seq": seq, "t": self._clock().isoformat(), "scan": self.scan_id, "type": record_type}
+            record |= fields
+            record["prev"] = self._prev
+            line = _seal(record)
+            try:
+                self._fh.write(line + b"\n")
+                self._fh.flush()
+                if sync and self._fsync:
+                    os.fsync(self._fh.fileno())
+            except OSError as exc:
+                raise AuditError(f"cannot write audit log {self.path}: {exc.strerror}") from None
+            self._seq, self._prev = seq + 1, _sha256(line)
+            return seq
+
+    def intent(self, *, device: str, protocol: str, operation: str, code: str, packets: int) -> int:
+        """Record an operation about to be sent; returns its record id. On disk before this returns."""
+        fields = {"device": device, "protocol": protocol, "operation": operation, "code": code, "packets": packets}
+        return self._write("intent", fields, sync=True)
+
+    def outcome(self, record_id: int, outcome: str, detail: str | None = None) -> None:
+        self._write("outcome", {"ref": record_id, "outcome": outcome, "detail": detail}, sync=False)
+
+    def event(self, kind: str, **fields: Any) -> int:
+        """A scan-level record: scan_start, scan_stop, override (with its reason), deadline, interrupt..."""
+        clash = _RESERVED & fields.keys()
+        if clash:
+            raise ValueError(f"audit event fields may not be named {', '.join(sorted(clash))}")
+        return self._write("event", {"event": kind, **fields}, sync=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+@dataclass
+class VerifyResult:
+    """Outcome of `verify`. `bad_line` is 1-based; `last_hash` anchors the end of an intact chain."""
+
+    ok: bool
+    records: int
+    bad_line: int | None = None
+    reason: str | None = None
+    last_hash: str = GENESIS
+    scans: list[str] = field(default_factory=list)
+
+
+def _check_line(raw: bytes, expected_seq: int, expected_prev: str) -> tuple[str | None, dict[str, Any]]:
+    """(why this line breaks the chain or None, the parsed record)."""
+    if len(raw) <= _SUFFIX_LEN or not raw.startswith(b"{"):
+        return "not an audit record", {}
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return "not valid JSON (edited or damaged)", {}
+    if not isinstance(record, dict) or record.get("h") != _sha256(raw[:-_SUFFIX_LEN] + b"}"):
+        return "content does not match its own hash (edited)", {}
+    if record.get("seq") != expected_seq:
+        return f"seq is {record.get('seq')}, expected {expected_seq}: a record before it is missing or out of order", {}
+    if record.get("prev") != expected_prev:
+        return "prev does not match the hash of the line before it (lines removed, reordered or edited)", {}
+    return None, record
+
+
+def verify(path: str | Path) -> VerifyResult:
+    """Check the whole chain of an audit log; stops at the first bad line."""
+    path = Path(path)
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise AuditError(f"cannot read audit log {path}: {exc.strerror}") from None
+    result = VerifyResult(ok=True, records=0)
+    with fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.endswith(b"\n"):
+                return _bad(result, number, "the line is cut off (file truncated mid-line)")
+            reason, record = _check_line(line[:-1], result.records, result.last_hash)
+            if reason is not None:
+                return _bad(result, number, reason)
+            if not result.scans or result.scans[-1] != record["scan"]:
+                result.scans.append(record["scan"])
+            result.records += 1
+            result.last_hash = _sha256(line[:-1])
+    return result
+
+
+def _bad(result: VerifyResult, line: int, reason: str) -> VerifyResult:
+    result.ok, result.bad_line, result.reason = False, line, reason
+    return result

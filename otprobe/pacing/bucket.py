@@ -1,0 +1,151 @@
+"""Token buckets (GCRA) and the Limiter that takes a token from several buckets at once, fairly.
+
+Why this shape:
+
+* The contract is held at the receiver: in any window of W seconds a device sees at most ceil(rate*W) + burst - 1
+  packets. GCRA (ATM "virtual scheduling") gives exactly that with two numbers per bucket: the interval T = 1/rate
+  and the theoretical arrival time `tat`. A packet conforms at `now` when now >= tat - (burst-1)*T; taking it sets
+  tat = max(tat, now) + T. Nothing refills, nothing is fractional: rate 0.2 simply means T = 5 s, and an idle
+  bucket never saves up more than `burst` (no catching up after a pause, masscan's rule).
+* A packet to device D of class C takes D's bucket, C's aggregate bucket and the global bucket *together*. Taking
+  them one after another holds one token while waiting for the next and breaks the spacing; reserving future slots
+  in every bucket lets a slow device block the shared buckets for everyone. So waiters queue in arrival order and
+  at every wake-up each waiter whose buckets all conform *now* is granted, oldest first. A waiter held back by its
+  own device bucket does not hold back others (work-conserving), and nobody starves: a waiter's device bucket
+  stays conformant while it waits, so once the shared buckets conform it is the oldest candidate.
+* No background task and no polling: one loop timer is armed for the earliest instant a waiter can go. The clock
+  is injectable (default: the running loop's monotonic time) and timers are computed as delays from it.
+* aiolimiter and asyncio-throttle admit a whole period's worth at once (bench/bench_limiters.py has the figures);
+  here `burst` is separate from the rate and defaults to 1.
+* A refusable waiter (anything but a close) carries `reserve`, the time it needs after its grant (its reply and
+  its close). It is refused with ScanAborted as soon as it cannot be granted by `cutoff - reserve`: the deadline
+  and a graceful stop are the same mechanism, a cutoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from otprobe.errors import ScanAborted
+
+# Added to each interval so that float rounding can never place two grants closer than exactly 1/rate.
+_EPSILON_S = 1e-9
+
+
+def _interval(rate: float) -> float:
+    if not rate > 0:
+        raise ValueError(f"rate must be positive, got {rate}")
+    return 1.0 / rate + _EPSILON_S
+
+
+class TokenBucket:
+    """GCRA bucket: `rate` tokens per second (may be below 1), at most `burst` at once. Times come from the caller."""
+
+    __slots__ = ("_interval", "_tat", "burst", "rate")
+
+    def __init__(self, rate: float, burst: int = 1) -> None:
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1, got {burst}")
+        self.rate = rate
+        self.burst = burst
+        self._interval = _interval(rate)
+        self._tat = -math.inf
+
+    def set_rate(self, rate: float) -> None:
+        """Change the rate from the next packet on (adaptive slowdown); the pending spacing follows the new rate."""
+        interval = _interval(rate)
+        self._tat += interval - self._interval
+        self.rate, self._interval = rate, interval
+
+    def ready_at(self, count: int = 1) -> float:
+        """Earliest time `count` tokens can be taken at one instant (they leave together, so they count together)."""
+        return self._tat + (count - self.burst) * self._interval
+
+    def take(self, now: float, count: int = 1) -> None:
+        self._tat = max(self._tat, now) + count * self._interval
+
+
+@dataclass(eq=False)
+class _Waiter:
+    buckets: tuple[TokenBucket, ...]
+    count: int
+    not_before: float
+    reserve: float | None  # None: never refused (closes)
+    future: asyncio.Future[float]
+
+    def ready_at(self) -> float:
+        return max(self.not_before, *(b.ready_at(self.count) for b in self.buckets))
+
+
+class Limiter:
+    """Grants tokens from several buckets together, oldest conformant waiter first. One per scan."""
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        self._clock = clock
+        self._waiters: list[_Waiter] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self.cutoff = math.inf  # no refusable grant after this instant (deadline or graceful stop)
+
+    def now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    def submit(
+        self,
+        buckets: Iterable[TokenBucket],
+        *,
+        count: int = 1,
+        not_before: float = -math.inf,
+        reserve: float | None = 0.0,
+    ) -> asyncio.Future[float]:
+        """Queue a request for `count` tokens from every bucket; the future yields the grant time.
+
+        It fails with ScanAborted if the grant cannot come by `cutoff - reserve`; `reserve=None` is never refused.
+        Cancelling the future withdraws the request.
+        """
+        waiter = _Waiter(tuple(buckets), count, not_before, reserve, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        self._service()
+        return waiter.future
+
+    async def acquire(
+        self,
+        buckets: Iterable[TokenBucket],
+        *,
+        count: int = 1,
+        not_before: float = -math.inf,
+        reserve: float | None = 0.0,
+    ) -> float:
+        return await self.submit(buckets, count=count, not_before=not_before, reserve=reserve)
+
+    def stop(self, at: float | None = None) -> None:
+        """Set the cutoff (now, or a later deadline): refusable requests that cannot be granted by then fail."""
+        self.cutoff = min(self.cutoff, self.now() if at is None else at)
+        self._service()
+
+    def _service(self) -> None:
+        now = self.now()
+        wake = math.inf
+        pending: list[_Waiter] = []
+        for w in self._waiters:
+            if w.future.done():  # withdrawn
+                continue
+            ready = w.ready_at()
+            latest = math.inf if w.reserve is None else self.cutoff - w.reserve
+            if max(ready, now) > latest:
+                w.future.set_exception(ScanAborted("no time left before the scan's cutoff for this operation"))
+            elif ready <= now:
+                for b in w.buckets:
+                    b.take(now, w.count)
+                w.future.set_result(now)
+            else:
+                pending.append(w)
+                wake = min(wake, ready)
+        self._waiters = pending
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if pending:
+            self._timer = asyncio.get_running_loop().call_later(wake - now, self._service)

@@ -92,7 +92,7 @@ class Window(BaseModel):
 
     @model_validator(mode="after")
     def _not_empty(self) -> Window:
-        if _minutes(self.start) == _minutes(self.end) % (24 * 60):
+        if _minutes(self.start) == _minutes(self.end):
             raise ValueError(f"start and end are both {self.start}: use start \"00:00\", end \"24:00\" for a whole day")
         return self
 
@@ -106,7 +106,7 @@ class Window(BaseModel):
             return None
         start, end = _minutes(self.start), _minutes(self.end)
         end_day = day if end > start else day + timedelta(days=1)
-        return _instant(day, start, self.zone), _instant(end_day, end % (24 * 60), self.zone)
+        return _instant(day, start, self.zone), _instant(end_day, end, self.zone)
 
 
 def _instant(day: date, minutes: int, zone: ZoneInfo) -> datetime:
@@ -144,7 +144,8 @@ def _spans(windows: Sequence[Window], now_utc: datetime, days_ahead: int) -> lis
         today = now_utc.astimezone(window.zone).date()
         for offset in range(-1, days_ahead + 1):
             interval = window.interval_on(today + timedelta(days=offset))
-            if interval is not None:
+            # A window lying wholly inside a skipped DST hour is empty on that day.
+            if interval is not None and interval[0] < interval[1]:
                 raw.append(_Span(interval[0], interval[1], window.zone))
     raw.sort(key=lambda s: (s.start, s.end))
     merged: list[_Span] = []

@@ -3,17 +3,19 @@
 A probe announces each operation to its Link before the library call that sends it. The link
 refuses what is undeclared or not read-only, refuses to go past the probe's declared packet budget,
 waits on the pacer (token buckets, connection gap, deadline), and writes the audit record: the intent
-before the packet leaves, the outcome after. Blocking libraries running in a worker thread use
+before the packet leaves, the outcome after. A pacer that also has `observe` is told how long each successful
+operation took (for adaptive slowdown). Blocking libraries running in a worker thread use
 `gate_from_thread`, which blocks that thread until the event loop grants the packet.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from otprobe.errors import BudgetExceeded, ProbeContractError
 from otprobe.probes.base import Category, Kind, Operation
@@ -28,6 +30,13 @@ class Pacer(Protocol):
     """Grants packets to one device: token buckets, connection gap, deadline. May raise ScanAborted."""
 
     async def acquire(self, kind: Kind, packets: int) -> None: ...
+
+
+@runtime_checkable
+class Observer(Protocol):
+    """Optional pacer side: told the duration of each successful operation (send to reply, or connect)."""
+
+    def observe(self, kind: Kind, seconds: float) -> None: ...
 
 
 class AuditSink(Protocol):
@@ -71,6 +80,7 @@ class Link:
         self.packets_sent = 0
         self._enabled_intrusive = enabled_intrusive
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread_op: tuple[Operation, float] | None = None
 
     def _check(self, name: str, packets: int | None) -> tuple[Operation, int]:
         try:
@@ -95,12 +105,15 @@ class Link:
         await self.pacer.acquire(op.kind, cost)
         self.packets_sent += cost
         record = self._intent(op, cost)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             yield op
         except BaseException as exc:
             self._outcome(record, type(exc).__name__, str(exc) or None)
             raise
         self._outcome(record, "ok")
+        self._observe(op, loop.time() - started)
 
     def bind_loop(self) -> None:
         """Remember the running loop so that worker threads can be gated through it."""
@@ -113,10 +126,20 @@ class Link:
         op, cost = self._check(name, packets)
         asyncio.run_coroutine_threadsafe(self.pacer.acquire(op.kind, cost), self._loop).result()
         self.packets_sent += cost
+        self._thread_op = (op, time.monotonic())
         return self._intent(op, cost)
 
     def finish_from_thread(self, record: int | None, outcome: str, detail: str | None = None) -> None:
         self._outcome(record, outcome, detail)
+        if outcome == "ok" and self._thread_op is not None and self._loop is not None:
+            op, started = self._thread_op
+            # The pacer belongs to the event loop: adjust it there, not from the worker thread.
+            self._loop.call_soon_threadsafe(self._observe, op, time.monotonic() - started)
+        self._thread_op = None
+
+    def _observe(self, op: Operation, seconds: float) -> None:
+        if isinstance(self.pacer, Observer):
+            self.pacer.observe(op.kind, seconds)
 
     def _intent(self, op: Operation, cost: int) -> int | None:
         if self.audit is None:

@@ -1,0 +1,116 @@
+"""Per-device pacer: what the Link waits on before each operation to one device.
+
+Why: a device must be able to tell us nothing but "slow down". So every operation takes its packets from the
+device's bucket and the shared class/global buckets (one Limiter for the scan), a new connection waits
+`connect_gap_s` after the previous one ended, nothing but a close starts unless it and its close fit before the
+cutoff, and when replies get much slower than the device's own baseline its rate halves, then climbs back one
+step per normal reply (AIMD, as TCP does for congestion).
+
+An operation of n packets takes its n tokens at one instant, because the library sends them back to back: taking
+them one by one and then sending all at the last grant would put n packets right after the previous one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from otprobe.link import Timeouts
+from otprobe.pacing.bucket import Limiter, TokenBucket
+from otprobe.probes.base import Kind
+
+
+@dataclass(frozen=True)
+class Slowdown:
+    """When a reply counts as slow, and how the rate falls and recovers."""
+
+    factor: float = 4.0  # slow: more than factor x the baseline...
+    min_slow_s: float = 0.05  # ...and longer than this (loopback jitter is not a signal)
+    alpha: float = 0.2  # EWMA weight of a normal reply in the baseline
+    floor: float = 0.125  # never below this fraction of the cap
+    steps: int = 8  # normal replies to climb from zero back to the cap (additive step = cap / steps)
+
+
+class Pacer:
+    """Implements link.Pacer for one device; `rate` is its current packets per second (for progress display)."""
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        bucket: TokenBucket,
+        shared: Sequence[TokenBucket] = (),
+        *,
+        connect_gap_s: float = 0.0,
+        timeouts: Timeouts | None = None,
+        slowdown: Slowdown | None = None,
+    ) -> None:
+        self._limiter = limiter
+        self._bucket = bucket
+        self._buckets = (bucket, *shared)
+        self._gap = connect_gap_s
+        self._timeouts = timeouts or Timeouts()
+        self._slowdown = slowdown or Slowdown()
+        self.cap = bucket.rate
+        self._last_connection = -math.inf  # grant time of the last connect or close
+        self._baseline: dict[Kind, float] = {}
+
+    @property
+    def rate(self) -> float:
+        return self._bucket.rate
+
+    async def acquire(self, kind: Kind, packets: int) -> None:
+        """Wait until `packets` may leave now. Raises ScanAborted for a non-close that cannot finish by the cutoff."""
+        not_before = self._last_connection + self._gap if kind is Kind.CONNECT else -math.inf
+        future = self._limiter.submit(self._buckets, count=packets, not_before=not_before, reserve=self._reserve(kind))
+        if kind is Kind.CLOSE:
+            granted = await _uncancellable(future)
+        else:
+            granted = await future
+        if kind in (Kind.CONNECT, Kind.CLOSE):
+            self._last_connection = granted
+
+    def _reserve(self, kind: Kind) -> float | None:
+        """Time an operation needs after its grant: its reply, then the next token for the close."""
+        if kind is Kind.CLOSE:
+            return None
+        wait = self._timeouts.connect_s if kind is Kind.CONNECT else self._timeouts.response_s
+        return max(wait, 1.0 / self._bucket.rate)
+
+    def observe(self, kind: Kind, seconds: float) -> None:
+        """Feed one reply time (from the Link); adjusts the device's rate."""
+        if kind is Kind.CLOSE:
+            return
+        policy = self._slowdown
+        baseline = self._baseline.get(kind)
+        if baseline is None:
+            self._baseline[kind] = seconds
+        elif seconds > policy.factor * baseline and seconds > policy.min_slow_s:
+            # An outlier does not enter the baseline, or a slowing device would teach us that slow is normal.
+            self._bucket.set_rate(max(self.cap * policy.floor, self.rate / 2))
+        else:
+            self._baseline[kind] = baseline + policy.alpha * (seconds - baseline)
+            if self.rate < self.cap:
+                self._bucket.set_rate(min(self.cap, self.rate + self.cap / policy.steps))
+
+
+async def _uncancellable(future: asyncio.Future[float]) -> float:
+    """Await a close's grant even through a cancellation ("stop now"), then pass the cancellation on.
+
+    The close must still be paced and still be sent: returning normally lets the probe's close run, and the
+    re-armed cancellation interrupts whatever the probe awaits next.
+    """
+    cancelled = False
+    while True:
+        try:
+            granted = await asyncio.shield(future)
+            break
+        except asyncio.CancelledError:
+            cancelled = True
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+    if cancelled and (task := asyncio.current_task()) is not None:
+        task.cancel()
+    return granted

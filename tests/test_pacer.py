@@ -1,0 +1,155 @@
+"""Per-device Pacer on virtual time: connection gap, deadline refusal, closes always granted, adaptive slowdown."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import vtime
+from fakes import ScriptedProbe, Wire
+
+from otprobe.errors import ScanAborted
+from otprobe.link import Link, Timeouts
+from otprobe.model import Target
+from otprobe.pacing.bucket import Limiter, TokenBucket
+from otprobe.pacing.pacer import Pacer, Slowdown
+from otprobe.probes.base import Kind
+
+C, R, X = Kind.CONNECT, Kind.REQUEST, Kind.CLOSE
+
+
+def make(pps: float = 10.0, **kwargs: object) -> tuple[Limiter, Pacer]:
+    limiter = Limiter()
+    return limiter, Pacer(limiter, TokenBucket(pps), **kwargs)  # type: ignore[arg-type]
+
+
+async def grants(pacer: Pacer, kinds: list[Kind]) -> list[float]:
+    loop = asyncio.get_running_loop()
+    times = []
+    for kind in kinds:
+        await pacer.acquire(kind, 1)
+        times.append(loop.time())
+    return times
+
+
+def test_a_new_connection_waits_the_gap_after_the_previous_one_ended() -> None:
+    async def scenario() -> list[float]:
+        _, pacer = make(10.0, connect_gap_s=1.5)
+        return await grants(pacer, [C, R, X, C, X])
+
+    connect1, request, close1, connect2, close2 = vtime.run(scenario())
+    assert request - connect1 >= 0.1 and close1 - request >= 0.1  # the device bucket still spaces packets
+    assert connect2 - close1 >= 1.5
+    assert connect2 - close1 == pytest.approx(1.5)  # and no more than that
+    assert close2 - connect2 >= 0.1
+
+
+def test_no_operation_starts_that_cannot_finish_and_close_before_the_deadline() -> None:
+    async def scenario() -> tuple[list[float], float, float]:
+        limiter, pacer = make(1.0, timeouts=Timeouts(connect_s=1.0, response_s=1.0))
+        limiter.stop(at=vtime.START + 3.1)
+        granted = await grants(pacer, [C, R, R])  # START, +1, +2: each leaves >= 1 s for its reply/close
+        loop = asyncio.get_running_loop()
+        with pytest.raises(ScanAborted):
+            await pacer.acquire(R, 1)  # its token would come at +3: no room left
+        refused_at = loop.time()
+        await pacer.acquire(X, 1)
+        return granted, refused_at, loop.time()
+
+    granted, refused_at, closed_at = vtime.run(scenario())
+    assert granted == pytest.approx([vtime.START, vtime.START + 1, vtime.START + 2])
+    assert refused_at == granted[-1]  # refused at once, not after waiting for the token
+    assert closed_at == pytest.approx(vtime.START + 3.0)  # the close is paced, and granted even at the cutoff
+
+
+def test_close_is_granted_after_a_graceful_stop() -> None:
+    async def scenario() -> float:
+        limiter, pacer = make(2.0)
+        await pacer.acquire(C, 1)
+        limiter.stop()
+        with pytest.raises(ScanAborted):
+            await pacer.acquire(R, 1)
+        await pacer.acquire(X, 1)
+        return asyncio.get_running_loop().time()
+
+    assert vtime.run(scenario()) == pytest.approx(vtime.START + 0.5)
+
+
+def test_close_survives_a_stop_now_cancellation_and_passes_it_on() -> None:
+    events: list[str] = []
+
+    async def closer(pacer: Pacer) -> None:
+        try:
+            await pacer.acquire(X, 1)
+            events.append("close granted")
+            await asyncio.sleep(1)  # what the probe awaits after closing: interrupted by the re-armed cancel
+            events.append("not reached")
+        except asyncio.CancelledError:
+            events.append("cancelled after close")
+            raise
+
+    async def scenario() -> float:
+        _, pacer = make(0.2)
+        await pacer.acquire(C, 1)
+        task = asyncio.ensure_future(closer(pacer))
+        await asyncio.sleep(1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return asyncio.get_running_loop().time()
+
+    ended = vtime.run(scenario())
+    assert events == ["close granted", "cancelled after close"]
+    assert ended == pytest.approx(vtime.START + 5.0)  # waited for the close's token, paced
+
+
+def test_slow_replies_halve_the_rate_then_normal_replies_restore_it_step_by_step() -> None:
+    _, pacer = make(8.0, slowdown=Slowdown(steps=4))
+    for _ in range(5):
+        pacer.observe(R, 0.010)
+    assert pacer.rate == 8.0
+    pacer.observe(R, 0.200)  # 20x the baseline
+    assert pacer.rate == 4.0
+    pacer.observe(R, 0.200)  # still slow: the outlier did not become the baseline
+    assert pacer.rate == 2.0
+    for _ in range(10):
+        pacer.observe(R, 0.200)
+    assert pacer.rate == 1.0  # floor: 1/8 of the cap
+    climb = []
+    for _ in range(5):
+        pacer.observe(R, 0.010)
+        climb.append(pacer.rate)
+    assert climb == [3.0, 5.0, 7.0, 8.0, 8.0]
+
+
+def test_jitter_below_the_absolute_threshold_is_not_a_slowdown() -> None:
+    _, pacer = make(8.0)
+    pacer.observe(R, 0.001)
+    pacer.observe(R, 0.020)  # 20x, but 20 ms on loopback is noise
+    pacer.observe(X, 5.0)  # closes are not replies
+    assert pacer.rate == 8.0
+
+
+def test_a_slowdown_widens_the_spacing_of_the_very_next_packet() -> None:
+    async def scenario() -> list[float]:
+        _, pacer = make(4.0)
+        first = await grants(pacer, [C])
+        pacer.observe(C, 0.01)
+        pacer.observe(R, 0.01)
+        pacer.observe(R, 1.0)  # slow: 4 pps -> 2 pps
+        return first + await grants(pacer, [R, R])
+
+    connect, r1, r2 = vtime.run(scenario())
+    assert r1 - connect >= 0.5 and r2 - r1 >= 0.5
+
+
+def test_the_link_reports_reply_times_to_the_pacer() -> None:
+    async def scenario() -> float:
+        _, pacer = make(4.0)
+        target = Target("127.0.0.1")
+        probe = ScriptedProbe(Wire(), {target.ip: [0.01, 0.01, 0.5]})
+        for _ in range(3):
+            await probe.run(Link(probe, target, pacer=pacer), target)
+        return pacer.rate
+
+    assert vtime.run(scenario()) == 2.0

@@ -1,0 +1,55 @@
+"""Fault modes a simulated device can be given, as declared in a plant file under `fault:`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class FaultMode(StrEnum):
+    NONE = "none"
+    SILENT = "silent"  # accepts, reads, never replies
+    SLOW = "slow"  # replies after latency_s (+ load_s per request seen in the last second)
+    REFUSED = "refused"  # no listener at all
+    RESET = "reset"  # RST right after accept
+    MALFORMED = "malformed"  # frame header intact, body garbage
+    TRUNCATED = "truncated"  # half a reply, then FIN
+    OVERSIZED = "oversized"  # a reply claiming and sending far more than any real one
+    ENDLESS = "endless_more_follows"  # Modbus FC43 that always says "more follows"
+    WRONG_ID = "wrong_tid"  # reply carries the wrong transaction id / PDU reference / context
+    CONN_LIMIT = "conn_limit"  # at most `limit` connections; beyond it refuse (RST) or drop the oldest
+
+
+@dataclass(frozen=True)
+class Fault:
+    mode: FaultMode = FaultMode.NONE
+    latency_s: float = 0.0
+    load_s: float = 0.0
+    limit: int = 4
+    policy: str = "refuse"  # conn_limit: "refuse" or "drop_oldest"
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> Fault:
+        """`fault: silent` or `fault: {mode: slow, latency_s: 0.5}`. Raises ValueError with the bad key."""
+        if spec is None:
+            return cls()
+        if isinstance(spec, str):
+            spec = {"mode": spec}
+        if not isinstance(spec, dict):
+            raise ValueError("fault: must be a mode name or a mapping")
+        known = {"mode", "latency_s", "load_s", "limit", "policy"}
+        unknown = set(spec) - known
+        if unknown:
+            raise ValueError(f"fault.{sorted(unknown)[0]}: unknown key (known: {', '.join(sorted(known))})")
+        try:
+            mode = FaultMode(spec.get("mode", "none"))
+        except ValueError:
+            raise ValueError(
+                f"fault.mode: unknown mode {spec.get('mode')!r} (known: {', '.join(m.value for m in FaultMode)})"
+            ) from None
+        policy = spec.get("policy", "refuse")
+        if policy not in ("refuse", "drop_oldest"):
+            raise ValueError(f"fault.policy: must be refuse or drop_oldest (got {policy!r})")
+        return cls(mode, float(spec.get("latency_s", 0.0)), float(spec.get("load_s", 0.0)),
+                   int(spec.get("limit", 4)), policy)

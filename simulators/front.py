@@ -1,0 +1,212 @@
+"""The TCP front every simulated device listens through.
+
+It owns the listening socket on the device's own loopback address, records every connection and
+request frame, and applies the transport-level fault modes, so that protocol modules only turn a
+request frame into reply frames. A protocol module supplies a `Framing` (how long a frame is, what
+operation it carries, how to corrupt a reply for the fault modes) and a handler coroutine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from simulators.faults import Fault, FaultMode
+from simulators.recorder import Connection, Recorder
+
+MAX_FRAME = 65_536 + 64
+
+
+class Framing:
+    """Protocol hooks. Subclasses set protocol and header_len and implement frame_length and classify."""
+
+    protocol: str = ""
+    header_len: int = 0
+
+    def frame_length(self, header: bytes) -> int:
+        """Total frame length read from the first header_len bytes; ValueError if it is not a frame."""
+        raise NotImplementedError
+
+    def classify(self, frame: bytes) -> tuple[str, bool, dict[str, Any]]:
+        """(operation, allowed, detail) of one request frame."""
+        raise NotImplementedError
+
+    def malformed(self, reply: bytes) -> bytes:
+        return reply[: self.header_len] + bytes([0xFF]) * (len(reply) - self.header_len)
+
+    def oversized(self, reply: bytes) -> bytes:
+        return reply + bytes(60_000)
+
+    def wrong_id(self, reply: bytes) -> bytes:
+        return reply
+
+    def endless(self, request: bytes, reply: bytes) -> bytes:
+        return reply
+
+
+class ConnState:
+    """Per-connection state a handler may keep (session handle, negotiated PDU, backend socket...)."""
+
+    def __init__(self, conn: Connection, peer: str) -> None:
+        self.conn = conn
+        self.peer = peer
+        self.data: dict[str, Any] = {}
+
+
+Handler = Callable[[bytes, ConnState], Awaitable[list[bytes]]]
+Closer = Callable[[ConnState], Awaitable[None]]
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with RST, as a device does when it refuses or drops a connection."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+class TcpFront:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        framing: Framing,
+        handler: Handler,
+        recorder: Recorder,
+        fault: Fault,
+        on_close: Closer | None = None,
+    ) -> None:
+        self.host, self.port = host, port
+        self.framing, self.handler, self.recorder, self.fault = framing, handler, recorder, fault
+        self.on_close = on_close
+        self._server: asyncio.Server | None = None
+        self._live: dict[int, tuple[Connection, asyncio.StreamWriter]] = {}
+        self._recent: deque[float] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        if self.fault.mode is FaultMode.REFUSED:
+            return
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True)
+        # port 0 asks the kernel for a free port: report the one actually bound
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for conn, writer in list(self._live.values()):
+                self.recorder.connection_closed(conn, "server")
+                writer.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+
+    def _latency(self) -> float:
+        now = time.monotonic()
+        self._recent.append(now)
+        while self._recent and self._recent[0] < now - 1.0:
+            self._recent.popleft()
+        return self.fault.latency_s + self.fault.load_s * (len(self._recent) - 1)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        peer_addr = writer.get_extra_info("peername")
+        peer = f"{peer_addr[0]}:{peer_addr[1]}" if peer_addr else "?"
+        conn = self.recorder.connection_opened(peer)
+        state = ConnState(conn, peer)
+        try:
+            if self.fault.mode is FaultMode.RESET or self._over_limit():
+                self.recorder.connection_closed(conn, "server")
+                _reset(writer)
+                return
+            self._live[conn.id] = (conn, writer)
+            await self._loop(reader, writer, state)
+        except asyncio.CancelledError:
+            self.recorder.connection_closed(conn, "server")
+            writer.transport.abort()
+        except (ConnectionResetError, BrokenPipeError):
+            # the client reset the connection while we were replying
+            self.recorder.connection_closed(conn, "rst")
+        finally:
+            self._live.pop(conn.id, None)
+            self._tasks.discard(task)
+            if self.on_close is not None:
+                await self.on_close(state)
+            if not writer.is_closing():
+                writer.close()
+
+    def _over_limit(self) -> bool:
+        if self.fault.mode is not FaultMode.CONN_LIMIT or len(self._live) < self.fault.limit:
+            return False
+        if self.fault.policy == "refuse":
+            return True
+        # recorded before closing, so the victim's reader does not log our close as the client's FIN
+        victim_conn, victim = self._live.pop(min(self._live))
+        self.recorder.connection_closed(victim_conn, "server")
+        victim.close()
+        return False
+
+    async def _loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: ConnState) -> None:
+        framing, fault, conn = self.framing, self.fault, state.conn
+        while True:
+            try:
+                header = await reader.readexactly(framing.header_len)
+                length = framing.frame_length(header)
+                if not framing.header_len <= length <= MAX_FRAME:
+                    raise ValueError(length)
+                frame = header + await reader.readexactly(length - framing.header_len)
+            except asyncio.IncompleteReadError as exc:
+                self.recorder.connection_closed(conn, "fin")
+                if exc.partial:
+                    self.recorder.request(framing.protocol, "incomplete-frame", len(exc.partial), False, conn)
+                return
+            except ConnectionResetError:
+                self.recorder.connection_closed(conn, "rst")
+                return
+            except ValueError:
+                self.recorder.request(framing.protocol, "bad-frame", framing.header_len, False, conn)
+                self.recorder.connection_closed(conn, "server")
+                _reset(writer)
+                return
+            operation, allowed, detail = framing.classify(frame)
+            self.recorder.request(framing.protocol, operation, len(frame), allowed, conn, **detail)
+            if fault.mode is FaultMode.SILENT:
+                continue
+            replies = await self.handler(frame, state)
+            if fault.mode is FaultMode.SLOW:
+                await asyncio.sleep(self._latency())
+            for reply in replies:
+                if fault.mode is FaultMode.TRUNCATED:
+                    writer.write(reply[: max(1, len(reply) // 2)])
+                    await writer.drain()
+                    self.recorder.connection_closed(conn, "server")
+                    writer.close()
+                    return
+                writer.write(self._mutate(frame, reply))
+            await writer.drain()
+            if state.data.get("close_after_reply"):
+                self.recorder.connection_closed(conn, "server")
+                if state.data["close_after_reply"] == "rst":  # e.g. an S7 CPU refusing a wrong rack/slot
+                    _reset(writer)
+                return
+
+    def _mutate(self, request: bytes, reply: bytes) -> bytes:
+        mode = self.fault.mode
+        if mode is FaultMode.MALFORMED:
+            return self.framing.malformed(reply)
+        if mode is FaultMode.OVERSIZED:
+            return self.framing.oversized(reply)
+        if mode is FaultMode.WRONG_ID:
+            return self.framing.wrong_id(reply)
+        if mode is FaultMode.ENDLESS:
+            return self.framing.endless(request, reply)
+        return reply

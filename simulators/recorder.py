@@ -1,0 +1,138 @@
+"""What a simulated device saw: connections, requests, sessions. The receiver-side truth tests assert on.
+
+A packet, as otprobe counts it, is what the device must handle: an accepted connection counts 1, each
+request frame 1, a clean close (FIN) 1, each UDP datagram 1. `packet_times()` gives their monotonic
+timestamps so tests can check rate caps at the receiver.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any
+
+
+@dataclass
+class Connection:
+    id: int
+    peer: str
+    opened_mono: float
+    opened_wall: float
+    closed_mono: float | None = None
+    close_kind: str | None = None  # "fin" (client closed), "rst" (client reset), "server" (we closed it)
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.closed_mono is None else self.closed_mono - self.opened_mono
+
+
+@dataclass
+class Request:
+    mono: float
+    wall: float
+    protocol: str
+    operation: str  # e.g. "fc:0x2B/mei:0x0E", "szl:0x0011", "enip:0x65", "cip:0x01/class:0x01"
+    size: int
+    allowed: bool
+    connection: int | None  # None for a UDP datagram
+    peer: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Recorder:
+    """Thread-safe log of one device's traffic (the S7 backend runs in threads)."""
+
+    # the devices of a plant share one sink: one lock for all keeps their JSON lines whole
+    _sink_lock = threading.Lock()
+
+    def __init__(self, device: str, sink: IO[str] | None = None) -> None:
+        self.device = device
+        self.connections: list[Connection] = []
+        self.requests: list[Request] = []
+        self.sessions_registered = 0
+        self.sessions_unregistered = 0
+        self.max_concurrent = 0
+        self._open = 0
+        self._lock = threading.Lock()
+        self._sink = sink
+
+    def _emit(self, kind: str, payload: dict[str, Any]) -> None:
+        if self._sink is not None:
+            line = json.dumps({"device": self.device, "event": kind, **payload}, default=str) + "\n"
+            with Recorder._sink_lock:
+                self._sink.write(line)
+                self._sink.flush()
+
+    def connection_opened(self, peer: str) -> Connection:
+        with self._lock:
+            conn = Connection(len(self.connections) + 1, peer, time.monotonic(), time.time())
+            self.connections.append(conn)
+            self._open += 1
+            self.max_concurrent = max(self.max_concurrent, self._open)
+            self._emit("connect", asdict(conn))
+            return conn
+
+    def connection_closed(self, conn: Connection, kind: str) -> None:
+        with self._lock:
+            if conn.closed_mono is not None:
+                return
+            conn.closed_mono = time.monotonic()
+            conn.close_kind = kind
+            self._open -= 1
+            self._emit("close", asdict(conn))
+
+    def request(
+        self,
+        protocol: str,
+        operation: str,
+        size: int,
+        allowed: bool,
+        conn: Connection | None = None,
+        peer: str = "",
+        **detail: Any,
+    ) -> Request:
+        with self._lock:
+            req = Request(time.monotonic(), time.time(), protocol, operation, size, allowed,
+                          conn.id if conn else None, peer or (conn.peer if conn else ""), detail)
+            self.requests.append(req)
+            self._emit("request", asdict(req))
+            return req
+
+    def session(self, registered: bool) -> None:
+        with self._lock:
+            if registered:
+                self.sessions_registered += 1
+            else:
+                self.sessions_unregistered += 1
+            self._emit("session", {"registered": registered})
+
+    # -- views for tests -------------------------------------------------------------------------
+
+    @property
+    def open_connections(self) -> int:
+        return self._open
+
+    def violations(self) -> list[Request]:
+        return [r for r in self.requests if not r.allowed]
+
+    def operations(self) -> list[str]:
+        return [r.operation for r in self.requests]
+
+    def packet_times(self) -> list[float]:
+        """Monotonic times of every packet this device had to handle, sorted."""
+        with self._lock:
+            times = [c.opened_mono for c in self.connections]
+            times += [c.closed_mono for c in self.connections if c.close_kind == "fin" and c.closed_mono is not None]
+            times += [r.mono for r in self.requests]
+        return sorted(times)
+
+    def packet_count(self) -> int:
+        return len(self.packet_times())
+
+    def clear(self) -> None:
+        with self._lock:
+            self.connections.clear()
+            self.requests.clear()
+            self.sessions_registered = self.sessions_unregistered = self.max_concurrent = 0

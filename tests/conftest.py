@@ -1,0 +1,72 @@
+"""Shared fixtures: simulated plants started per test on the test's own loopback addresses, condition waits,
+and raw Modbus/TCP exchanges for tests that must see the bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
+from typing import IO, Any
+
+import pytest
+
+from simulators.plant import Plant, PlantSource, running_plant
+
+StartPlant = Callable[..., Awaitable[Plant]]
+
+
+@pytest.fixture
+async def start_plant() -> AsyncIterator[StartPlant]:
+    """`await start_plant(dev1, dev2)` (device dicts) or `await start_plant(source=path_or_dict)`; stops them all."""
+    async with AsyncExitStack() as stack:
+
+        async def start(
+            *devices: Mapping[str, Any], source: PlantSource | None = None, record_to: IO[str] | None = None
+        ) -> Plant:
+            plant = source if source is not None else {"plant": "test", "devices": list(devices)}
+            return await stack.enter_async_context(running_plant(plant, record_to=record_to))
+
+        yield start
+
+
+@pytest.fixture
+def eventually() -> Callable[..., Awaitable[None]]:
+    """Wait (bounded) until a condition on simulator state holds: the server side runs concurrently."""
+
+    async def wait(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met within {timeout} s")
+            await asyncio.sleep(0.01)
+
+    return wait
+
+
+class ModbusRaw:
+    """Hand-built Modbus/TCP frames, independent of the simulator's and pymodbus' framing code."""
+
+    @staticmethod
+    def frame(pdu: bytes, unit: int = 1, tid: int = 1) -> bytes:
+        return struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu
+
+    @staticmethod
+    async def read(reader: asyncio.StreamReader, timeout: float = 1.0) -> bytes:
+        header = await asyncio.wait_for(reader.readexactly(7), timeout)
+        return header + await asyncio.wait_for(reader.readexactly(struct.unpack(">H", header[4:6])[0] - 1), timeout)
+
+    async def exchange(self, host: str, port: int, pdu: bytes, unit: int = 1, tid: int = 1) -> bytes:
+        """One request on a fresh connection; the whole reply frame (MBAP included)."""
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(self.frame(pdu, unit, tid))
+            return await self.read(reader)
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+def modbus_raw() -> ModbusRaw:
+    return ModbusRaw()

@@ -1,0 +1,97 @@
+"""S7comm golden and negative vectors taken from captures of real Siemens CPUs.
+
+Derived from ITI/ICS-Security-Tools pcaps/ (commit 9b826091e7ba3fbdd5997d31e116f29e09cbbb48), CC-BY-4.0:
+pcaps/s7/snap7_s300_everything.pcapng (a client talking to a CPU 315-2 PN/DP, 6ES7 315-2EH14-0AB0, firmware V3.2.7),
+pcaps/s7/s7comm_reading_plc_status.pcap (STEP 7 and an IM151-8 PN/DP CPU) and pcaps/s7/tia_s300_goOnline.pcapng
+(TIA Portal and the same CPU 315-2 PN/DP). Only TCP payloads (TPKT frames) are kept, as hex; frame numbers are those
+of the capture files, counted from 1.
+"""
+
+# s7comm_reading_plc_status.pcap frame 8: COTP CR, src-ref 0x000F, calling TSAP 0x0100, called TSAP 0x0102 (PG,
+# rack 0 slot 2), TPDU size 1024.
+COTP_CR = bytes.fromhex("0300001611e00000000f00c1020100c2020102c0010a")
+# frame 9: the CPU's CC, dst-ref 0x000F, src-ref 0x0003, echoing TPDU size and both TSAPs.
+COTP_CC = bytes.fromhex("0300001611d0000f000300c0010ac1020100c2020102")
+# frame 12: an empty COTP DT (EOT clear) STEP 7 sends between requests; the CPU does not answer it.
+COTP_EMPTY_DT = bytes.fromhex("0300000702f000")
+
+# snap7_s300_everything.pcapng frames 1-2: Setup Communication asking PDU 480; the CPU grants 240.
+SETUP_REQUEST = bytes.fromhex("0300001902f08032010000000000080000f0000001000101e0")
+SETUP_REPLY = bytes.fromhex("0300001b02f080320300000000000800000000f0000001000100f0")
+
+# frames 3-4: SZL 0x0011 index 0 and its reply: LENTHDR 28, 4 records (0x0001, 0x0006, 0x0007 'V' 3.2.7,
+# 0x0081 "Boot Loader" 41 20 09 09).
+SZL_0011_REQUEST = bytes.fromhex("0300002102f080320700000100000800080001120411440100ff09000400110000")
+SZL_0011_REPLY = bytes.fromhex(
+    "0300009902f080320700000100000c007c000112081284010200000000ff09007800110000001c000400013645533720"
+    "3331352d32454831342d304142302000c000030001000636455337203331352d32454831342d304142302000c0000300"
+    "010007202020202020202020202020202020202020202000c0560302070081426f6f74204c6f61646572202020202020"
+    "202020000041200909"
+)
+
+# frames 5-8: SZL 0x001C index 0 at PDU 240: reply 1 (seq 02, DU ref 0xD5, more follows) carries the SZL header and
+# 206 record bytes, ending inside record 0x0008; the continuation request; reply 2 (last) resumes mid-record.
+SZL_001C_REQUEST = bytes.fromhex("0300002102f080320700000200000800080001120411440100ff090004001c0000")
+SZL_001C_REPLY_1 = bytes.fromhex(
+    "030000f702f080320700000200000c00da0001120812840102d5010000ff0900d6001c00000022000a00015337333030"
+    "2f45543230304d2073746174696f6e5f31000000000000000000000002504c435f310000000000000000000000000000"
+    "000000000000000000000000000003000000000000000000000000000000000000000000000000000000000000000000"
+    "044f726967696e616c205369656d656e732045717569706d656e7400000000000000055320432d423155333933313432"
+    "303131000000000000000000000000000000000007435055203331352d3220504e2f4450000000000000000000000000"
+    "00000000000008"
+)
+SZL_001C_CONTINUATION = bytes.fromhex("0300002102f080320700000300000c00040001120812440102000000000a000000")
+SZL_001C_REPLY_2 = bytes.fromhex(
+    "030000a702f080320700000300000c008a0001120812840102d5000000ff0900864d4d43203441314143303139000000"
+    "00000000000000000000000000000000000009002af60000010000000000000000000000000000000000000000000000"
+    "000000000a0000000000000000000000000000000000000000000000000000000000000000000b000000000000000000"
+    "0000000000000000000000000000000000000000000000"
+)
+
+# frames 11-12: SZL 0x0424 and its reply: one 20-byte record, bzu-id 0x08 (RUN), time stamp 2016-02-08 14:51:37.569.
+SZL_0424_REQUEST = bytes.fromhex("0300002102f080320700000500000800080001120411440100ff09000404240000")
+SZL_0424_REPLY = bytes.fromhex(
+    "0300003d02f080320700000500000c0020000112081284010200000000ff09001c04240000001400015144ff08000000"
+    "00000000001602081451375692"
+)
+SZL_0424_TIMESTAMP = slice(-8, None)  # the BCD DATE_AND_TIME at the end of SZL_0424_REPLY
+
+# tia_s300_goOnline.pcapng frames 197-198: SZL 0x0222 with an invalid index: param error D4 02, data 0A 00 00 00.
+SZL_ERROR_REQUEST = bytes.fromhex("0300002102f080320700006400000800080001120411440100ff09000402225050")
+SZL_ERROR_REPLY = bytes.fromhex("0300002102f080320700006400000c000400011208128401030000d4020a000000")
+
+# Negative vectors, snap7_s300_everything.pcapng: frames 49-50 a write var job (function 0x05) to DB1 and its ack;
+# frames 57-58 a PLC STOP job (function 0x29, "P_PROGRAM") and the CPU's ack.
+WRITE_VAR_REQUEST = bytes.fromhex("0300002702f080320100001800000e00080501120a100800010000830000800007000479e9f642")
+WRITE_VAR_REPLY = bytes.fromhex("0300001602f0803203000018000002000100000501ff")
+PLC_STOP_REQUEST = bytes.fromhex("0300002102f080320100001c000010000029000000000009505f50524f4752414d")
+PLC_STOP_REPLY = bytes.fromhex("0300001402f080320300001c0000010000000029")
+
+# Byte positions inside a TPKT frame carrying an S7 PDU (TPKT 4 + COTP DT 3 bytes precede the S7 header).
+PDU_REF = slice(11, 13)
+USERDATA_SEQ = 24  # param byte 7: sequence number
+USERDATA_DU_REF = 25  # param byte 8: data unit reference (which fragmented transfer)
+USERDATA_LAST_DU = 26  # param byte 9: 00 last, 01 more follows
+USERDATA_ERROR = slice(27, 29)  # param bytes 10-11: error code
+COTP_CC_SRC_REF = slice(8, 10)  # the CPU's own reference in a CC
+
+# The CPU 315-2 PN/DP of these captures as an `s7:` plant section.
+CPU315_SECTION = {
+    "mode": "s300",
+    "rack": 0,
+    "slot": 2,
+    "pdu_size": 240,
+    "order_code": "6ES7 315-2EH14-0AB0",
+    "hardware_version": 3,
+    "firmware": "V3.2.7",
+    "firmware_ext": "A32.9.9",  # record 0x0081 "Boot Loader": 41 20 09 09
+    "as_name": "S7300/ET200M station_1",
+    "module_name": "PLC_1",
+    "plant_id": "",
+    "copyright": "Original Siemens Equipment",
+    "serial": "S C-B1U393142011",
+    "module_type_name": "CPU 315-2 PN/DP",
+    "memory_card_serial": "MMC 4A1AC019",
+    "location": "",
+    "cpu_state": "run",
+}

@@ -64,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pymodbus").addHandler(logging.NullHandler())
     logging.getLogger("pymodbus").propagate = False
     with contextlib.ExitStack() as stack:
-        record = stack.enter_context(open(args.record, "a", encoding="utf-8")) if args.record else None
+        try:
+            record = stack.enter_context(open(args.record, "a", encoding="utf-8")) if args.record else None
+        except OSError as exc:
+            print(f"{args.record}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_BAD_PLANT
         try:
             asyncio.run(_up(spec, record))
         except PlantStartError as exc:

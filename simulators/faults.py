@@ -51,5 +51,14 @@ class Fault:
         policy = spec.get("policy", "refuse")
         if policy not in ("refuse", "drop_oldest"):
             raise ValueError(f"fault.policy: must be refuse or drop_oldest (got {policy!r})")
-        return cls(mode, float(spec.get("latency_s", 0.0)), float(spec.get("load_s", 0.0)),
-                   int(spec.get("limit", 4)), policy)
+        limit = spec.get("limit", 4)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValueError(f"fault.limit: must be 1 or more (got {limit!r})")
+        return cls(mode, _seconds(spec, "latency_s"), _seconds(spec, "load_s"), limit, policy)
+
+
+def _seconds(spec: dict[str, Any], key: str) -> float:
+    value = spec.get(key, 0.0)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"fault.{key}: must be a number >= 0 (got {value!r})")
+    return float(value)

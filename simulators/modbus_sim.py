@@ -314,7 +314,7 @@ class ModbusDevice:
         cfg = self.config
         fc43 = f"conformity 0x{cfg.conformity:02X}" if cfg.fc43 else "no FC43"
         units = ",".join(str(u) for u in cfg.unit_ids)
-        return f"modbus:{self.port} unit {units} {cfg.identity!r} {fc43}"
+        return f"modbus tcp/{self.port} unit {units}: {cfg.identity!r} {fc43}"
 
     async def _handle(self, frame: bytes, state: ConnState) -> list[bytes]:
         if frame[6] not in self.config.unit_ids:

@@ -81,7 +81,7 @@ class S7Device:
         self._mode_since = (self.engine.cpu_state, datetime.now())
         self._du_ref = 0
         self._conn_ref = 0
-        self.front = TcpFront(host, config.port, S7Framing(config), self._handle, recorder, fault)
+        self.front = TcpFront(host, config.port, S7Framing(config), self._handle, recorder, fault, self._closed)
 
     async def start(self) -> None:
         await self.front.start()
@@ -163,8 +163,17 @@ class S7Device:
         return wire.szl_reply(pdu.ref, SZL_SEQUENCE, rest[0], du_ref, more=len(rest) > 1)
 
     def _delegate(self, pdu: wire.S7Pdu, state: ConnState) -> list[bytes]:
-        host, _, port = state.peer.rpartition(":")
-        reply = self.engine._process_request(pdu.raw, (host, int(port or 0)))
+        reply = self.engine._process_request(pdu.raw, _address(state))
         if self.engine.cpu_state != self._mode_since[0]:
             self._mode_since = (self.engine.cpu_state, datetime.now())
         return [wire.data_frame(reply)] if reply else []
+
+    async def _closed(self, state: ConnState) -> None:
+        """Forget the engine's upload/download state for the connection, as its own client thread would."""
+        self.engine._upload_contexts.pop(_address(state), None)
+        self.engine._download_contexts.pop(_address(state), None)
+
+
+def _address(state: ConnState) -> tuple[str, int]:
+    host, _, port = state.peer.rpartition(":")
+    return host, int(port or 0)

@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 from snap7.async_client import AsyncClient
 from snap7.error import S7Error
+from snap7.s7protocol import S7Protocol
 from vectors import s7_captures as cap
 
+from simulators import s7_wire as wire
 from simulators.faults import Fault, FaultMode
 from simulators.recorder import Recorder
 from simulators.s7_identity import S7Config
@@ -181,6 +183,20 @@ async def test_stop_write_read_and_other_szl_are_violations_answered_like_a_cpu(
     assert mode == 0x04 and not device.running
     assert [(r.operation, r.allowed) for r in device.recorder.violations()] == [
         ("s7:job:0x05", False), ("s7:job:0x04", False), ("s7:job:0x29", False), ("szl:0x0131", False)]
+
+
+async def test_block_upload_is_flagged_and_an_abandoned_one_forgotten() -> None:
+    async with plc(cap.CPU315_SECTION) as (device, host):
+        async with client(host, 2) as c:
+            await c.upload(1)
+        async with raw(host) as r:
+            await r.send(cap.COTP_CR)
+            await r.send(wire.data_frame(S7Protocol().build_start_upload_request(0x41, 1)))
+            assert device.engine._upload_contexts  # the engine holds the transfer open for this connection
+        await asyncio.sleep(0.05)
+        assert not device.engine._upload_contexts
+    assert [r.operation for r in device.recorder.violations()] == ["s7:job:0x1D", "s7:job:0x1E", "s7:job:0x1F",
+                                                                    "s7:job:0x1D"]
 
 
 async def test_client_disconnect_is_dr_then_fin() -> None:

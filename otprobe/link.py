@@ -114,6 +114,10 @@ class Link:
             raise
         self._outcome(record, "ok")
         self._observe(op, loop.time() - started)
+        task = asyncio.current_task()
+        if op.kind is Kind.CLOSE and task is not None and task.cancelling():
+            # A paced close holds back a cancellation until it is sent (otprobe.pacing.pacer): deliver it now.
+            raise asyncio.CancelledError
 
     def bind_loop(self) -> None:
         """Remember the running loop so that worker threads can be gated through it."""

@@ -10,7 +10,7 @@ from fakes import ScriptedProbe, Wire
 
 from otprobe.errors import ScanAborted
 from otprobe.link import Link, Timeouts
-from otprobe.model import Target
+from otprobe.model import Status, Target
 from otprobe.pacing.bucket import Limiter, TokenBucket
 from otprobe.pacing.pacer import Pacer, Slowdown
 from otprobe.probes.base import Kind
@@ -75,32 +75,26 @@ def test_close_is_granted_after_a_graceful_stop() -> None:
     assert vtime.run(scenario()) == pytest.approx(vtime.START + 0.5)
 
 
-def test_close_survives_a_stop_now_cancellation_and_passes_it_on() -> None:
-    events: list[str] = []
+def test_close_survives_a_second_cancellation_and_is_still_paced() -> None:
+    target = Target("127.0.0.1")
+    wire = Wire()
+    probe = ScriptedProbe(wire, {target.ip: [Status.TIMEOUT]})  # hangs on its read until cancelled
 
-    async def closer(pacer: Pacer) -> None:
-        try:
-            await pacer.acquire(X, 1)
-            events.append("close granted")
-            await asyncio.sleep(1)  # what the probe awaits after closing: interrupted by the re-armed cancel
-            events.append("not reached")
-        except asyncio.CancelledError:
-            events.append("cancelled after close")
-            raise
-
-    async def scenario() -> float:
-        _, pacer = make(0.2)
-        await pacer.acquire(C, 1)
-        task = asyncio.ensure_future(closer(pacer))
+    async def scenario() -> asyncio.Task[object]:
+        _, pacer = make(0.2)  # one packet every 5 s
+        task = asyncio.ensure_future(probe.run(Link(probe, target, pacer=pacer), target))
+        await asyncio.sleep(7)  # connect at START, read at START + 5, now hanging
+        task.cancel()  # first Ctrl-C: the probe's finally asks for its close (token at START + 10)
         await asyncio.sleep(1)
-        task.cancel()
+        task.cancel()  # second Ctrl-C while the close waits for its token
         with pytest.raises(asyncio.CancelledError):
             await task
-        return asyncio.get_running_loop().time()
+        return task
 
-    ended = vtime.run(scenario())
-    assert events == ["close granted", "cancelled after close"]
-    assert ended == pytest.approx(vtime.START + 5.0)  # waited for the close's token, paced
+    task = vtime.run(scenario())
+    assert task.cancelled()
+    assert [kind for _, _, kind in wire.packets] == [C, R, X]
+    assert wire.times() == pytest.approx([vtime.START, vtime.START + 5, vtime.START + 10])
 
 
 def test_slow_replies_halve_the_rate_then_normal_replies_restore_it_step_by_step() -> None:

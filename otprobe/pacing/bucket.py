@@ -13,6 +13,10 @@ Why this shape:
   at every wake-up each waiter whose buckets all conform *now* is granted, oldest first. A waiter held back by its
   own device bucket does not hold back others (work-conserving), and nobody starves: a waiter's device bucket
   stays conformant while it waits, so once the shared buckets conform it is the oldest candidate.
+* Work already started goes first: a waiter may carry a priority (the pacer gives new connections 1, everything
+  else 0) and lower priorities are served first, oldest first within one. When the shared caps are the bottleneck,
+  open sessions finish at their device's rate instead of every device opening a connection and all of them
+  crawling (and hitting their session limit) together. Sessions are finite, so new connections do not starve.
 * No background task and no polling: one loop timer is armed for the earliest instant a waiter can go. The clock
   is injectable (default: the running loop's monotonic time) and timers are computed as delays from it.
 * aiolimiter and asyncio-throttle admit a whole period's worth at once (bench/bench_limiters.py has the figures);
@@ -74,6 +78,7 @@ class _Waiter:
     count: int
     not_before: float
     reserve: float | None  # None: never refused (closes)
+    priority: int
     future: asyncio.Future[float]
 
     def ready_at(self) -> float:
@@ -99,13 +104,15 @@ class Limiter:
         count: int = 1,
         not_before: float = -math.inf,
         reserve: float | None = 0.0,
+        priority: int = 0,
     ) -> asyncio.Future[float]:
         """Queue a request for `count` tokens from every bucket; the future yields the grant time.
 
         It fails with ScanAborted if the grant cannot come by `cutoff - reserve`; `reserve=None` is never refused.
         Cancelling the future withdraws the request.
         """
-        waiter = _Waiter(tuple(buckets), count, not_before, reserve, asyncio.get_running_loop().create_future())
+        future = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(tuple(buckets), count, not_before, reserve, priority, future)
         self._waiters.append(waiter)
         self._service()
         return waiter.future
@@ -117,8 +124,9 @@ class Limiter:
         count: int = 1,
         not_before: float = -math.inf,
         reserve: float | None = 0.0,
+        priority: int = 0,
     ) -> float:
-        return await self.submit(buckets, count=count, not_before=not_before, reserve=reserve)
+        return await self.submit(buckets, count=count, not_before=not_before, reserve=reserve, priority=priority)
 
     def stop(self, at: float | None = None) -> None:
         """Set the cutoff (now, or a later deadline): refusable requests that cannot be granted by then fail."""
@@ -129,7 +137,7 @@ class Limiter:
         now = self.now()
         wake = math.inf
         pending: list[_Waiter] = []
-        for w in self._waiters:
+        for w in sorted(self._waiters, key=lambda w: w.priority):  # stable: oldest first within a priority
             if w.future.done():  # withdrawn
                 continue
             ready = w.ready_at()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from otprobe.link import Timeouts
@@ -55,6 +55,9 @@ class Pacer:
         self.cap = bucket.rate
         self._last_connection = -math.inf  # grant time of the last connect or close
         self._baseline: dict[Kind, float] = {}
+        # Called when a connection (or a datagram exchange) is granted: the scheduler starts the session clock
+        # there, so that time spent queueing for the first token does not count against `max_session_s`.
+        self.on_session: Callable[[], None] | None = None
 
     @property
     def rate(self) -> float:
@@ -63,13 +66,21 @@ class Pacer:
     async def acquire(self, kind: Kind, packets: int) -> None:
         """Wait until `packets` may leave now. Raises ScanAborted for a non-close that cannot finish by the cutoff."""
         not_before = self._last_connection + self._gap if kind is Kind.CONNECT else -math.inf
-        future = self._limiter.submit(self._buckets, count=packets, not_before=not_before, reserve=self._reserve(kind))
+        future = self._limiter.submit(
+            self._buckets,
+            count=packets,
+            not_before=not_before,
+            reserve=self._reserve(kind),
+            priority=1 if kind in (Kind.CONNECT, Kind.DATAGRAM) else 0,  # open sessions first
+        )
         if kind is Kind.CLOSE:
             granted = await _uncancellable(future)
         else:
             granted = await future
         if kind in (Kind.CONNECT, Kind.CLOSE):
             self._last_connection = granted
+        if kind in (Kind.CONNECT, Kind.DATAGRAM) and self.on_session is not None:
+            self.on_session()
 
     def _reserve(self, kind: Kind) -> float | None:
         """Time an operation needs after its grant: its reply, then the next token for the close."""
@@ -96,21 +107,13 @@ class Pacer:
 
 
 async def _uncancellable(future: asyncio.Future[float]) -> float:
-    """Await a close's grant even through a cancellation ("stop now"), then pass the cancellation on.
+    """Await a close's grant even through a cancellation ("stop now", or a session limit expiring meanwhile).
 
-    The close must still be paced and still be sent: returning normally lets the probe's close run, and the
-    re-armed cancellation interrupts whatever the probe awaits next.
+    The close must still be paced and still be sent, so the cancellation is held back here; the task's
+    `cancelling()` count stays raised, and the Link raises CancelledError once the close has gone out.
     """
-    cancelled = False
     while True:
         try:
-            granted = await asyncio.shield(future)
-            break
+            return await asyncio.shield(future)
         except asyncio.CancelledError:
-            cancelled = True
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-    if cancelled and (task := asyncio.current_task()) is not None:
-        task.cancel()
-    return granted
+            continue

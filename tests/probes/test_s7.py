@@ -1,0 +1,242 @@
+"""The S7 probe: golden bytes of a real CPU 315-2 PN/DP, hostile-input parsing, the safety allowlist on captured
+commands, and full runs against the simulated CPUs (identity, packet contract, caution rules, fault modes)."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Callable
+from typing import ClassVar
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from vectors import s7probe_captures as cap
+
+from otprobe.errors import PolicyViolation, ProtocolError
+from otprobe.link import Link, Timeouts
+from otprobe.model import Target
+from otprobe.probes import s7_wire as wire
+from otprobe.probes.base import Operation
+from otprobe.probes.s7 import S7Probe
+from otprobe.safety import require_read_only
+
+PORT = 10102
+_hosts = (f"127.0.{60 + n // 250}.{n % 250 + 1}" for n in itertools.count())
+FAST = Timeouts(connect_s=0.5, response_s=0.5)
+
+CPU315 = {  # the captured CPU (PROTOCOLS.md §4 row 1), at PDU 240 so that 0x001C comes in two fragments
+    "order_code": "6ES7 315-2EH14-0AB0",
+    "hardware_version": 3,
+    "firmware": "V3.2.7",
+    "firmware_ext": "A32.9.9",
+    "as_name": "S7300/ET200M station_1",
+    "module_name": "PLC_1",
+    "plant_id": "Line 1 filling",
+    "serial": "S C-B1U393142011",
+    "module_type_name": "CPU 315-2 PN/DP",
+    "memory_card_serial": "MMC 4A1AC019",
+    "location": "Hall A cabinet 2",
+    "pdu_size": 240,
+}
+CPU1516F = {
+    "slot": 1,
+    "order_code": "6ES7 516-3FN02-0AB0",
+    "hardware_version": 2,
+    "bgtyp": 0,
+    "firmware": "V2.9.2",
+    "firmware_ext": "V3.3.0",
+    "as_name": "S71500/ET200MP station_1",
+    "module_name": "PLC_Line2",
+    "serial": "S V-L4HB12342019",
+    "module_type_name": "CPU 1516F-3 PN/DP",
+    "pdu_size": 480,
+}
+CPU1212C = {"mode": "s1200", "slot": 1, "order_code": "6ES7 212-1BE40-0XB0", "firmware": "V4.7.3",
+            "hardware_version": 4, "module_type_name": "CPU 1212C AC/DC/Rly"}
+CPU317F = {"order_code": "6ES7 317-2FK14-0AB0", "firmware": "V3.2.8", "hardware_version": 5,
+           "serial": "S C-F7TS55512014", "module_type_name": "CPU 317F-2 PN/DP"}
+
+
+# --- golden: a real CPU's replies ----------------------------------------------------------------------------
+
+
+def _szl(szl_id: int, *frames_and_refs: tuple[bytes, int]) -> wire.SzlList:
+    answer = wire.SzlReassembly(szl_id)
+    for frame, ref in frames_and_refs:
+        answer.add(wire.parse_szl_fragment(frame, ref))
+    return answer.result()
+
+
+def test_capture_replies_give_the_cpu_identity() -> None:
+    assert wire.parse_setup_ack(cap.SETUP_ACK, 0) == 240
+    module = wire.parse_module_id(_szl(0x0011, (cap.SZL_0011_REPLY, 0x0100)))
+    assert module == wire.ModuleId("6ES7 315-2EH14-0AB0", 3, "V3.2.7", "A32.9.9")
+    components = wire.parse_component_id(_szl(0x001C, (cap.SZL_001C_REPLY_1, 0x0200), (cap.SZL_001C_REPLY_2, 0x0300)))
+    assert components == {
+        "as_name": "S7300/ET200M station_1",
+        "module_name": "PLC_1",
+        "copyright": "Original Siemens Equipment",
+        "serial": "S C-B1U393142011",
+        "module_type_name": "CPU 315-2 PN/DP",
+        "memory_card_serial": "MMC 4A1AC019",
+    }
+    assert wire.parse_cpu_state(_szl(0x0424, (cap.SZL_0424_REPLY, 0x0500))) == ("RUN", 0x08)
+
+
+def test_fragmented_reply_is_checked_against_its_list_header() -> None:
+    first = wire.parse_szl_fragment(cap.SZL_001C_REPLY_1, 0x0200)
+    assert not first.last and first.sequence == 2 and first.du_ref == 0xD5
+    answer = wire.SzlReassembly(0x001C)
+    answer.add(first)
+    with pytest.raises(ProtocolError, match="incomplete"):
+        answer.result()
+    # a "last" fragment that leaves the 10 x 34 bytes short is refused, not padded
+    short_last = wire.SzlFragment(2, 0xD5, True, wire.parse_szl_fragment(cap.SZL_001C_REPLY_2, 0x0300).payload[:-1])
+    with pytest.raises(ProtocolError, match="1 bytes missing"):
+        answer.add(short_last)
+
+
+def test_cotp_confirm_of_the_capture() -> None:
+    assert wire.parse_cotp_reply(cap.COTP_CC_STEP7) == wire.CotpConfirm(0x000F, 0x0003, 0x0102, 1024)
+
+
+def test_request_encoding_matches_the_capture() -> None:
+    # the COTP encoder reproduces STEP 7's CR byte for byte when given its TSAP and reference
+    assert wire.cotp_cr(0x0102, src_ref=0x000F) == cap.COTP_CR_STEP7
+    assert wire.called_tsap(0, 2) == 0x0302 and wire.called_tsap(0, 1) == 0x0301  # S7-basic, never PG 0x01
+    # snap7's builders behind wire.Requests: same layout; only the PDU reference (bytes 11-12) differs, as the
+    # captured client numbers them 0x0100, 0x0200 ... and ours 1, 2 ...
+    requests = wire.Requests()
+    setup = requests.setup_communication(240)
+    assert setup[:11] + setup[13:-2] == cap.SETUP_REQUEST[:11] + cap.SETUP_REQUEST[13:-2]
+    assert setup[-2:] == b"\x00\xf0" and setup[11:13] == b"\x00\x01"
+    for expected, build in ((cap.SZL_0011_REQUEST, lambda: requests.read_szl(0x0011)),
+                            (cap.SZL_001C_REQUEST, lambda: requests.read_szl(0x001C)),
+                            (cap.SZL_CONTINUATION_REQUEST, lambda: requests.continuation(2)),
+                            (cap.SZL_0424_REQUEST, lambda: requests.read_szl(0x0424))):
+        frame = build()
+        assert frame[:11] + frame[13:] == expected[:11] + expected[13:]
+        assert int.from_bytes(frame[11:13], "big") == requests.ref
+
+
+# --- the allowlist against captured commands ---------------------------------------------------------------------
+
+
+def test_captured_stop_and_write_jobs_are_refused() -> None:
+    assert wire.request_code(cap.PLC_STOP_JOB) == "s7:job:0x29"
+    assert wire.request_code(cap.WRITE_VAR_JOB) == "s7:job:0x05"
+    for frame in (cap.PLC_STOP_JOB, cap.WRITE_VAR_JOB):
+        with pytest.raises(PolicyViolation):
+            require_read_only("s7", wire.request_code(frame))
+    for frame in (cap.COTP_CR_STEP7, cap.SETUP_REQUEST, cap.SZL_0011_REQUEST, cap.SZL_001C_REQUEST,
+                  cap.SZL_CONTINUATION_REQUEST, cap.SZL_0424_REQUEST):
+        require_read_only("s7", wire.request_code(frame))
+
+
+class _EvilS7Probe(S7Probe):
+    operations: ClassVar[tuple[Operation, ...]] = (
+        *S7Probe.operations,
+        Operation("plc_stop", "s7:job:0x29"),
+        Operation("write_var", "s7:job:0x05"),
+    )
+
+
+@pytest.mark.parametrize("operation", ["plc_stop", "write_var"])
+async def test_link_refuses_declared_stop_and_write(operation: str) -> None:
+    probe = _EvilS7Probe()
+    link = Link(probe, Target("127.0.60.254"))
+    sent = []
+    with pytest.raises(PolicyViolation):
+        async with link.op(operation):
+            sent.append(cap.PLC_STOP_JOB)
+    assert sent == [] and link.packets_sent == 0
+
+
+# --- hostile input: only ProtocolError escapes -----------------------------------------------------------------
+
+
+def _hostile(*seeds: bytes) -> st.SearchStrategy[bytes]:
+    seed = st.sampled_from(seeds)
+    return st.one_of(
+        st.binary(max_size=600),
+        st.builds(lambda s, n: s[:n], seed, st.integers(0, 400)),  # truncated
+        st.builds(lambda s, extra: s + extra, seed, st.binary(min_size=1, max_size=300)),  # oversized
+        st.builds(lambda s, i, b: s[: i % len(s)] + bytes([b]) + s[i % len(s) + 1 :], seed,
+                  st.integers(0, 10_000), st.integers(0, 255)),  # one byte changed
+    )
+
+
+def _only_protocol_error(parse: Callable[[], object]) -> None:
+    with contextlib.suppress(ProtocolError):
+        parse()
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(st.binary(max_size=8), st.sampled_from([cap.SETUP_ACK[:4], cap.COTP_CC_STEP7[:4]])))
+def test_fuzz_tpkt_header(data: bytes) -> None:
+    _only_protocol_error(lambda: wire.frame_length(data))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_hostile(cap.COTP_CC_STEP7, cap.COTP_CR_STEP7))
+def test_fuzz_cotp_reply(data: bytes) -> None:
+    _only_protocol_error(lambda: wire.parse_cotp_reply(data))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_hostile(cap.SETUP_ACK, cap.SZL_0424_REPLY))
+def test_fuzz_s7_header_and_setup(data: bytes) -> None:
+    _only_protocol_error(lambda: wire.parse_s7_reply(data, 0x0500))
+    _only_protocol_error(lambda: wire.parse_setup_ack(data, 0))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_hostile(cap.SZL_0011_REPLY, cap.SZL_001C_REPLY_1, cap.SZL_001C_REPLY_2, cap.SZL_0424_REPLY))
+def test_fuzz_szl_fragment(data: bytes) -> None:
+    for ref in (0x0100, 0x0200, 0x0300, 0x0500):
+        _only_protocol_error(lambda ref=ref: wire.parse_szl_fragment(data, ref))
+
+
+def _list_bytes(*frames_and_refs: tuple[bytes, int]) -> bytes:
+    """SZL id, index, LENTHDR, N_DR and records: the data of the reply fragments, joined."""
+    return b"".join(wire.parse_szl_fragment(frame, ref).payload for frame, ref in frames_and_refs)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_hostile(_list_bytes((cap.SZL_0011_REPLY, 0x0100))))
+def test_fuzz_szl_0011_records(data: bytes) -> None:
+    _only_protocol_error(lambda: wire.parse_module_id(wire.parse_szl_list(data)[0]))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_hostile(_list_bytes((cap.SZL_001C_REPLY_1, 0x0200), (cap.SZL_001C_REPLY_2, 0x0300))))
+def test_fuzz_szl_001c_records(data: bytes) -> None:
+    _only_protocol_error(lambda: wire.parse_component_id(wire.parse_szl_list(data)[0]))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_hostile(_list_bytes((cap.SZL_0424_REPLY, 0x0500))))
+def test_fuzz_szl_0424_record(data: bytes) -> None:
+    _only_protocol_error(lambda: wire.parse_cpu_state(wire.parse_szl_list(data)[0]))
+
+
+_GOOD_FRAGMENTS = (wire.parse_szl_fragment(cap.SZL_001C_REPLY_1, 0x0200),
+                   wire.parse_szl_fragment(cap.SZL_001C_REPLY_2, 0x0300))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.one_of(
+    st.sampled_from(_GOOD_FRAGMENTS),
+    st.builds(wire.SzlFragment, st.integers(0, 255), st.integers(0, 255), st.booleans(), st.binary(max_size=300)),
+), max_size=5))
+def test_fuzz_fragment_reassembly(fragments: list[wire.SzlFragment]) -> None:
+    answer = wire.SzlReassembly(0x001C)
+
+    def assemble() -> None:
+        for fragment in fragments:
+            answer.add(fragment)
+        wire.parse_component_id(answer.result())
+
+    _only_protocol_error(assemble)
+

@@ -45,16 +45,18 @@ import socket
 import time
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import yaml
 from pycomm3.cip.status_info import PRODUCT_TYPES, VENDORS
 
 from otprobe.errors import ProfileError, ProtocolError
-from otprobe.link import Link
 from otprobe.model import Identity, Observation, Status, Target
 from otprobe.probes import enip_wire as wire
 from otprobe.probes.base import Category, Kind, Operation, Probe
+
+if TYPE_CHECKING:
+    from otprobe.link import Link  # otprobe.link imports the probes package: a runtime import would be circular
 
 logging.getLogger("pycomm3").addHandler(logging.NullHandler())
 logging.getLogger("pycomm3").propagate = False

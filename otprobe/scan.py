@@ -1,0 +1,266 @@
+"""A whole scan as one library call: scope, window, plan, scheduler, inventory and audit, tied together.
+
+The CLI and the demo both go through `prepare()` (no I/O: it refuses bad scopes and closed windows
+before a socket exists) and then `ScanRun.run()`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from otprobe.audit import AuditLog
+from otprobe.errors import ScopeError
+from otprobe.inventory.store import Store
+from otprobe.link import AuditSink, Timeouts
+from otprobe.model import Observation, Status, Target
+from otprobe.pacing.config import ClassLimits, ScanConfig
+from otprobe.pacing.plan import Plan, plan_scan
+from otprobe.pacing.scheduler import ScanResult, Scheduler
+from otprobe.probes import PROBES, Probe, probe_class
+from otprobe.profile import Profile
+from otprobe.scope import Resolution
+from otprobe.windows import require_window
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h)$")
+
+
+def parse_deadline(text: str, now: datetime) -> datetime:
+    """`90s`, `30m`, `2h` from now; `HH:MM` today (tomorrow if already past), local time; or an ISO timestamp."""
+    text = text.strip()
+    if match := _DURATION.match(text):
+        value, unit = float(match[1]), match[2]
+        return now + timedelta(seconds=value * {"s": 1, "m": 60, "h": 3600}[unit])
+    if re.fullmatch(r"\d{1,2}:\d{2}", text):
+        hour, minute = map(int, text.split(":"))
+        if hour > 23 or minute > 59:
+            raise ValueError(f"{text}: not a time of day")
+        local_now = now.astimezone()
+        at = local_now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        return (at if at > local_now else at + timedelta(days=1)).astimezone(UTC)
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r}: give a duration (90s, 30m, 2h), a time (06:00) or an ISO time") from None
+    return (at if at.tzinfo else at.astimezone()).astimezone(UTC)
+
+
+def build_probes(profile: Profile, protocols: Sequence[str] | None = None,
+                 ports: Mapping[str, int] | None = None) -> list[Probe]:
+    """The enabled probes with the profile's options, `--protocol` filter and `--port` overrides applied."""
+    wanted = set(protocols) if protocols else None
+    for name in wanted or ():
+        probe_class(name)
+    probes: list[Probe] = []
+    for cls in PROBES:
+        options = profile.protocol_options(cls.name)
+        if wanted is not None and cls.name not in wanted:
+            continue
+        if wanted is None and not options.get("enabled", True):
+            continue
+        if ports and cls.name in ports:
+            options["port"] = ports[cls.name]
+        if cls.name == "s7":
+            options["cautions"] = [c.model_dump() for c in profile.cautions]
+        probes.append(cls(options))
+    return probes
+
+
+def scan_config(profile: Profile, deadline: float | None = None) -> ScanConfig:
+    classes = {
+        name: ClassLimits(c.pps, c.burst, c.class_pps, c.connect_gap_s, c.max_session_s)
+        for name, c in profile.classes.items()
+    }
+    intrusive = frozenset().union(*(profile.enabled_intrusive(p.name) for p in PROBES))
+    return ScanConfig(
+        global_pps=profile.global_pps,
+        classes=classes,
+        timeouts=Timeouts(profile.timeouts.connect_s, profile.timeouts.response_s),
+        retries=profile.retries,
+        breaker_failures=profile.breaker.failures,
+        max_devices_in_flight=profile.max_devices_in_flight,
+        deadline=deadline,
+        enabled_intrusive=intrusive,
+    )
+
+
+@dataclass
+class Prepared:
+    """A scan that passed every check that needs no network: what would run, and its worst case."""
+
+    profile: Profile
+    profile_ref: str
+    resolution: Resolution
+    probes: list[Probe]
+    plan: Plan
+    deadline: datetime | None  # the earlier of --deadline and the window's end
+    window_end: datetime | None
+    ignore_window_reason: str | None = None
+
+    @property
+    def targets(self) -> list[Target]:
+        return list(self.resolution.targets)
+
+
+def prepare(
+    profile: Profile,
+    profile_ref: str,
+    targets: Sequence[str],
+    *,
+    now: datetime,
+    protocols: Sequence[str] | None = None,
+    ports: Mapping[str, int] | None = None,
+    deadline: datetime | None = None,
+    ignore_window_reason: str | None = None,
+    check_window: bool = True,
+) -> Prepared:
+    """Resolve and check everything before a scan; raises ScopeError or WindowError. Opens no socket."""
+    if not targets:
+        raise ScopeError("no targets given")
+    window_end = None
+    if check_window and ignore_window_reason is None:
+        window_end = require_window(profile.windows, now)
+    resolution = profile.target_scope().resolve(targets)
+    probes = build_probes(profile, protocols, ports)
+    plan = plan_scan(list(resolution.targets), probes, scan_config(profile))
+    ends = [d for d in (deadline, window_end) if d is not None]
+    return Prepared(profile, profile_ref, resolution, probes, plan, min(ends) if ends else None, window_end,
+                    ignore_window_reason)
+
+
+class CountingAudit:
+    """Passes records to the audit log and keeps the live figures progress shows (packets, recent rate)."""
+
+    def __init__(self, inner: AuditSink | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.inner = inner
+        self.clock = clock
+        self.packets = 0
+        self._recent: deque[tuple[float, int]] = deque()
+
+    def intent(self, *, device: str, protocol: str, operation: str, code: str, packets: int) -> int:
+        self.packets += packets
+        self._recent.append((self.clock(), packets))
+        if self.inner is None:
+            return 0
+        return self.inner.intent(device=device, protocol=protocol, operation=operation, code=code, packets=packets)
+
+    def outcome(self, record_id: int, outcome: str, detail: str | None = None) -> None:
+        if self.inner is not None:
+            self.inner.outcome(record_id, outcome, detail)
+
+    def rate(self, window_s: float = 5.0) -> float:
+        """Packets per second over the last `window_s` seconds."""
+        horizon = self.clock() - window_s
+        while self._recent and self._recent[0][0] < horizon:
+            self._recent.popleft()
+        return sum(n for _, n in self._recent) / window_s
+
+
+def new_scan_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:4]}"
+
+
+@dataclass
+class ScanOutcome:
+    scan_id: str
+    status: str  # complete | incomplete
+    result: ScanResult
+    excluded: list[Observation] = field(default_factory=list)
+
+    @property
+    def observations(self) -> list[Observation]:
+        return self.excluded + self.result.observations
+
+
+class ScanRun:
+    """One scan in flight. `stop()` is graceful (first Ctrl-C, deadline); `stop(now=True)` is the second Ctrl-C."""
+
+    def __init__(
+        self,
+        prepared: Prepared,
+        store: Store,
+        audit_path: Path,
+        *,
+        now: datetime,
+        on_observation: Callable[[Observation], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.prepared = prepared
+        self.store = store
+        self.scan_id = new_scan_id(now)
+        self.audit_log = AuditLog(audit_path, self.scan_id)
+        self.audit = CountingAudit(self.audit_log, clock)
+        self._on_observation = on_observation
+        deadline = None
+        if prepared.deadline is not None:
+            deadline = clock() + (prepared.deadline - now).total_seconds()
+        self.scheduler = Scheduler(
+            prepared.targets, prepared.probes, scan_config(prepared.profile, deadline),
+            audit=self.audit, on_observation=self._record, clock=clock,
+        )
+
+    def _record(self, observation: Observation) -> None:
+        self.store.add_observation(self.scan_id, observation)
+        if self._on_observation is not None:
+            self._on_observation(observation)
+
+    def stop(self, now: bool = False) -> None:
+        self.audit_log.event("interrupt", immediate=now)
+        self.scheduler.stop(now=now)
+
+    async def run(self) -> ScanOutcome:
+        p = self.prepared
+        self.store.begin_scan(self.scan_id, p.profile_ref, p.resolution.targets.ips())
+        self.audit_log.event(
+            "scan_start", profile=p.profile_ref, targets=len(p.resolution.targets),
+            excluded=len(p.resolution.excluded), planned_packets=p.plan.total_packets,
+            deadline=p.deadline.isoformat() if p.deadline else None,
+            protocols=[probe.name for probe in p.probes],
+        )
+        if p.ignore_window_reason is not None:
+            self.audit_log.event("window_override", reason=p.ignore_window_reason)
+        excluded = [
+            Observation(t.ip, probe.name, probe.port, Status.EXCLUDED, error="excluded by scope.exclude",
+                        device_class=t.device_class)
+            for t in p.resolution.excluded for probe in p.probes
+        ]
+        for observation in excluded:
+            self._record(observation)
+        try:
+            result = await self.scheduler.run()
+        except BaseException:
+            result = self.scheduler.result()
+            self._finish(result, "incomplete")
+            raise
+        status = "complete" if result.complete else "incomplete"
+        self._finish(result, status)
+        return ScanOutcome(self.scan_id, status, result, excluded)
+
+    def _finish(self, result: ScanResult, status: str) -> None:
+        self.store.finish_scan(self.scan_id, status, result.not_covered)
+        self.audit_log.event(
+            "scan_end", status=status, packets=result.packets_sent, elapsed_s=round(result.elapsed_s, 3),
+            not_covered=result.not_covered, tripped=result.tripped,
+        )
+        self.audit_log.close()
+
+
+def resume_targets(store: Store) -> tuple[str, list[str], str]:
+    """Profile and targets of the latest scan that did not finish: what `scan --resume` continues."""
+    for scan in reversed(store.scans()):
+        if scan.status == "complete":
+            break
+        if scan.status == "incomplete" and scan.not_covered:
+            return scan.profile, scan.not_covered, scan.id
+        if scan.status == "interrupted":
+            done = {o.target for o in store.observations(scan.id)}
+            remaining = [ip for ip in scan.targets if ip not in done]
+            if remaining:
+                return scan.profile, remaining, scan.id
+    raise ScopeError("nothing to resume: the latest scan covered all its targets")

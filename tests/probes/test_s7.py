@@ -3,23 +3,27 @@ commands, and full runs against the simulated CPUs (identity, packet contract, c
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import itertools
-from collections.abc import Callable
-from typing import ClassVar
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from vectors import s7probe_captures as cap
 
-from otprobe.errors import PolicyViolation, ProtocolError
+from otprobe.errors import PolicyViolation, ProfileError, ProtocolError
 from otprobe.link import Link, Timeouts
-from otprobe.model import Target
+from otprobe.model import Observation, Status, Target
 from otprobe.probes import s7_wire as wire
 from otprobe.probes.base import Operation
 from otprobe.probes.s7 import S7Probe
 from otprobe.safety import require_read_only
+from simulators.faults import Fault, FaultMode
+from simulators.recorder import Recorder
+from simulators.s7_sim import S7Device, parse_config
 
 PORT = 10102
 _hosts = (f"127.0.{60 + n // 250}.{n % 250 + 1}" for n in itertools.count())
@@ -168,7 +172,7 @@ def _hostile(*seeds: bytes) -> st.SearchStrategy[bytes]:
 
 
 def _only_protocol_error(parse: Callable[[], object]) -> None:
-    with contextlib.suppress(ProtocolError):
+    with suppress(ProtocolError):
         parse()
 
 
@@ -240,3 +244,204 @@ def test_fuzz_fragment_reassembly(fragments: list[wire.SzlFragment]) -> None:
 
     _only_protocol_error(assemble)
 
+
+
+# --- against the simulated CPUs ------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def plc(section: dict[str, Any], fault: Fault | None = None) -> AsyncIterator[tuple[S7Device, Recorder]]:
+    recorder = Recorder("plc")
+    device = S7Device(next(_hosts), parse_config({**section, "port": PORT}), fault or Fault(), recorder)
+    await device.start()
+    try:
+        yield device, recorder
+    finally:
+        await device.stop()
+
+
+async def scan(device: S7Device, options: dict[str, Any] | None = None,
+               timeouts: Timeouts = FAST) -> tuple[Observation, Link]:
+    probe = S7Probe({"port": PORT, **(options or {})})
+    link = Link(probe, Target(device.host, "plc"), timeouts=timeouts)
+    observation = await probe.run(link, Target(device.host, "plc"))
+    return observation, link
+
+
+async def settled(recorder: Recorder) -> None:
+    """The device side logs our FIN when its reader sees it: wait (bounded) until every connection is closed."""
+    for _ in range(200):
+        if recorder.open_connections == 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the device still has an open connection")
+
+
+def assert_clean_contract(observation: Observation, link: Link, recorder: Recorder) -> None:
+    assert link.packets_sent == recorder.packet_count() == observation.packets_sent
+    assert link.packets_sent <= link.probe.max_packets()
+    assert recorder.violations() == []
+    assert [c.close_kind for c in recorder.connections if c.close_kind == "rst"] == []
+    assert {r.detail.get("tsap_type") for r in recorder.requests if r.operation == "cotp:CR"} == {"basic"}
+
+
+async def test_s7_300_identity_with_fragmented_component_list() -> None:
+    async with plc(CPU315) as (device, recorder):
+        observation, link = await scan(device)
+        await settled(recorder)
+    assert observation.status is Status.IDENTIFIED, observation.error
+    ident = observation.identity
+    assert ident is not None
+    assert (ident.vendor, ident.product_code, ident.model, ident.serial, ident.firmware, ident.hardware_version) == (
+        "Siemens", CPU315["order_code"], CPU315["module_type_name"], CPU315["serial"], CPU315["firmware"], "3")
+    assert ident.firmware_version == (3, 2, 7)
+    for key in ("as_name", "module_name", "plant_id", "memory_card_serial", "location", "firmware_ext"):
+        assert ident.raw[key] == CPU315[key]
+    assert ident.raw["copyright"] == "Original Siemens Equipment"
+    assert (ident.raw["rack"], ident.raw["slot"], ident.raw["tsap"], ident.raw["pdu_size"]) == (0, 2, "0x0302", 240)
+    assert "cpu_state" not in ident.raw  # 0x0424 is opt-in
+    assert recorder.operations() == ["cotp:CR", "s7:setup_communication", "szl:0x0011", "szl:0x001C",
+                                     "szl:continuation"]
+    assert [c.close_kind for c in recorder.connections] == ["fin"]
+    assert_clean_contract(observation, link, recorder)
+    assert link.packets_sent == 7
+
+
+async def test_s7_1200_on_slot_1_without_component_list() -> None:
+    async with plc(CPU1212C) as (device, recorder):
+        observation, link = await scan(device)
+        await settled(recorder)
+    assert observation.status is Status.IDENTIFIED, observation.error
+    ident = observation.identity
+    assert ident is not None
+    assert (ident.product_code, ident.firmware, ident.hardware_version, ident.serial) == (
+        "6ES7 212-1BE40-0XB0", "V4.7.3", "4", None)
+    assert ident.model == "CPU 1212C AC/DC/Rly"  # from the order code: the device never names itself
+    assert ident.raw["slot"] == 1 and "read_component_id" in ident.raw["unavailable"]
+    # rack 0 slot 2 was refused with a reset (no FIN of ours is counted there), then slot 1 answered
+    assert [r.detail["slot"] for r in recorder.requests if r.operation == "cotp:CR"] == [2, 1]
+    assert_clean_contract(observation, link, recorder)
+
+
+async def test_s7_1500_keeps_both_firmware_records_and_honours_rack_slot_option() -> None:
+    async with plc(CPU1516F) as (device, recorder):
+        observation, link = await scan(device, {"rack_slots": [[0, 1]], "read_cpu_state": True})
+        await settled(recorder)
+    assert observation.status is Status.IDENTIFIED, observation.error
+    ident = observation.identity
+    assert ident is not None
+    assert (ident.firmware, ident.raw["firmware_ext"], ident.model) == ("V2.9.2", "V3.3.0", "CPU 1516F-3 PN/DP")
+    assert ident.raw["cpu_state"] == "RUN" and ident.raw["pdu_size"] == 240
+    assert recorder.operations()[-1] == "szl:0x0424"
+    assert len(recorder.connections) == 1
+    assert_clean_contract(observation, link, recorder)
+
+
+async def test_cpu_state_stop_is_reported() -> None:
+    async with plc({**CPU315, "cpu_state": "stop"}) as (device, recorder):
+        observation, link = await scan(device, {"read_cpu_state": True})
+        await settled(recorder)
+    assert observation.identity is not None and observation.identity.raw["cpu_state"] == "STOP"
+    assert_clean_contract(observation, link, recorder)
+
+
+async def test_fail_safe_317f_never_receives_component_read() -> None:
+    async with plc(CPU317F) as (device, recorder):
+        observation, link = await scan(device, {"read_cpu_state": True})
+        await settled(recorder)
+    assert observation.status is Status.IDENTIFIED, observation.error
+    assert "szl:0x001C" not in recorder.operations()
+    assert recorder.operations() == ["cotp:CR", "s7:setup_communication", "szl:0x0011", "szl:0x0424"]
+    ident = observation.identity
+    assert ident is not None
+    assert (ident.product_code, ident.model, ident.serial) == ("6ES7 317-2FK14-0AB0", "CPU 317F-2 PN/DP", None)
+    skipped = ident.raw["skipped"]
+    assert [s["operation"] for s in skipped] == ["read_component_id"]
+    assert "python-snap7 #467" in skipped[0]["source"]
+    assert_clean_contract(observation, link, recorder)
+
+
+async def test_profile_added_caution_rule_skips_the_read() -> None:
+    rule = {"pattern": r"315-2EH1\d", "skip": "read_component_id", "source": "site note 2024-17"}
+    async with plc(CPU315) as (device, recorder):
+        observation, link = await scan(device, {"cautions": [rule]})
+        await settled(recorder)
+    assert observation.status is Status.IDENTIFIED
+    assert "szl:0x001C" not in recorder.operations()
+    assert observation.identity is not None
+    assert observation.identity.raw["skipped"] == [
+        {"operation": "read_component_id", "pattern": r"315-2EH1\d", "source": "site note 2024-17"}]
+    assert_clean_contract(observation, link, recorder)
+
+
+async def test_every_candidate_refused_is_reported_without_identity() -> None:
+    async with plc({**CPU315, "slot": 3}) as (device, recorder):
+        observation, link = await scan(device)
+        await settled(recorder)
+    assert observation.status is Status.RESET and observation.identity is None
+    assert "rack 0 slot 2" in (observation.error or "") and "rack 0 slot 1" in (observation.error or "")
+    assert recorder.operations() == ["cotp:CR", "cotp:CR"]
+    assert_clean_contract(observation, link, recorder)  # 2 x (connect, CR): the device reset both
+
+
+@pytest.mark.parametrize(
+    ("fault", "status"),
+    [
+        (Fault(FaultMode.SILENT), Status.TIMEOUT),
+        (Fault(FaultMode.SLOW, latency_s=1.0), Status.TIMEOUT),
+        (Fault(FaultMode.REFUSED), Status.REFUSED),
+        (Fault(FaultMode.RESET), Status.RESET),
+        (Fault(FaultMode.MALFORMED), Status.PROTOCOL_ERROR),
+        (Fault(FaultMode.TRUNCATED), Status.PROTOCOL_ERROR),
+        (Fault(FaultMode.OVERSIZED), Status.PROTOCOL_ERROR),
+        (Fault(FaultMode.WRONG_ID), Status.PROTOCOL_ERROR),
+        (Fault(FaultMode.CONN_LIMIT, limit=0), Status.RESET),
+    ],
+    ids=lambda v: v.mode.value if isinstance(v, Fault) else str(v),
+)
+async def test_fault_modes_give_a_status_not_a_traceback(fault: Fault, status: Status) -> None:
+    async with plc(CPU315, fault) as (device, recorder):
+        observation, link = await scan(device)
+        await settled(recorder)
+    assert observation.status is status, observation.error
+    assert observation.error
+    assert recorder.packet_count() <= link.packets_sent <= link.probe.max_packets()
+    assert recorder.violations() == []
+    assert all(c.close_kind != "rst" for c in recorder.connections)
+
+
+async def test_cancelled_run_still_closes_with_fin() -> None:
+    async with plc(CPU315, Fault(FaultMode.SILENT)) as (device, recorder):
+        probe = S7Probe({"port": PORT})
+        link = Link(probe, Target(device.host), timeouts=Timeouts(connect_s=1.0, response_s=30.0))
+        task = asyncio.create_task(probe.run(link, Target(device.host)))
+        while "cotp:CR" not in recorder.operations():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await settled(recorder)
+    assert [c.close_kind for c in recorder.connections] == ["fin"]
+    assert link.packets_sent == recorder.packet_count() == 3  # connect, CR, FIN
+
+
+def test_options_are_validated_and_budget_follows_them() -> None:
+    assert S7Probe().max_packets() == 13  # 3 x 2 candidates + 1 + 2 reads x (1 + 2 continuations)
+    assert S7Probe({"rack_slots": [[0, 2]], "read_cpu_state": True, "max_continuations": 1}).max_packets() == 10
+    for bad in ({"rack_slots": [[0, 32]]}, {"rack_slots": []}, {"rack_slots": [[0]]}, {"max_continuations": -1},
+                {"cautions": [{"pattern": "(", "skip": "read_component_id", "source": "x"}]}):
+        with pytest.raises(ProfileError):
+            S7Probe(bad)
+
+
+def test_reply_for_another_request_is_refused() -> None:
+    with pytest.raises(ProtocolError, match="PDU reference"):
+        wire.parse_szl_fragment(cap.SZL_0011_REPLY, 0x0101)
+    with pytest.raises(ProtocolError, match="asked for SZL 0x001C"):
+        wire.SzlReassembly(0x001C).add(wire.parse_szl_fragment(cap.SZL_0011_REPLY, 0x0100))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_hostile(cap.PLC_STOP_JOB, cap.WRITE_VAR_JOB, cap.SZL_CONTINUATION_REQUEST, cap.COTP_CR_STEP7))
+def test_fuzz_request_classifier(data: bytes) -> None:
+    _only_protocol_error(lambda: wire.request_code(data))

@@ -35,7 +35,7 @@ async def _up(spec: PlantSpec, record: IO[str] | None) -> None:
         loop.add_signal_handler(sig, stop.set)
     began = time.monotonic()
     async with running_plant(spec, record_to=record) as plant:
-        print(f"plant {plant.name}: {len(plant.devices)} devices up in {time.monotonic() - began:.2f} s", flush=True)
+        print(f"plant {plant.name}: {len(plant.devices)} devices up in {time.monotonic() - began:.3f} s", flush=True)
         for device in plant:
             print(f"  {device.summary()}", flush=True)
         print("Ctrl-C to stop", flush=True)

@@ -3,7 +3,9 @@ bytes matter): every demo identity, paging, individual access, conformity, unit 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -201,3 +203,18 @@ async def test_identities_are_per_device_in_one_process(start_plant: Any, client
         assert reply.information[0] == vendor
     reply = await (await client_for("127.0.20.12")).read_device_information(read_code=1, object_id=0, device_id=1)
     assert reply.isError() and reply.exception_code == 1
+
+
+@pytest.mark.skipif(shutil.which("nmap") is None, reason="nmap is not installed")
+async def test_nmap_modbus_discover_reads_the_identity(start_plant: Any) -> None:
+    pm710 = {**next(d for d in demo_modbus_devices() if d["name"] == "feeder-pm710"), "address": "127.0.20.30"}
+    await start_plant(device("127.0.20.31", product_name="Acme 100"), pm710)
+    process = await asyncio.create_subprocess_exec(
+        "nmap", "-Pn", "-n", "-sT", "-p", str(PORT), "--script", "+modbus-discover", "127.0.20.31", "127.0.20.30",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    text = out.decode()
+    assert "Device identification: Acme Controls AC-100 v1.0" in text
+    assert "Slave ID data: AC-100\\xFF" in text
+    assert "Slave ID data: \\xFA\\xFFPM710PowerMeter" in text

@@ -74,8 +74,7 @@ def _names() -> dict[str, dict[int, str]]:
 
 def vendor_name(vendor_id: int) -> str | None:
     """otprobe's own table first, then pycomm3's (MIT) at run time; None when neither knows the id."""
-    name = _names()["vendors"].get(vendor_id) or VENDORS.get(vendor_id)
-    return None if name in (None, "UNKNOWN") else str(name)
+    return _names()["vendors"].get(vendor_id) or VENDORS.get(vendor_id)
 
 
 def device_type_name(device_type: int) -> str | None:

@@ -12,7 +12,7 @@ import logging
 from contextlib import closing as _closing
 from enum import IntEnum, StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -222,3 +222,309 @@ def scans_list(
     else:
         render.scans_table(scans)
 
+
+
+# --- scanning ---------------------------------------------------------------------------------------------------
+
+ProfileOption = Annotated[str, typer.Option("--profile", "-p", help="Shipped profile name or a profile file.")]
+ProtocolOption = Annotated[
+    str | None, typer.Option("--protocol", help="Comma-separated subset of modbus,s7,enip (default: all enabled).")
+]
+PortOption = Annotated[
+    list[str] | None, typer.Option("--port", help="Override a port, e.g. --port modbus=5020 (repeatable).")
+]
+
+
+def _protocols(text: str | None) -> list[str] | None:
+    return [p.strip() for p in text.split(",") if p.strip()] if text else None
+
+
+def _ports(values: list[str] | None) -> dict[str, int]:
+    ports: dict[str, int] = {}
+    for value in values or []:
+        name, _, port = value.partition("=")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise typer.BadParameter(f"{value!r}: expected PROTOCOL=PORT, e.g. modbus=5020", param_hint="--port")
+        ports[name.strip()] = int(port)
+    return ports
+
+
+def _prepare(profile_ref: str, targets: list[str], protocol: str | None, port: list[str] | None, **kw: Any) -> Any:
+    from otprobe.profile import load_profile
+    from otprobe.scan import prepare
+
+    try:
+        profile = load_profile(profile_ref)
+        return prepare(profile, profile_ref, targets, protocols=_protocols(protocol), ports=_ports(port), **kw)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0]), param_hint="--protocol") from None
+
+
+@app.command()
+def plan(
+    targets: Annotated[list[str], typer.Argument(help="Hosts, CIDR blocks, ranges (a-b) or @file.")],
+    profile: ProfileOption = "default",
+    protocol: ProtocolOption = None,
+    port: PortOption = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
+) -> None:
+    """Show what a scan would do, without sending a single packet.
+
+    Lists devices per class, the worst-case packets (retries included) and the least time the caps allow.
+
+    Example: otprobe plan 127.0.1.0/24 --profile lab
+    """
+    from datetime import UTC, datetime
+
+    try:
+        prepared = _prepare(profile, targets, protocol, port, now=datetime.now(UTC), check_window=False)
+    except OtprobeError as exc:
+        raise fail(exc) from None
+    p = prepared.plan
+    excluded = len(prepared.resolution.excluded)
+    if fmt is Format.json:
+        render.print_json({
+            "devices": p.devices, "excluded": excluded, "packets_per_device": p.packets_per_device,
+            "total_packets": p.total_packets, "min_seconds": round(p.min_seconds, 3),
+            "protocols": [probe.name for probe in prepared.probes],
+            "classes": {k: {"devices": c.devices, "packets": c.packets, "min_seconds": round(c.min_seconds, 3)}
+                        for k, c in p.classes.items()},
+        })
+        return
+    rows = [(name, c.devices, c.packets, f"{c.min_seconds:.1f}") for name, c in sorted(p.classes.items())]
+    render.plan_table(rows, ("total", p.devices, p.total_packets, f"{p.min_seconds:.1f}"))
+    render.info(f"protocols: {', '.join(probe.name for probe in prepared.probes)}; excluded devices "
+                f"(zero packets): {excluded}")
+
+
+@app.command()
+def scan(
+    targets: Annotated[list[str] | None, typer.Argument(help="Hosts, CIDR blocks, ranges (a-b) or @file.")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", "-p", help="Shipped profile name or a profile file "
+                                                 "(default: default, or the resumed scan's).")] = None,
+    protocol: ProtocolOption = None,
+    port: PortOption = None,
+    deadline: Annotated[str | None, typer.Option(help="Stop by then: 30m, 2h, 06:00 or an ISO time.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the devices the last unfinished scan missed.")]
+    = False,
+    ignore_window: Annotated[bool, typer.Option("--ignore-window", help="Run outside the profile's windows "
+                                                "(needs --reason; recorded in the audit log).")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why the window is overridden.")] = None,
+    db: DbOption = None,
+    audit: Annotated[Path | None, typer.Option(help="Audit log (default: audit.jsonl beside the inventory).")]
+    = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table or json (json: stdout only).")] = Format.table,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary on stderr.")] = False,
+) -> None:
+    """Identify devices with read-only queries, paced by the profile, and record them in the inventory.
+
+    Exit codes: 0 complete, 2 usage or profile error, 3 refused (scope or window), 4 incomplete (deadline or
+    interrupt: resume with --resume).
+
+    Example: otprobe scan 127.0.1.0/24 127.0.2.10-20 --profile lab --deadline 30m
+    """
+    import asyncio
+    from datetime import UTC, datetime
+
+    from otprobe.scan import parse_deadline, resume_targets
+
+    if ignore_window and not (reason and reason.strip()):
+        raise typer.BadParameter("--ignore-window needs --reason \"why\" (it goes into the audit log)",
+                                 param_hint="--reason")
+    now = datetime.now(UTC)
+    try:
+        until = parse_deadline(deadline, now) if deadline else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--deadline") from None
+    db_path = db or default_db_path()
+    try:
+        with _closing(SqliteStore(db_path)) as store:
+            if resume:
+                stored_profile, targets, resumed = resume_targets(store)
+                profile = profile or stored_profile
+                render.info(f"resuming scan {resumed}: {len(targets)} devices not covered", quiet)
+            elif not targets:
+                raise typer.BadParameter("give at least one target, or --resume", param_hint="TARGET")
+            prepared = _prepare(profile or "default", list(targets or []), protocol, port, now=now, deadline=until,
+                                ignore_window_reason=reason.strip() if ignore_window and reason else None)
+            outcome = asyncio.run(_run_scan(prepared, store, audit or db_path.parent / "audit.jsonl", now, quiet))
+    except OtprobeError as exc:
+        raise fail(exc) from None
+    if fmt is Format.json:
+        render.print_json([o.as_dict() for o in outcome.observations])
+    else:
+        render.observations_table(outcome.observations)
+    if not quiet:
+        render.scan_summary(_summary(outcome, prepared))
+    if outcome.status != "complete":
+        raise typer.Exit(int(Exit.INCOMPLETE))
+
+
+def _summary(outcome: Any, prepared: Any) -> dict[str, Any]:
+    from otprobe.model import Status
+
+    result = outcome.result
+    return {
+        "scan_id": outcome.scan_id, "status": outcome.status, "packets": result.packets_sent,
+        "elapsed_s": result.elapsed_s, "planned_packets": prepared.plan.total_packets,
+        "identified": sum(o.status is Status.IDENTIFIED for o in result.observations),
+        "tripped": len(result.tripped), "not_covered": len(result.not_covered),
+        "excluded": len(prepared.resolution.excluded),
+    }
+
+
+async def _run_scan(prepared: Any, store: SqliteStore, audit_path: Path, now: Any, quiet: bool) -> Any:
+    """Run one scan with Ctrl-C semantics: first stops gracefully, second at once; sockets close either way."""
+    import asyncio
+    import signal
+    import time
+
+    from otprobe.scan import ScanRun
+
+    progress = render.ScanProgress(prepared.plan.devices, prepared.plan.devices * len(prepared.probes),
+                                   prepared.plan.min_seconds, prepared.profile.global_pps, enabled=not quiet)
+
+    def seen(observation: Any) -> None:
+        progress.jobs_done += 1
+        progress.devices_done.add(observation.target)
+
+    run = ScanRun(prepared, store, audit_path, now=now, on_observation=seen)
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+
+    def interrupt() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        render.info("stopping: finishing open sessions (Ctrl-C again to stop at once)" if interrupts == 1
+                    else "stopping now: closing connections", quiet)
+        run.stop(now=interrupts > 1)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupt)
+    started = time.monotonic()
+    task = asyncio.create_task(run.run())
+    try:
+        with progress:
+            while not task.done():
+                await asyncio.wait({task}, timeout=0.25)
+                progress.update(run.audit.packets, run.audit.rate(), time.monotonic() - started)
+        return task.result()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+# --- profiles, windows, audit, simulators ---------------------------------------------------------------------
+
+profiles_app = typer.Typer(help="Shipped and user scan profiles.\n\nExample: otprobe profiles check site.yaml",
+                           no_args_is_help=True)
+app.add_typer(profiles_app, name="profiles")
+audit_app = typer.Typer(help="The hash-chained audit log.\n\nExample: otprobe audit verify audit.jsonl",
+                        no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@profiles_app.command("list")
+def profiles_list() -> None:
+    """List the shipped profiles.
+
+    Example: otprobe profiles list
+    """
+    from otprobe.profile import list_profiles
+
+    render.generic_table("Profiles", ("name", "description"), [(p.name, p.description) for p in list_profiles()])
+
+
+@profiles_app.command("show")
+def profiles_show(name: Annotated[str, typer.Argument(help="Profile name or file.")]) -> None:
+    """Print a profile with every default filled in.
+
+    Example: otprobe profiles show lab
+    """
+    import yaml
+
+    from otprobe.profile import load_profile
+
+    try:
+        loaded = load_profile(name)
+    except OtprobeError as exc:
+        raise fail(exc) from None
+    typer.echo(yaml.safe_dump(loaded.model_dump(mode="json", by_alias=True), sort_keys=False), nl=False)
+
+
+@profiles_app.command("check")
+def profiles_check(path: Annotated[Path, typer.Argument(help="Profile file to validate.")]) -> None:
+    """Validate a profile file: one line per problem, naming file, line and key.
+
+    Example: otprobe profiles check profiles/site.yaml
+    """
+    from otprobe.profile import ProfileValidationError, load_profile
+
+    try:
+        loaded = load_profile(path)
+    except ProfileValidationError as exc:
+        for problem in exc.problems:
+            render.error_line(problem)
+        raise typer.Exit(int(Exit.USAGE)) from None
+    except OtprobeError as exc:
+        raise fail(exc) from None
+    render.info(f"{path}: ok (profile {loaded.name})")
+
+
+@app.command()
+def windows(
+    profile: ProfileOption = "maintenance-window",
+    count: Annotated[int, typer.Option(min=1, max=50, help="How many windows to list.")] = 5,
+) -> None:
+    """List the coming maintenance windows of a profile.
+
+    Example: otprobe windows --profile inventory-refresh
+    """
+    from datetime import UTC, datetime
+
+    from otprobe.profile import load_profile
+    from otprobe.windows import current_window, next_windows
+
+    try:
+        loaded = load_profile(profile)
+    except OtprobeError as exc:
+        raise fail(exc) from None
+    if not loaded.windows:
+        render.info(f"profile {loaded.name} has no windows: scans may run at any time")
+        return
+    now = datetime.now(UTC)
+    current = current_window(loaded.windows, now)
+    rows = [("open now" if (start, end) == current else "", f"{start.astimezone():%a %Y-%m-%d %H:%M %Z}",
+             f"{end.astimezone():%a %Y-%m-%d %H:%M %Z}", f"{(end - start).total_seconds() / 3600:.1f} h")
+            for start, end in next_windows(loaded.windows, now, count)]
+    render.generic_table(f"Windows of {loaded.name}", ("", "opens", "closes", "length"), rows)
+
+
+@audit_app.command("verify")
+def audit_verify(path: Annotated[Path, typer.Argument(help="Audit log file.")]) -> None:
+    """Check the audit log's hash chain: an edited, deleted or reordered line is reported with its number.
+
+    Exits 0 when the chain holds and 1 when it does not.
+
+    Example: otprobe audit verify ~/.local/share/otprobe/audit.jsonl
+    """
+    from otprobe.audit import verify
+
+    if not path.exists():
+        raise fail(AuditError(f"{path}: no such file"))
+    result = verify(path)
+    if not result.ok:
+        render.error_line(f"{path}:{result.bad_line}: {result.reason}")
+        raise typer.Exit(int(Exit.CHANGES))
+    render.info(f"{path}: ok, {result.records} records, last hash {result.last_hash}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sim(ctx: typer.Context) -> None:
+    """Run the bundled simulated plant (wraps `python -m simulators`).
+
+    Examples: otprobe sim up simulators/plants/demo.yaml; otprobe sim list simulators/plants/demo.yaml
+    """
+    from simulators.__main__ import main as simulators_main
+
+    raise typer.Exit(simulators_main(ctx.args or ["--help"]))

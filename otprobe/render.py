@@ -20,8 +20,10 @@ from otprobe.model import Observation, Status
 
 
 def console(stderr: bool = False) -> Console:
-    # NO_COLOR is honoured by rich itself; a dumb or piped terminal gets plain text.
-    return Console(stderr=stderr, highlight=False, soft_wrap=False, no_color="NO_COLOR" in os.environ)
+    # NO_COLOR is honoured; piped output gets plain text at a width that keeps one device per line.
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or "COLUMNS" in os.environ else 200
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, no_color="NO_COLOR" in os.environ, width=width)
 
 
 out = console()
@@ -52,18 +54,34 @@ def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) ->
 
 
 _STATUS_STYLE = {Status.IDENTIFIED: "green", Status.NO_IDENTITY: "yellow", Status.EXCLUDED: "dim"}
+# When a device gave no identity, the most telling of its per-protocol results is shown.
+_STATUS_ORDER = (Status.IDENTIFIED, Status.NO_IDENTITY, Status.PROTOCOL_ERROR, Status.TRIPPED, Status.TIMEOUT,
+                 Status.RESET, Status.ABORTED, Status.EXCLUDED, Status.REFUSED)
+
+
+def _ip_key(ip: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in ip.split("."))
 
 
 def observations_table(observations: Sequence[Observation]) -> None:
+    """One row per device: the identity from the protocols that answered, or why none did."""
+    by_ip: dict[str, list[Observation]] = {}
+    for o in observations:
+        by_ip.setdefault(o.target, []).append(o)
     rows = []
-    for o in sorted(observations, key=lambda o: (tuple(int(p) for p in o.target.split(".")), o.protocol)):
-        i = o.identity
-        style = _STATUS_STYLE.get(o.status, "red")
-        rows.append((o.target, o.protocol, o.port, f"[{style}]{o.status}[/]", i and i.vendor,
-                     i and (i.model or i.product_name), i and i.product_code, i and i.firmware, i and i.serial,
-                     o.error or ""))
-    out.print(_table("Scan results", ("ip", "protocol", "port", "status", "vendor", "model", "order/product code",
-                                      "firmware", "serial", "note"), rows))
+    for ip in sorted(by_ip, key=_ip_key):
+        group = sorted(by_ip[ip], key=lambda o: _STATUS_ORDER.index(o.status))
+        best = group[0]
+        found = [o for o in group if o.identity is not None]
+        i = found[0].identity if found else None
+        style = _STATUS_STYLE.get(best.status, "red")
+        via = ", ".join(f"{o.protocol}/{o.port}" for o in group if o.status in (Status.IDENTIFIED, Status.NO_IDENTITY))
+        note = "" if found else "; ".join(sorted({o.error for o in group
+                                                  if o.error and o.status is not Status.REFUSED}))
+        rows.append((ip, best.device_class, f"[{style}]{best.status}[/]", via, i and i.vendor,
+                     i and (i.model or i.product_name), i and i.product_code, i and i.firmware, i and i.serial, note))
+    out.print(_table("Devices", ("ip", "class", "status", "answered", "vendor", "model", "order/product code",
+                                 "firmware", "serial", "note"), rows))
 
 
 def assets_table(assets: Sequence[AssetRecord], title: str = "Inventory") -> None:
@@ -105,3 +123,51 @@ def diff_table(diff: dict[str, Any]) -> None:
 
 def generic_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     out.print(_table(title, columns, rows))
+
+
+class ScanProgress:
+    """Live status line on a terminal: devices done of total, packets, current rate against the cap, ETA.
+
+    Silent when stderr is not a terminal or with --quiet: unattended runs log only their summary.
+    """
+
+    def __init__(self, devices_total: int, jobs_total: int, planned_s: float, cap_pps: float, enabled: bool) -> None:
+        from rich.live import Live  # local: only scans on a terminal pay for it
+
+        self.devices_total, self.jobs_total = devices_total, jobs_total
+        self.planned_s, self.cap_pps = planned_s, cap_pps
+        self.jobs_done = 0
+        self.devices_done: set[str] = set()
+        self._live = Live(console=err, transient=True, refresh_per_second=4) if enabled and err.is_terminal else None
+
+    def __enter__(self) -> ScanProgress:
+        if self._live is not None:
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+
+    def update(self, packets: int, rate: float, elapsed_s: float) -> None:
+        if self._live is None:
+            return
+        eta = max(self.planned_s - elapsed_s, 0.0)
+        self._live.update(
+            f"devices {len(self.devices_done)}/{self.devices_total}  jobs {self.jobs_done}/{self.jobs_total}  "
+            f"packets {packets}  rate {rate:.1f}/{self.cap_pps:g} pps  elapsed {elapsed_s:.0f} s  "
+            f"plan ETA >= {eta:.0f} s"
+        )
+
+
+def scan_summary(summary: dict[str, Any]) -> None:
+    err.print(
+        "scan {scan_id}: {status}; {packets} packets in {elapsed_s:.1f} s (plan: at most {planned_packets}); "
+        "identified {identified}, tripped {tripped}, not covered {not_covered}, excluded {excluded}".format(**summary),
+        markup=False,
+    )
+
+
+def plan_table(rows: Sequence[Sequence[Any]], total: Sequence[Any]) -> None:
+    out.print(_table("Scan plan (no packet sent)", ("class", "devices", "worst-case packets", "at least (s)"),
+                     [*rows, total]))

@@ -12,6 +12,8 @@ One TCP connection; one request in flight; every packet announced to the link be
                                                       stream, next object ids strictly increasing   <= 3
    c. read_regular  `... 2B 0E 02 03`                regular stream from object 3, only when the
                                                       conformity level (low 7 bits) is 2 or 3       1
+      (from object 3 so a paging device's basic objects are not read twice; a device without object 3
+      restarts at object 0, as the spec says, and the first value of each object is kept)
       (+ read_more follow-ups as in b)                                                              <= 3
    Fallbacks, decided by the exception to (a):
    - 0x01 illegal function (FC43 unsupported): report_server_id `<tid> 0000 0002 U 11`              1
@@ -32,14 +34,22 @@ Mapping: VendorName -> vendor, ProductCode -> product_code, MajorMinorRevision -
 product_name, model = ModelName, else ProductName, else ProductCode (the most specific name the device gives).
 Normalised fields are stripped of surrounding blanks and NULs; `raw["objects"]` keeps every object exactly as
 received (latin-1), padding included (" 2.00r016"). FC17 yields raw server id / run indicator / data (hex) and
-a best-effort model: the longest printable text in the reply. Modbus carries no serial number.
+a best-effort model: the longest printable text in the reply; a valid FC17 reply counts as identified. Modbus
+carries no serial number. With several unit ids, identity is the first identified unit's, the others go to
+`raw["other_units"]`; status is identified if any unit was, no_identity if any unit answered at all.
+
+Statuses: exception replies only -> no_identity; refused connect -> refused; no reply (or a connect that does
+not complete) within link.timeouts -> timeout; connection closed or reset before any reply byte -> reset;
+an unparseable reply, one for another transaction or unit, an oversized MBAP length, bytes beyond the reply, or
+a reply cut off by the device closing -> protocol_error. Endless More Follows ends after the follow-up cap with
+the objects read so far (identified, with a note in `raw["notes"]`).
 
 How pymodbus is used: `AsyncModbusTcpClient(retries=0, reconnect_delay=0)` connects once, builds, frames and
-sends each request, and closes. Replies never reach pymodbus' decoders, which raise inside asyncio's
-`data_received` on hostile bytes (a cut-off object list is a `struct.error`), log a traceback and drop the
-connection: its `trace_packet` hook hands each reply to `modbus_wire` (hardened, only `ProtocolError`) and gives
-pymodbus nothing, and the library's pending request is cancelled once the reply is in. Its own timeout is only a
-backstop; the probe enforces `link.timeouts`.
+sends each request, and closes. Replies never reach pymodbus' decoders: on hostile bytes (a cut-off object
+list) they raise ModbusIOException inside asyncio's `data_received`, which logs a traceback and drops the
+connection. Instead its `trace_packet` hook hands each reply to `modbus_wire` (hardened, only `ProtocolError`)
+and gives pymodbus nothing, and the library's pending request is cancelled once the reply is in. Its own
+timeout is only a backstop; the probe enforces `link.timeouts`.
 """
 
 from __future__ import annotations

@@ -107,6 +107,7 @@ STREAM_NAMES = {READ_BASIC: "basic stream", READ_REGULAR: "regular stream"}
 # 256 KiB is the most asyncio reads at once.
 _GUARD_BUFFER = 256 * 1024
 
+
 @dataclass
 class _UnitResult:
     unit: int

@@ -1,0 +1,83 @@
+"""Measure rate limiters against otprobe's contract: at most ceil(rate) packets in any 1 s window, no burst.
+
+Runs 50 acquisitions at 5 per second, one after another ("seq") and as 50 concurrent tasks ("conc"), on real time,
+and prints for each limiter: the most grants in any 1 s and any 0.2 s window (the contract allows 5 and 1), grants
+in the first 10 ms, elapsed, CPU seconds.
+asyncio-throttle (named by a user as a candidate) is measured when installed (`pip install asyncio-throttle`);
+otprobe does not depend on it. Takes about 40 s.
+
+    .venv/bin/python bench/bench_limiters.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from collections.abc import Awaitable, Callable
+
+from otprobe.pacing import Limiter, TokenBucket
+
+RATE = 5
+COUNT = 50
+
+Acquire = Callable[[], Awaitable[object]]
+
+
+def max_in_window(times: list[float], window: float = 1.0) -> int:
+    times = sorted(times)
+    return max(bisect.bisect_left(times, t + window) - i for i, t in enumerate(times))
+
+
+async def measure(acquire: Acquire, concurrent: bool) -> tuple[int, int, int, float, float]:
+    grants: list[float] = []
+
+    async def one() -> None:
+        await acquire()
+        grants.append(time.monotonic())
+
+    cpu, start = time.process_time(), time.monotonic()
+    if concurrent:
+        await asyncio.gather(*(one() for _ in range(COUNT)))
+    else:
+        for _ in range(COUNT):
+            await one()
+    elapsed, cpu = time.monotonic() - start, time.process_time() - cpu
+    first_10ms = sum(1 for t in grants if t - grants[0] < 0.010)
+    return max_in_window(grants), max_in_window(grants, 1 / RATE), first_10ms, elapsed, cpu
+
+
+def limiters() -> list[tuple[str, Callable[[], Acquire]]]:
+    def ours() -> Acquire:
+        limiter, bucket = Limiter(), TokenBucket(RATE, burst=1)
+        return lambda: limiter.acquire((bucket,))
+
+    found: list[tuple[str, Callable[[], Acquire]]] = []
+    try:
+        from asyncio_throttle import Throttler  # type: ignore[import-not-found]
+    except ImportError:
+        print("asyncio-throttle is not installed: skipped (pip install asyncio-throttle to compare)")
+    else:
+
+        def throttle() -> Acquire:
+            return Throttler(rate_limit=RATE, period=1.0).acquire
+
+        found.append((f"asyncio-throttle Throttler({RATE}, 1.0)", throttle))
+    found.append((f"otprobe TokenBucket({RATE}, burst=1)", ours))
+    return found
+
+
+async def main() -> None:
+    candidates = limiters()
+    print(f"{COUNT} acquisitions at {RATE}/s; contract: at most {RATE} in any 1 s window, 1 in the first 10 ms\n")
+    print("| limiter | mode | max in any 1 s window | max in any 0.2 s window | burst in first 10 ms | elapsed | CPU |")
+    print("|---|---|---|---|---|---|---|")
+    for name, make in candidates:
+        for concurrent in (False, True):
+            peak, peak_short, burst, elapsed, cpu = await measure(make(), concurrent)
+            mode = "conc" if concurrent else "seq"
+            print(f"| {name} | {mode} | {peak} | {peak_short} | {burst} | {elapsed:.3f} s | {cpu:.3f} s |")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -445,3 +445,31 @@ def test_reply_for_another_request_is_refused() -> None:
 @given(_hostile(cap.PLC_STOP_JOB, cap.WRITE_VAR_JOB, cap.SZL_CONTINUATION_REQUEST, cap.COTP_CR_STEP7))
 def test_fuzz_request_classifier(data: bytes) -> None:
     _only_protocol_error(lambda: wire.request_code(data))
+
+
+class _Spacing:
+    """A pacer that keeps every packet `gap` seconds after the previous one and logs what it granted."""
+
+    def __init__(self, gap: float) -> None:
+        self.gap, self._last = gap, float("-inf")
+        self.granted: list[tuple[Any, int]] = []
+
+    async def acquire(self, kind: Any, packets: int) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(0.0, self._last + self.gap - loop.time()))
+        self._last = loop.time()
+        self.granted.append((kind, packets))
+
+
+async def test_every_packet_is_paced_separately_at_the_receiver() -> None:
+    gap = 0.1
+    async with plc(CPU315) as (device, recorder):
+        probe = S7Probe({"port": PORT})
+        pacer = _Spacing(gap)
+        link = Link(probe, Target(device.host), pacer=pacer, timeouts=FAST)
+        observation = await probe.run(link, Target(device.host))
+        await settled(recorder)
+    assert observation.status is Status.IDENTIFIED
+    times = recorder.packet_times()
+    assert len(times) == len(pacer.granted) == link.packets_sent == 7
+    assert min(b - a for a, b in itertools.pairwise(times)) >= gap * 0.8

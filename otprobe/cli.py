@@ -230,6 +230,11 @@ ProfileOption = Annotated[str, typer.Option("--profile", "-p", help="Shipped pro
 ProtocolOption = Annotated[
     str | None, typer.Option("--protocol", help="Comma-separated subset of modbus,s7,enip (default: all enabled).")
 ]
+ScopeOption = Annotated[
+    list[str] | None,
+    typer.Option("--scope", help="Replace the profile's scope.include with this CIDR (repeatable); "
+                 "scope.exclude still applies."),
+]
 PortOption = Annotated[
     list[str] | None, typer.Option("--port", help="Override a port, e.g. --port modbus=5020 (repeatable).")
 ]
@@ -249,13 +254,15 @@ def _ports(values: list[str] | None) -> dict[str, int]:
     return ports
 
 
-def _prepare(profile_ref: str, targets: list[str], protocol: str | None, port: list[str] | None, **kw: Any) -> Any:
+def _prepare(profile_ref: str, targets: list[str], protocol: str | None, port: list[str] | None,
+             scope: list[str] | None, **kw: Any) -> Any:
     from otprobe.profile import load_profile
     from otprobe.scan import prepare
 
     try:
         profile = load_profile(profile_ref)
-        return prepare(profile, profile_ref, targets, protocols=_protocols(protocol), ports=_ports(port), **kw)
+        return prepare(profile, profile_ref, targets, protocols=_protocols(protocol), ports=_ports(port),
+                       scope_include=scope, **kw)
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0]), param_hint="--protocol") from None
 
@@ -266,6 +273,7 @@ def plan(
     profile: ProfileOption = "default",
     protocol: ProtocolOption = None,
     port: PortOption = None,
+    scope: ScopeOption = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
 ) -> None:
     """Show what a scan would do, without sending a single packet.
@@ -277,7 +285,7 @@ def plan(
     from datetime import UTC, datetime
 
     try:
-        prepared = _prepare(profile, targets, protocol, port, now=datetime.now(UTC), check_window=False)
+        prepared = _prepare(profile, targets, protocol, port, scope, now=datetime.now(UTC), check_window=False)
     except OtprobeError as exc:
         raise fail(exc) from None
     p = prepared.plan
@@ -304,6 +312,7 @@ def scan(
                                                  "(default: default, or the resumed scan's).")] = None,
     protocol: ProtocolOption = None,
     port: PortOption = None,
+    scope: ScopeOption = None,
     deadline: Annotated[str | None, typer.Option(help="Stop by then: 30m, 2h, 06:00 or an ISO time.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the devices the last unfinished scan missed.")]
     = False,
@@ -345,7 +354,8 @@ def scan(
                 render.info(f"resuming scan {resumed}: {len(targets)} devices not covered", quiet)
             elif not targets:
                 raise typer.BadParameter("give at least one target, or --resume", param_hint="TARGET")
-            prepared = _prepare(profile or "default", list(targets or []), protocol, port, now=now, deadline=until,
+            prepared = _prepare(profile or "default", list(targets or []), protocol, port, scope, now=now,
+                                deadline=until,
                                 ignore_window_reason=reason.strip() if ignore_window and reason else None)
             outcome = asyncio.run(_run_scan(prepared, store, audit or db_path.parent / "audit.jsonl", now, quiet))
     except OtprobeError as exc:
@@ -528,3 +538,48 @@ def sim(ctx: typer.Context) -> None:
     from simulators.__main__ import main as simulators_main
 
     raise typer.Exit(simulators_main(ctx.args or ["--help"]))
+
+
+@app.command()
+def demo(
+    keep: Annotated[Path | None, typer.Option("--keep", help="Keep the inventory and audit log in this folder.")]
+    = None,
+) -> None:
+    """Scan the bundled simulated plant on 127.0.0.0/8 with the `lab` profile and show the inventory.
+
+    Starts the demo plant in-process, scans it into a temporary inventory, prints every device with its firmware
+    and the pacing figures measured at the simulated devices, then stops the plant.
+
+    Example: otprobe demo
+    """
+    import asyncio
+
+    from otprobe.demo import run_demo
+    from simulators.plant import PlantError
+
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+
+    def announce(prepared: Any) -> None:
+        render.info(f"demo plant up: {len(prepared.resolution.targets)} devices to scan, "
+                    f"{len(prepared.resolution.excluded)} excluded (safety cell); plan: at most "
+                    f"{prepared.plan.total_packets} packets, at least {prepared.plan.min_seconds:.1f} s")
+
+    try:
+        result = asyncio.run(run_demo(keep, announce))
+    except OtprobeError as exc:
+        raise fail(exc) from None
+    except PlantError as exc:
+        render.error_line(f"the demo plant cannot start: {exc} (is another simulated plant running?)")
+        raise typer.Exit(int(Exit.ERROR)) from None
+    render.assets_table(result.assets, title=f"Inventory after scan {result.outcome.scan_id}")
+    render.generic_table(
+        "Pacing, measured at each simulated device",
+        ("device", "address", "class", "packets received", "max in any 1 s", "cap per 1 s", "max connections",
+         "violations"),
+        [(f.name, f.address, f.device_class, f.packets, f.max_per_s, f.cap_per_s, f.max_connections, f.violations)
+         for f in result.figures],
+    )
+    render.scan_summary(_summary(result.outcome, result.prepared))
+    render.info(f"audit log: {result.audit_records} records, hash chain "
+                f"{'verified' if result.audit_ok else 'BROKEN'}; files in {result.workdir}")

@@ -119,6 +119,7 @@ def prepare(
     deadline: datetime | None = None,
     ignore_window_reason: str | None = None,
     check_window: bool = True,
+    scope_include: Sequence[str] | None = None,
 ) -> Prepared:
     """Resolve and check everything before a scan; raises ScopeError or WindowError. Opens no socket."""
     if not targets:
@@ -126,7 +127,7 @@ def prepare(
     window_end = None
     if check_window and ignore_window_reason is None:
         window_end = require_window(profile.windows, now)
-    resolution = profile.target_scope().resolve(targets)
+    resolution = profile.target_scope(scope_include).resolve(targets)
     probes = build_probes(profile, protocols, ports)
     plan = plan_scan(list(resolution.targets), probes, scan_config(profile))
     ends = [d for d in (deadline, window_end) if d is not None]

@@ -11,8 +11,8 @@ Exchange, one packet per line, each announced to the link before it is sent (PDU
         station (SAFETY R19). RST, FIN or COTP DR instead of a CC: this rack/slot is refused; close, next candidate.
  3. setup_communication  s7:setup_communication
                                         03 00 00 19 02 F0 80 | 32 01 0000 0001 0008 0000 | F0 00 0001 0001 00F0
-        PDU 240, the smallest size CPUs grant: the least buffer asked of the device; a 0x001C answer then comes
-        in two fragments (one continuation) on every CPU, which the budget counts.
+        PDU 240, the smallest size CPUs grant: the least buffer asked of the device. A ten-record 0x001C answer
+        (348 bytes) then comes in two fragments, i.e. one continuation, which the budget counts.
  4. read_module_id       szl:0x0011     03 00 00 21 02 F0 80 | 32 07 0000 0002 0008 0008 | 00 01 12 04 11 44 01 00 |
                                         FF 09 0004 0011 0000   order code, hardware version, firmware (0x0007, 0x0081)
  5. caution rules (otprobe/data/cautions.yaml + `cautions`) checked against order code and model: a rule that

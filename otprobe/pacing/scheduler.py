@@ -6,8 +6,9 @@ Why it is shaped this way:
   after another: strictly one connection at a time per device, with no locks to get wrong.
 * All pacing (buckets, connection gap, cutoff, slowdown) lives in one Pacer per device over one shared Limiter, so
   retries, sessions and probes cannot add packets behind its back: every packet goes through the Link.
-* A session is bounded by `max_session_s`; the probe is cancelled and its `finally` still closes (a close is never
-  refused and survives a second cancellation).
+* A session is bounded by `max_session_s`, counted from its connection (or datagram) grant: queueing for the first
+  token is our doing, not the device's. The probe is then cancelled and its `finally` still closes (a close is
+  never refused and survives a second cancellation).
 * Only a timeout or a reset is retried, with exponential backoff and jitter: a device that answered, refused or
   spoke garbage has said all it will say. `breaker_failures` consecutive timeouts/resets open the device's breaker:
   it gets nothing more this scan.
@@ -121,7 +122,10 @@ class Scheduler:
         return self.result()
 
     def stop(self, *, now: bool = False) -> None:
-        """Graceful: start nothing new, let running sessions close. `now=True` also cancels running sessions."""
+        """Graceful: start nothing new, let running sessions close. `now=True` also cancels running sessions.
+
+        Call it on the event loop (e.g. from `loop.add_signal_handler`): first Ctrl-C `stop()`, second `stop(now=True)`.
+        """
         self._stop.set()
         self._limiter.stop()
         if now:

@@ -1,13 +1,13 @@
 """Simulated Modbus/TCP device: a pymodbus server behind the device's TcpFront.
 
 The front owns the device's address and port, records every frame and applies the fault modes. Each
-request for a unit id the device answers is forwarded, over one backend connection per client
-connection, to a private pymodbus `ModbusTcpServer` bound to the same loopback address on a kernel-chosen
-port. pymodbus keeps the FC 0x2B/0x0E and FC 0x11 identity in a process-wide singleton, so every device
-hands its server its own request classes (`custom_pdu`) answering from that device's config
-(LIBRARIES.md §1.4). Those classes also add what pymodbus lacks: a configurable conformity level, "no FC43
-support", stream restart at object 0 for an unknown object id, and an FC 0x11 reply laid out as real
-devices send it (`<server id> <run indicator> <data>`).
+request for a unit id the device answers is forwarded, over one backend link per client connection, to a
+private pymodbus `ModbusTcpServer` reached through pymodbus' in-process null modem, so the device shows
+no listening port besides its own. pymodbus keeps the FC 0x2B/0x0E and FC 0x11 identity in a process-wide
+singleton, so every device hands its server its own request classes (`custom_pdu`) answering from that
+device's config (LIBRARIES.md §1.4). Those classes also add what pymodbus lacks: a configurable conformity
+level, "no FC43 support", stream restart at object 0 for an unknown object id, and an FC 0x11 reply laid
+out as real devices send it (`<server id> <run indicator> <data>`).
 
 Unit ids the device does not answer get no reply at all (a plain TCP device), or with
 `unknown_unit: exception` the exception 0x0B a gateway sends when its serial target is silent.
@@ -16,6 +16,7 @@ Unit ids the device does not answer get no reply at all (a plain TCP device), or
 from __future__ import annotations
 
 import asyncio
+import itertools
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from pymodbus.pdu.mei_message import ReadDeviceInformationRequest, ReadDeviceInf
 from pymodbus.pdu.other_message import ReportDeviceIdRequest, ReportDeviceIdResponse
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+from pymodbus.transport.transport import NULLMODEM_HOST, NullModem
 
 from simulators.faults import Fault, FaultMode
 from simulators.front import ConnState, Framing, TcpFront
@@ -40,6 +42,8 @@ FC_IDENTIFICATION, MEI_DEVICE_ID, FC_SERVER_ID = 0x2B, 0x0E, 0x11
 # 253 - 6 (FC43 header) - 2 (object header) - 1
 MAX_OBJECT_LEN = MAX_PDU - 6 - 2 - 1
 BACKEND_TIMEOUT_S = 2.0
+# null-modem "ports" are process-wide keys, not sockets: one per device
+_null_ports = itertools.count(52_000)
 OVERSIZED_PDU = 8192
 
 OBJECT_KEYS = {
@@ -272,10 +276,34 @@ class ModbusFraming(Framing):
         return reply[:11] + bytes([0xFF, (request[10] + 1) & 0xFF]) + reply[13:]
 
 
-async def _read_frame(reader: asyncio.StreamReader) -> bytes:
-    header = await reader.readexactly(7)
-    length = struct.unpack(">H", header[4:6])[0]
-    return header + await reader.readexactly(length - 1)
+class _BackendLink:
+    """Client end of one null-modem connection to the device's pymodbus server: collects whole MBAP frames."""
+
+    def __init__(self, null_port: int) -> None:
+        self.replies: asyncio.Queue[bytes] = asyncio.Queue()
+        self._buffer = b""
+        self.transport, _ = NullModem.set_connection(null_port, self)  # type: ignore[arg-type]
+
+    # the parts of pymodbus' ModbusProtocol interface NullModem calls
+    def handle_new_connection(self) -> _BackendLink:
+        return self
+
+    def connection_made(self, transport: NullModem) -> None:
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while len(self._buffer) >= 7 and len(self._buffer) >= 6 + struct.unpack(">H", self._buffer[4:6])[0]:
+            end = 6 + struct.unpack(">H", self._buffer[4:6])[0]
+            self.replies.put_nowait(self._buffer[:end])
+            self._buffer = self._buffer[end:]
+
+    async def exchange(self, frame: bytes) -> bytes:
+        self.transport.write(frame)
+        return await asyncio.wait_for(self.replies.get(), BACKEND_TIMEOUT_S)
 
 
 # -- the device ----------------------------------------------------------------------------------
@@ -285,7 +313,7 @@ class ModbusDevice:
     def __init__(self, host: str, config: ModbusConfig, fault: Fault, recorder: Recorder) -> None:
         self.host, self.config, self.fault, self.recorder = host, config, fault, recorder
         self._backend: ModbusTcpServer | None = None
-        self._backend_port = 0
+        self._null_port = next(_null_ports)
         self._front = TcpFront(host, config.port, ModbusFraming(), self._handle, recorder, fault, self._close_backend)
 
     @property
@@ -298,11 +326,14 @@ class ModbusDevice:
             # violations by the front; pymodbus accepts them)
             registers = SimDevice(id=0, simdata=[SimData(0, count=100, values=0, datatype=DataType.REGISTERS)])
             self._backend = ModbusTcpServer(
-                registers, address=(self.host, 0), custom_pdu=identity_pdu_classes(self.config)
+                registers, address=(NULLMODEM_HOST, self._null_port), custom_pdu=identity_pdu_classes(self.config)
             )
             await self._backend.serve_forever(background=True)
-            self._backend_port = self._backend.transport.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        await self._front.start()
+        try:
+            await self._front.start()
+        except OSError:
+            await self.stop()  # the plant only stops devices that started: leave no backend behind
+            raise
 
     async def stop(self) -> None:
         await self._front.stop()
@@ -321,15 +352,13 @@ class ModbusDevice:
             if self.config.unknown_unit == "exception":
                 return [exception_frame(frame, ExcCodes.GATEWAY_NO_RESPONSE)]
             return []
+        if "backend" not in state.data:
+            state.data["backend"] = _BackendLink(self._null_port)
         try:
-            if "backend" not in state.data:
-                state.data["backend"] = await asyncio.open_connection(self.host, self._backend_port)
-            reader, writer = state.data["backend"]
-            writer.write(frame)
-            await writer.drain()
-            reply = await asyncio.wait_for(_read_frame(reader), BACKEND_TIMEOUT_S)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError):
-            # pymodbus dropped a frame it could not decode: a real device stays silent too
+            reply = await state.data["backend"].exchange(frame)
+        except TimeoutError:
+            # pymodbus dropped a frame it could not decode: a real device stays silent too, and a fresh
+            # link keeps a late reply from answering the next request
             await self._close_backend(state)
             return []
         if reply[7] == 0x80:
@@ -340,4 +369,4 @@ class ModbusDevice:
     async def _close_backend(self, state: ConnState) -> None:
         backend = state.data.pop("backend", None)
         if backend is not None:
-            backend[1].close()
+            backend.transport.close()

@@ -15,8 +15,9 @@ import pytest
 import yaml
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
+from pymodbus.transport.transport import NullModem
 
-from simulators.plant import relocate
+from simulators.plant import relocate, running_plant
 
 DEMO = Path(__file__).parent.parent / "simulators" / "plants" / "demo.yaml"
 PORT = 15020
@@ -218,3 +219,14 @@ async def test_nmap_modbus_discover_reads_the_identity(start_plant: Any) -> None
     assert "Device identification: Acme Controls AC-100 v1.0" in text
     assert "Slave ID data: AC-100\\xFF" in text
     assert "Slave ID data: \\xFA\\xFFPM710PowerMeter" in text
+
+
+async def test_stop_releases_the_backend(modbus_raw: Any) -> None:
+    """The front reaches each pymodbus server through pymodbus' in-process null modem: nothing may leak."""
+    async with running_plant({"devices": [device("127.0.20.40")]}):
+        reader, writer = await asyncio.open_connection("127.0.20.40", PORT)
+        writer.write(modbus_raw.frame(bytes([0x2B, 0x0E, 0x01, 0x00])))
+        assert (await modbus_raw.read(reader))[7:9] == b"\x2b\x0e"
+        assert NullModem.listeners and NullModem.connections
+    writer.close()
+    assert not NullModem.listeners and not NullModem.connections

@@ -139,6 +139,7 @@ async def test_whole_demo_plant_starts_in_under_3_s_and_listens() -> None:
             _, writer = await asyncio.open_connection(address, port)
             writer.close()
         assert all(d.recorder.connections for d in plant)
+        assert plant.by_address("127.0.22.11").ports == {"modbus": 5020, "enip": 44818}  # utility-m580, moved
     for address, port in endpoints:  # stopped: nothing listens any more
         with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection(address, port)

@@ -55,6 +55,7 @@ timeout is only a backstop; the probe enforces `link.timeouts`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -165,6 +166,7 @@ class _Session:
         self._pending: asyncio.Future[Adu] | None = None
         self._sent: tuple[int, int] | None = None  # (tid, unit) of the request in flight
         self._received = 0  # bytes of the current reply seen so far
+        self._lost = asyncio.Event()
 
     @property
     def connected(self) -> bool:
@@ -177,6 +179,11 @@ class _Session:
 
     def close(self) -> None:
         self.client.close()  # idempotent; an orderly close (FIN)
+
+    async def closed(self) -> None:
+        """Wait (briefly) until the socket is really shut, so the FIN has left before the probe reports back."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._lost.wait(), 1.0)
 
     async def request(self, send: Callable[[], Awaitable[object]]) -> Adu:
         """Send one request through pymodbus and wait for its reply frame, at most `response_s`."""
@@ -223,6 +230,8 @@ class _Session:
         return b""
 
     def _trace_connect(self, connected: bool) -> None:
+        if not connected:
+            self._lost.set()
         pending = self._pending
         if connected or pending is None:
             return
@@ -398,6 +407,7 @@ async def _close(link: Link, session: _Session) -> None:
     try:
         async with link.op("close"):
             session.close()
+            await session.closed()
     finally:
         session.close()
 

@@ -118,6 +118,8 @@ class S7Options(_ProtocolOptions):
 
 class EnipOptions(_ProtocolOptions):
     port: int = Field(44818, ge=1, le=65_535)
+    udp: bool = True  # try one unicast ListIdentity datagram before any TCP connection
+    max_response_delay_ms: int = Field(500, ge=1, le=2000)  # ListIdentity's Max Response Delay, in the context
 
 
 class Protocols(_Strict):
@@ -139,7 +141,7 @@ class Caution(_Strict):
     """A site's own "do not send this to that model" rule, added to the shipped caution list."""
 
     pattern: Annotated[str, AfterValidator(_regex)]  # regex searched in the model name and order code
-    skip: str = Field(min_length=1)  # operation name, e.g. "read_szl_001c"
+    skip: str = Field(min_length=1)  # operation name, e.g. "read_component_id" (S7 SZL 0x001C)
     source: str = Field(min_length=1)  # why: an advisory, an incident, a vendor note
 
 

@@ -9,6 +9,7 @@ interrupt); 5 any other error (inventory, I/O).
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import closing as _closing
 from enum import IntEnum, StrEnum
 from pathlib import Path
@@ -68,10 +69,17 @@ def fail(exc: OtprobeError) -> typer.Exit:
     return typer.Exit(int(code))
 
 
+if os.environ.get("NO_COLOR"):
+    import typer.rich_utils
+
+    # help and usage errors too: no escape code at all, as in render (rich keeps bold under no_color)
+    typer.rich_utils.COLOR_SYSTEM = None
+
 app = typer.Typer(
     help="otprobe: paced, read-only identity and firmware inventory for OT networks.\n\n"
     "Example: otprobe scan 127.0.1.0/24 --profile lab",
     no_args_is_help=True,
+    add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -327,8 +335,8 @@ def scan(
 ) -> None:
     """Identify devices with read-only queries, paced by the profile, and record them in the inventory.
 
-    Exit codes: 0 complete, 2 usage or profile error, 3 refused (scope or window), 4 incomplete (deadline or
-    interrupt: resume with --resume).
+    Exit codes: 0 complete; 2 usage or profile error; 3 refused (scope or window);
+    4 incomplete (deadline or interrupt: resume with --resume).
 
     Example: otprobe scan 127.0.1.0/24 127.0.2.10-20 --profile lab --deadline 30m
     """
@@ -533,6 +541,8 @@ def audit_verify(path: Annotated[Path, typer.Argument(help="Audit log file.")]) 
 def sim(ctx: typer.Context) -> None:
     """Run the bundled simulated plant (wraps `python -m simulators`).
 
+    Arguments: up PLANT [--record FILE.jsonl] (foreground until Ctrl-C), or list PLANT.
+
     Examples: otprobe sim up simulators/plants/demo.yaml; otprobe sim list simulators/plants/demo.yaml
     """
     from simulators.__main__ import main as simulators_main
@@ -547,8 +557,9 @@ def demo(
 ) -> None:
     """Scan the bundled simulated plant on 127.0.0.0/8 with the `lab` profile and show the inventory.
 
-    Starts the demo plant in-process, scans it into a temporary inventory, prints every device with its firmware
-    and the pacing figures measured at the simulated devices, then stops the plant.
+    Starts the demo plant in-process, scans it into a temporary inventory, prints every
+    device with its firmware and the pacing figures measured at the simulated devices,
+    then stops the plant.
 
     Example: otprobe demo
     """

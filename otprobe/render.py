@@ -20,10 +20,13 @@ from otprobe.model import Observation, Status
 
 
 def console(stderr: bool = False) -> Console:
-    # NO_COLOR is honoured; piped output gets plain text at a width that keeps one device per line.
+    # NO_COLOR means no escape code at all (rich's no_color alone keeps bold and italics); piped output gets plain
+    # text at a width that keeps one device per line.
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() or "COLUMNS" in os.environ else 200
-    return Console(stderr=stderr, highlight=False, soft_wrap=False, no_color="NO_COLOR" in os.environ, width=width)
+    plain = bool(os.environ.get("NO_COLOR"))
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, no_color=plain,
+                   color_system=None if plain else "auto", width=width)
 
 
 out = console()

@@ -1,0 +1,100 @@
+"""Regenerate the README's command reference from the `--help` of every otprobe command.
+
+`python docs/cli_reference.py` rewrites the README section between the `cli-reference` markers (appending the
+section under "## Command reference" when the markers are missing); `--check` only compares and exits 1 when
+the README is stale. The help is rendered in-process, plain (no escape codes) at a fixed width of 100 columns,
+so the text does not depend on the terminal it was generated in. tests/test_docs.py keeps README and help equal.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from unittest import mock
+
+import typer
+import typer.main
+import typer.rich_utils
+from typer.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+START, END = "<!-- cli-reference:start -->", "<!-- cli-reference:end -->"
+HEADING = "## Command reference"
+WIDTH = 100
+_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def command_paths(app: typer.Typer) -> list[tuple[str, ...]]:
+    """Every command path, the root `()` first, each group before its subcommands, in help order."""
+    root = typer.main.get_command(app)
+
+    def walk(command: object, path: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+        yield path
+        group_ctx = typer.Context(command)  # type: ignore[arg-type]
+        for name in getattr(command, "list_commands", lambda _ctx: [])(group_ctx):
+            yield from walk(command.get_command(group_ctx, name), (*path, name))  # type: ignore[attr-defined]
+
+    return list(walk(root, ()))
+
+
+def help_text(app: typer.Typer, path: tuple[str, ...]) -> str:
+    """`otprobe PATH --help` as plain text: no escape codes, trailing spaces and blank edges removed."""
+    env = {"NO_COLOR": "1", "TERM": "dumb", "COLUMNS": str(WIDTH), "FORCE_COLOR": None, "GITHUB_ACTIONS": None}
+    # typer reads these at import time; pin them so the caller's terminal cannot change the text
+    with mock.patch.multiple(typer.rich_utils, MAX_WIDTH=WIDTH, FORCE_TERMINAL=False, COLOR_SYSTEM=None):
+        result = CliRunner().invoke(app, [*path, "--help"], prog_name="otprobe", env=env)
+    if result.exit_code != 0:
+        raise RuntimeError(f"otprobe {' '.join(path)} --help exited {result.exit_code}: {result.output}")
+    lines = [line.rstrip() for line in _ESCAPE.sub("", result.stdout).splitlines()]
+    return "\n".join(lines).strip("\n")
+
+
+def reference(app: typer.Typer) -> str:
+    """The README section between the markers (markers included)."""
+    parts = [
+        START,
+        "<!-- Generated from --help by docs/cli_reference.py; edit the help texts in otprobe/cli.py, then run "
+        "`.venv/bin/python docs/cli_reference.py`. -->",
+    ]
+    for path in command_paths(app):
+        parts += ["", f"### `{' '.join(('otprobe', *path))}`", "", "```text", help_text(app, path), "```"]
+    parts.append(END)
+    return "\n".join(parts)
+
+
+def readme_section(text: str) -> str | None:
+    """The current section (markers included), or None when the README has no markers."""
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        return None
+    return text[start:end + len(END)]
+
+
+def updated_readme(text: str, section: str) -> str:
+    current = readme_section(text)
+    if current is not None:
+        return text.replace(current, section, 1)
+    return f"{text.rstrip()}\n\n{HEADING}\n\n{section}\n"
+
+
+def main(argv: list[str]) -> int:
+    from otprobe.cli import app
+
+    text = README.read_text(encoding="utf-8")
+    new = updated_readme(text, reference(app))
+    if "--check" in argv:
+        if new != text:
+            print(f"{README.name}: the command reference is stale; run python docs/cli_reference.py", file=sys.stderr)
+            return 1
+        return 0
+    if new != text:
+        README.write_text(new, encoding="utf-8")
+        print(f"{README.name}: command reference updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

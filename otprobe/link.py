@@ -4,14 +4,13 @@ A probe announces each operation to its Link before the library call that sends 
 refuses what is undeclared or not read-only, refuses to go past the probe's declared packet budget,
 waits on the pacer (token buckets, connection gap, deadline), and writes the audit record: the intent
 before the packet leaves, the outcome after. A pacer that also has `observe` is told how long each successful
-operation took (for adaptive slowdown). Blocking libraries running in a worker thread use
-`gate_from_thread`, which blocks that thread until the event loop grants the packet.
+operation took (for adaptive slowdown). Every probe runs on asyncio streams, so a cancellation (session
+limit, deadline, second Ctrl-C) always reaches the probe and its close.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -79,8 +78,6 @@ class Link:
         self.budget = probe.max_packets()
         self.packets_sent = 0
         self._enabled_intrusive = enabled_intrusive
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread_op: tuple[Operation, float] | None = None
 
     def _check(self, name: str, packets: int | None) -> tuple[Operation, int]:
         try:
@@ -118,28 +115,6 @@ class Link:
         if op.kind is Kind.CLOSE and task is not None and task.cancelling():
             # A paced close holds back a cancellation until it is sent (otprobe.pacing.pacer): deliver it now.
             raise asyncio.CancelledError
-
-    def bind_loop(self) -> None:
-        """Remember the running loop so that worker threads can be gated through it."""
-        self._loop = asyncio.get_running_loop()
-
-    def gate_from_thread(self, name: str, *, packets: int | None = None) -> int | None:
-        """Blocking twin of `op` for library calls made in a worker thread. Returns the audit record id."""
-        if self._loop is None:
-            raise RuntimeError("Link.bind_loop() must be called on the event loop before using a worker thread")
-        op, cost = self._check(name, packets)
-        asyncio.run_coroutine_threadsafe(self.pacer.acquire(op.kind, cost), self._loop).result()
-        self.packets_sent += cost
-        self._thread_op = (op, time.monotonic())
-        return self._intent(op, cost)
-
-    def finish_from_thread(self, record: int | None, outcome: str, detail: str | None = None) -> None:
-        self._outcome(record, outcome, detail)
-        if outcome == "ok" and self._thread_op is not None and self._loop is not None:
-            op, started = self._thread_op
-            # The pacer belongs to the event loop: adjust it there, not from the worker thread.
-            self._loop.call_soon_threadsafe(self._observe, op, time.monotonic() - started)
-        self._thread_op = None
 
     def _observe(self, op: Operation, seconds: float) -> None:
         if isinstance(self.pacer, Observer):

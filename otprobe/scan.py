@@ -10,13 +10,13 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from otprobe.audit import AuditLog
-from otprobe.errors import ScopeError
+from otprobe.errors import ProfileError, ScopeError
 from otprobe.inventory.store import Store
 from otprobe.link import AuditSink, Timeouts
 from otprobe.model import Observation, Status, Target
@@ -90,6 +90,23 @@ def scan_config(profile: Profile, deadline: float | None = None) -> ScanConfig:
     )
 
 
+def check_sessions_fit(profile: Profile, profile_ref: str, probes: Sequence[Probe], classes: Iterable[str]) -> None:
+    """Refuse a class whose pacing makes a worst-case session longer than its own session limit.
+
+    Such a profile would time out healthy devices (and trip their breakers) for no fault of theirs.
+    """
+    for name in classes:
+        limits = profile.limits(name)
+        for probe in probes:
+            needed = (probe.max_packets() - 1) / limits.pps
+            if limits.max_session_s < needed:
+                raise ProfileError(
+                    f"profile {profile_ref}: classes.{name}.max_session_s: {limits.max_session_s:g} s is shorter than "
+                    f"a worst-case {probe.name} session at {limits.pps:g} pps ({probe.max_packets()} packets, "
+                    f"{needed:.0f} s); raise max_session_s or pps"
+                )
+
+
 @dataclass
 class Prepared:
     """A scan that passed every check that needs no network: what would run, and its worst case."""
@@ -130,6 +147,7 @@ def prepare(
     resolution = profile.target_scope(scope_include).resolve(targets)
     probes = build_probes(profile, protocols, ports)
     plan = plan_scan(list(resolution.targets), probes, scan_config(profile))
+    check_sessions_fit(profile, profile_ref, probes, plan.classes)
     ends = [d for d in (deadline, window_end) if d is not None]
     return Prepared(profile, profile_ref, resolution, probes, plan, min(ends) if ends else None, window_end,
                     ignore_window_reason)

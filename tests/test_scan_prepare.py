@@ -1,0 +1,92 @@
+"""The no-network half of a scan: target, profile and deadline checks, and the plan, all without a socket."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from otprobe.errors import ProfileError, ScopeError
+from otprobe.profile import load_profile, parse_profile
+from otprobe.scan import build_probes, parse_deadline, prepare
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+LAB = """
+name: t
+scope: {include: [127.0.0.0/8], exclude: [127.0.9.0/24]}
+classes:
+  plc: {pps: 1, max_session_s: 10}
+  unknown: {pps: 2}
+assign: [{cidr: 127.0.1.0/24, class: plc}]
+"""
+
+
+@pytest.fixture
+def no_sockets(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a socket was created")
+
+    monkeypatch.setattr(socket, "socket", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_plan_opens_no_socket_and_bounds_the_scan(no_sockets):
+    prepared = prepare(load_profile("lab"), "lab", ["127.0.1.0/24", "127.0.9.10"], now=NOW)
+    assert len(prepared.resolution.targets) == 254
+    assert list(prepared.resolution.excluded.ips()) == ["127.0.9.10"]
+    per_device = sum(p.max_packets() for p in prepared.probes) * (prepared.profile.retries + 1)
+    assert prepared.plan.packets_per_device == per_device
+    assert prepared.plan.total_packets == 254 * per_device
+    assert prepared.plan.min_seconds > 0
+
+
+def test_target_outside_scope_is_refused_before_any_socket(no_sockets):
+    with pytest.raises(ScopeError, match=r"126\.0\.0\.1 .* is outside scope\.include"):
+        prepare(load_profile("lab"), "lab", ["127.0.1.10", "126.0.0.1"], now=NOW)  # refused, never contacted
+
+
+def test_session_limit_shorter_than_a_worst_case_session_is_refused():
+    profile = parse_profile(LAB, "t.yaml")
+    with pytest.raises(ProfileError, match=r"classes\.plc\.max_session_s: 10 s is shorter than a worst-case s7"):
+        prepare(profile, "t.yaml", ["127.0.1.10"], now=NOW)
+    # the same class with only a cheap probe fits, and a class no target falls in is not checked
+    assert prepare(profile, "t.yaml", ["127.0.2.1"], now=NOW).plan.devices == 1
+    assert prepare(profile, "t.yaml", ["127.0.1.10"], now=NOW, protocols=["enip"]).probes[0].name == "enip"
+
+
+def test_every_shipped_profile_fits_its_sessions():
+    for name in ("default", "maintenance-window", "inventory-refresh", "lab"):
+        profile = load_profile(name)
+        prepared = prepare(profile, name, ["127.0.1.10"], now=NOW, check_window=False, scope_include=["127.0.0.0/8"])
+        assert {p.name for p in prepared.probes} == {"s7", "enip", "modbus"}
+
+
+def test_probe_selection_and_port_overrides():
+    profile = load_profile("lab")
+    probes = build_probes(profile, ["modbus"], {"modbus": 1502})
+    assert [(p.name, p.port) for p in probes] == [("modbus", 1502)]
+    with pytest.raises(KeyError, match="unknown protocol"):
+        build_probes(profile, ["bacnet"])
+
+
+def test_deadline_forms():
+    assert parse_deadline("90s", NOW) == NOW + timedelta(seconds=90)
+    assert parse_deadline("30m", NOW) == NOW + timedelta(minutes=30)
+    assert parse_deadline("2h", NOW) == NOW + timedelta(hours=2)
+    assert parse_deadline("2026-11-25T14:00:00+00:00", NOW) == NOW + timedelta(hours=2)
+    at = parse_deadline("06:00", NOW)
+    assert NOW < at <= NOW + timedelta(days=1)
+    assert at.astimezone().strftime("%H:%M") == "06:00"
+    for bad in ("soon", "25:00", "-5m"):
+        with pytest.raises(ValueError):
+            parse_deadline(bad, NOW)
+
+
+def test_deadline_is_the_earlier_of_window_end_and_deadline():
+    profile = parse_profile(LAB + "windows: [{days: [wed], start: '11:00', end: '13:00', tz: UTC}]\n", "t.yaml")
+    inside = prepare(profile, "t", ["127.0.2.1"], now=NOW, protocols=["enip"])
+    assert inside.deadline == inside.window_end == datetime(2026, 11, 25, 13, 0, tzinfo=UTC)
+    earlier = prepare(profile, "t", ["127.0.2.1"], now=NOW, protocols=["enip"], deadline=NOW + timedelta(minutes=5))
+    assert earlier.deadline == NOW + timedelta(minutes=5)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import AsyncExitStack, contextmanager
 from typing import IO, Any
 
 import pytest
@@ -29,6 +30,32 @@ async def start_plant() -> AsyncIterator[StartPlant]:
             return await stack.enter_async_context(running_plant(plant, record_to=record_to))
 
         yield start
+
+
+@contextmanager
+def plant_in_thread(source: PlantSource) -> Iterator[Plant]:
+    """A plant served by its own event loop in a thread, for tests that drive blocking clients or subprocesses."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    started: list[Plant] = []
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        async with running_plant(source) as plant:
+            started.append(plant)
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    if not ready.wait(10):
+        raise RuntimeError("the plant did not start")
+    try:
+        yield started[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()
 
 
 @pytest.fixture

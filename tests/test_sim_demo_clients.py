@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import plant_in_thread
 from pycomm3 import CIPDriver
 from snap7.async_client import AsyncClient
-
-from simulators.plant import running_plant
 
 DEMO = Path(__file__).resolve().parent.parent / "simulators" / "plants" / "demo.yaml"
 PLANT = yaml.safe_load(DEMO.read_text())
@@ -29,24 +28,8 @@ def _int(value: object) -> int:
 @pytest.fixture(scope="module")
 def demo_plant():
     """The demo plant on its own event loop thread, so synchronous pycomm3 calls can run against it."""
-    import threading
-
-    loop = asyncio.new_event_loop()
-    ready, stop = threading.Event(), None
-
-    async def serve():
-        nonlocal stop
-        stop = asyncio.Event()
-        async with running_plant(DEMO):
-            ready.set()
-            await stop.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    yield
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(10)
+    with plant_in_thread(DEMO) as plant:
+        yield plant
 
 
 @pytest.mark.parametrize("device", S7, ids=[d["name"] for d in S7])

@@ -34,12 +34,13 @@ err = console(stderr=True)
 
 
 def error_line(message: str) -> None:
-    err.print(f"otprobe: error: {message}", markup=False)
+    # one line whatever the terminal width (a dumb terminal is 80 columns), so logs and grep see it whole
+    err.print(f"otprobe: error: {message}", markup=False, soft_wrap=True)
 
 
 def info(message: str, quiet: bool = False) -> None:
     if not quiet:
-        err.print(message, markup=False)
+        err.print(message, markup=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
@@ -167,7 +168,7 @@ def scan_summary(summary: dict[str, Any]) -> None:
     err.print(
         "scan {scan_id}: {status}; {packets} packets in {elapsed_s:.1f} s (plan: at most {planned_packets}); "
         "identified {identified}, tripped {tripped}, not covered {not_covered}, excluded {excluded}".format(**summary),
-        markup=False,
+        markup=False, soft_wrap=True,
     )
 
 

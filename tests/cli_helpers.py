@@ -8,11 +8,13 @@ simulated plant keeps running in the test's own event loop meanwhile.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -70,3 +72,13 @@ def write_profile(path: Path, include: list[str], *, exclude: list[str] | None =
     data.update(overrides)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def reference_generator() -> ModuleType:
+    """docs/cli_reference.py (a script, not a package module): the command walk and the README section."""
+    path = REPO / "docs" / "cli_reference.py"
+    spec = importlib.util.spec_from_file_location("cli_reference", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

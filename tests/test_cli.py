@@ -1,0 +1,181 @@
+"""The command line as a user meets it (issue 6): help with an example everywhere, the documented exit codes,
+machine output on stdout only, NO_COLOR and --quiet.
+
+Exit codes (otprobe/cli.py): 0 success, 1 changes found or a failed audit verify, 2 usage or profile error,
+3 refused, 4 incomplete, 5 any other error. `inventory diff` exiting 1 with changes and 0 without is tested
+end to end in test_inventory_e2e.py; the rest is here. Commands that scan run as a subprocess against a
+plant on this file's own addresses (127.0.111.x); the others run in-process through typer's CliRunner.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_helpers import REPO, plain_env, reference_generator, run_otprobe, write_profile
+from typer.testing import CliRunner
+
+from otprobe import cli
+from otprobe.audit import AuditLog
+from otprobe.cli import app
+from simulators.plant import running_plant
+
+ESCAPE = "\x1b["
+PATHS = reference_generator().command_paths(app)
+BAD_PROFILES = REPO / "tests" / "profiles_bad"
+METER = {"name": "meter", "address": "127.0.111.10", "class": "meter",
+         "modbus": {"port": 5020, "vendor_name": "Schneider Electric", "product_code": "PM5560", "revision": "v2.7"}}
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args), prog_name="otprobe",
+                              env={"NO_COLOR": "1", "COLUMNS": "200", "TERM": "dumb"})
+
+
+def one_error_line(stderr: str) -> str:
+    """The single `otprobe: error: ...` line a failing command prints, with no traceback."""
+    assert "Traceback" not in stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("otprobe: error: "), stderr
+    return lines[0]
+
+
+# --- help -------------------------------------------------------------------------------------------------
+
+def test_the_commands_are_those_the_issue_names() -> None:
+    assert {path[0] for path in PATHS if len(path) == 1} == {
+        "scan", "plan", "inventory", "scans", "audit", "profiles", "windows", "sim", "demo"}
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: " ".join(p) or "otprobe")
+def test_every_command_has_help_with_an_example(path: tuple[str, ...]) -> None:
+    result = invoke(*path, "--help")
+    assert result.exit_code == 0, result.output
+    assert f"Usage: otprobe {' '.join(path)}".rstrip() in result.stdout
+    assert re.search(r"Examples?: otprobe ", result.stdout), result.stdout
+    assert invoke(*path, "-h").stdout == result.stdout
+
+
+# --- exit codes -------------------------------------------------------------------------------------------
+
+def test_the_exit_codes_are_documented_where_the_cli_defines_them() -> None:
+    doc = " ".join((cli.__doc__ or "").split())
+    for code, words in ((0, "success"), (1, "changes found"), (2, "usage or profile error"), (3, "refused"),
+                        (4, "incomplete"), (5, "any other error")):
+        assert f"{code} {words}" in doc
+        assert int(cli.Exit(code)) == code
+
+
+def test_usage_errors_exit_2() -> None:
+    assert invoke("scan", "--no-such-option").exit_code == 2
+    assert invoke("scan", "--profile", "lab").exit_code == 2  # no target and no --resume
+    assert invoke("scan", "127.0.111.1", "--port", "modbus=99999").exit_code == 2
+
+
+@pytest.mark.parametrize(("file", "where"), [
+    ("negative_rate.yaml", ":7 classes.plc.pps"),
+    ("unknown_key.yaml", " "),
+    ("bad_cidr.yaml", " scope."),
+    ("bad_timezone.yaml", " windows[0].tz"),
+])
+@pytest.mark.parametrize("command", [("profiles", "check"), ("scan", "127.0.111.1", "--profile"),
+                                     ("plan", "127.0.111.1", "--profile")], ids=lambda c: c[0])
+def test_a_bad_profile_exits_2_with_one_line_naming_file_line_and_key(file: str, where: str,
+                                                                      command: tuple[str, ...]) -> None:
+    path = BAD_PROFILES / file
+    result = invoke(*command, str(path))
+    assert result.exit_code == 2
+    line = one_error_line(result.stderr)
+    assert re.match(rf"otprobe: error: {re.escape(str(path))}:\d+ ", line), line
+    assert where in line
+
+
+def test_a_target_outside_the_scope_is_refused_with_exit_3_before_any_packet(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path / "narrow.yaml", ["127.0.111.0/28"])
+    db = tmp_path / "inv.db"
+    for command in (("plan",), ("scan", "--db", str(db), "--audit", str(tmp_path / "audit.jsonl"))):
+        result = invoke(*command, "127.0.111.10", "127.0.111.200", "--profile", str(profile))
+        assert result.exit_code == 3
+        assert "127.0.111.200" in one_error_line(result.stderr)
+    assert json.loads(invoke("scans", "list", "--db", str(db), "--format", "json").stdout) == []
+    assert not (tmp_path / "audit.jsonl").exists()
+
+
+def test_audit_verify_exits_0_on_an_intact_log_and_1_naming_an_edited_line(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, "s1", fsync=False) as log:
+        for n in range(3):
+            log.event("note", n=n)
+    assert invoke("audit", "verify", str(path)).exit_code == 0
+    lines = path.read_text().splitlines(keepends=True)
+    lines[1] = lines[1].replace('"n":1', '"n":7')
+    path.write_text("".join(lines))
+    result = invoke("audit", "verify", str(path))
+    assert result.exit_code == 1
+    assert one_error_line(result.stderr).startswith(f"otprobe: error: {path}:2: ")
+
+
+def test_an_unreadable_inventory_exits_5_with_one_line(tmp_path: Path) -> None:
+    garbage = tmp_path / "inventory.db"
+    garbage.write_bytes(b"not a database " * 100)
+    result = invoke("inventory", "list", "--db", str(garbage))
+    assert result.exit_code == 5
+    assert "cannot open inventory" in one_error_line(result.stderr)
+
+
+async def test_a_scan_stopped_by_its_deadline_exits_4_and_is_recorded_incomplete(tmp_path: Path) -> None:
+    plant = {"plant": "slow", "devices": [{**METER, "name": f"meter-{i}", "address": f"127.0.111.{20 + i}"}
+                                          for i in range(4)]}
+    slow = write_profile(tmp_path / "slow.yaml", ["127.0.111.0/24"], global_pps=1, max_devices_in_flight=1,
+                         classes={"unknown": {"pps": 1, "burst": 1, "class_pps": 1, "max_session_s": 12}})
+    db = tmp_path / "inv.db"
+    async with running_plant(plant):
+        done = await run_otprobe("scan", "127.0.111.20-23", "--profile", str(slow), "--protocol", "modbus",
+                                 "--deadline", "1s", "--db", str(db), "--audit", str(tmp_path / "audit.jsonl"),
+                                 env=plain_env(tmp_path))
+    assert done.code == 4, done.stderr
+    assert "incomplete" in done.stderr
+    [record] = json.loads(invoke("scans", "list", "--db", str(db), "--format", "json").stdout)
+    assert record["status"] == "incomplete" and record["not_covered"]
+
+
+# --- output streams, NO_COLOR, --quiet ---------------------------------------------------------------------
+
+def test_plan_json_is_the_only_thing_on_stdout() -> None:
+    result = invoke("plan", "127.0.111.1-4", "--profile", "lab", "--format", "json")
+    assert result.exit_code == 0
+    plan = json.loads(result.stdout)
+    assert plan["devices"] == 4 and plan["total_packets"] > 0
+
+
+async def test_scan_json_goes_to_stdout_and_the_summary_to_stderr_unless_quiet(tmp_path: Path) -> None:
+    env = plain_env(tmp_path)
+    common = ["scan", METER["address"], "--profile", "lab", "--protocol", "modbus", "--db", str(tmp_path / "i.db")]
+    async with running_plant({"plant": "one", "devices": [METER]}):
+        loud = await run_otprobe(*common, "--format", "json", env=env)
+        quiet = await run_otprobe(*common, "--format", "json", "--quiet", env=env)
+        quiet_table = await run_otprobe(*common, "--quiet", env=env)
+    for done in (loud, quiet, quiet_table):
+        assert done.code == 0, done.stderr
+    [observation] = loud.json()
+    assert (observation["ip"], observation["status"], observation["firmware"]) == (METER["address"], "identified",
+                                                                                   "v2.7")
+    assert re.search(r"^scan \S+: complete; \d+ packets", loud.stderr, re.MULTILINE)
+    assert quiet.json() == [{**observation, "latency_s": quiet.json()[0]["latency_s"]}]
+    assert quiet.stderr == "" and quiet_table.stderr == ""
+    assert "PM5560" in quiet_table.stdout  # --quiet drops progress and summary, not the result
+
+
+@pytest.mark.parametrize("args", [("profiles", "list"), ("scan", "--help"), ("plan", "127.0.111.1", "-p", "lab")],
+                         ids=" ".join)
+async def test_no_color_means_no_escape_codes_even_on_a_terminal(tmp_path: Path, args: tuple[str, ...]) -> None:
+    # FORCE_COLOR makes rich and typer behave as on a terminal, where styling would otherwise be emitted
+    terminal = {"FORCE_COLOR": "1", "TERM": "xterm-256color"}
+    coloured = await run_otprobe(*args, env=plain_env(tmp_path, NO_COLOR="", **terminal))
+    plain = await run_otprobe(*args, env=plain_env(tmp_path, **terminal))
+    assert ESCAPE in coloured.stdout + coloured.stderr
+    assert ESCAPE not in plain.stdout + plain.stderr
+    assert plain.code == coloured.code

@@ -11,12 +11,12 @@ limit, deadline, second Ctrl-C) always reaches the probe and its close.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from otprobe.errors import BudgetExceeded, ProbeContractError
+from otprobe.errors import BudgetExceeded, PolicyViolation, ProbeContractError
 from otprobe.probes.base import Category, Kind, Operation
 from otprobe.safety import require_read_only
 
@@ -69,6 +69,7 @@ class Link:
         audit: AuditSink | None = None,
         timeouts: Timeouts | None = None,
         enabled_intrusive: frozenset[str] = frozenset(),
+        in_scope: Callable[[str], bool] | None = None,
     ) -> None:
         self.probe = probe
         self.target = target
@@ -78,8 +79,13 @@ class Link:
         self.budget = probe.max_packets()
         self.packets_sent = 0
         self._enabled_intrusive = enabled_intrusive
+        self._in_scope = in_scope
 
     def _check(self, name: str, packets: int | None) -> tuple[Operation, int]:
+        # Scope was enforced when the targets were resolved; checking again here means no code path can reach
+        # an excluded or out-of-scope address, whatever the caller did (SAFETY R15).
+        if self._in_scope is not None and not self._in_scope(self.target.ip):
+            raise PolicyViolation(f"{self.target.ip} is outside the scan's scope or excluded; refused")
         try:
             op = self.probe.operation(name)
         except KeyError:

@@ -25,7 +25,7 @@ from otprobe.pacing.plan import Plan, plan_scan
 from otprobe.pacing.scheduler import ScanResult, Scheduler
 from otprobe.probes import PROBES, Probe, probe_class
 from otprobe.profile import Profile
-from otprobe.scope import Resolution
+from otprobe.scope import Resolution, Scope
 from otprobe.windows import require_window
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h)$")
@@ -114,6 +114,7 @@ class Prepared:
     profile: Profile
     profile_ref: str
     resolution: Resolution
+    scope: Scope
     probes: list[Probe]
     plan: Plan
     deadline: datetime | None  # the earlier of --deadline and the window's end
@@ -144,12 +145,13 @@ def prepare(
     window_end = None
     if check_window and ignore_window_reason is None:
         window_end = require_window(profile.windows, now)
-    resolution = profile.target_scope(scope_include).resolve(targets)
+    scope = profile.target_scope(scope_include)
+    resolution = scope.resolve(targets)
     probes = build_probes(profile, protocols, ports)
     plan = plan_scan(list(resolution.targets), probes, scan_config(profile))
     check_sessions_fit(profile, profile_ref, probes, plan.classes)
     ends = [d for d in (deadline, window_end) if d is not None]
-    return Prepared(profile, profile_ref, resolution, probes, plan, min(ends) if ends else None, window_end,
+    return Prepared(profile, profile_ref, resolution, scope, probes, plan, min(ends) if ends else None, window_end,
                     ignore_window_reason)
 
 
@@ -221,7 +223,7 @@ class ScanRun:
             deadline = clock() + (prepared.deadline - now).total_seconds()
         self.scheduler = Scheduler(
             prepared.targets, prepared.probes, scan_config(prepared.profile, deadline),
-            audit=self.audit, on_observation=self._record, clock=clock,
+            audit=self.audit, on_observation=self._record, clock=clock, in_scope=prepared.scope.allows,
         )
 
     def _record(self, observation: Observation) -> None:

@@ -90,3 +90,18 @@ def test_deadline_is_the_earlier_of_window_end_and_deadline():
     assert inside.deadline == inside.window_end == datetime(2026, 11, 25, 13, 0, tzinfo=UTC)
     earlier = prepare(profile, "t", ["127.0.2.1"], now=NOW, protocols=["enip"], deadline=NOW + timedelta(minutes=5))
     assert earlier.deadline == NOW + timedelta(minutes=5)
+
+
+async def test_link_rechecks_scope_before_every_operation(no_sockets):
+    from otprobe.errors import PolicyViolation
+    from otprobe.link import Link
+    from otprobe.model import Target
+    from otprobe.probes.modbus import ModbusProbe
+
+    prepared = prepare(load_profile("lab"), "lab", ["127.0.1.10"], now=NOW)
+    assert prepared.scope.allows("127.0.1.10") and not prepared.scope.allows("127.0.9.10")
+    link = Link(ModbusProbe(), Target("127.0.9.10"), in_scope=prepared.scope.allows)
+    with pytest.raises(PolicyViolation, match="outside the scan's scope or excluded"):
+        async with link.op("connect"):
+            raise AssertionError("the operation body must not run")
+    assert link.packets_sent == 0

@@ -59,6 +59,7 @@ class Scheduler:
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
         slowdown: Slowdown | None = None,
+        in_scope: Callable[[str], bool] | None = None,
     ) -> None:
         ips = [t.ip for t in targets]
         if len(set(ips)) != len(ips):
@@ -68,6 +69,7 @@ class Scheduler:
         self.config = config
         self._audit = audit
         self._on_observation = on_observation
+        self._in_scope = in_scope
         self._rng = rng or random.Random(0)
         self._limiter = Limiter(clock)
         self._global = TokenBucket(config.effective(config.global_pps))
@@ -196,6 +198,7 @@ class Scheduler:
             audit=self._audit,
             timeouts=config.timeouts,
             enabled_intrusive=config.enabled_intrusive,
+            in_scope=self._in_scope,
         )
         started = self._limiter.now()
         loop = asyncio.get_running_loop()

@@ -92,7 +92,7 @@ def test_deadline_is_the_earlier_of_window_end_and_deadline():
     assert earlier.deadline == NOW + timedelta(minutes=5)
 
 
-async def test_link_rechecks_scope_before_every_operation(no_sockets):
+async def test_link_rechecks_scope_before_every_operation():
     from otprobe.errors import PolicyViolation
     from otprobe.link import Link
     from otprobe.model import Target

@@ -55,7 +55,6 @@ timeout is only a backstop; the probe enforces `link.timeouts`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -166,7 +165,7 @@ class _Session:
         self._pending: asyncio.Future[Adu] | None = None
         self._sent: tuple[int, int] | None = None  # (tid, unit) of the request in flight
         self._received = 0  # bytes of the current reply seen so far
-        self._lost = asyncio.Event()
+        self._socket: Any = None  # asyncio's socket wrapper, to see when the close has really happened
 
     @property
     def connected(self) -> bool:
@@ -181,9 +180,11 @@ class _Session:
         self.client.close()  # idempotent; an orderly close (FIN)
 
     async def closed(self) -> None:
-        """Wait (briefly) until the socket is really shut, so the FIN has left before the probe reports back."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._lost.wait(), 1.0)
+        """Yield until the socket is really shut (asyncio closes it a loop turn after close()): the FIN has left."""
+        for _ in range(100):
+            if self._socket is None or self._socket.fileno() == -1:
+                return
+            await asyncio.sleep(0)
 
     async def request(self, send: Callable[[], Awaitable[object]]) -> Adu:
         """Send one request through pymodbus and wait for its reply frame, at most `response_s`."""
@@ -230,8 +231,8 @@ class _Session:
         return b""
 
     def _trace_connect(self, connected: bool) -> None:
-        if not connected:
-            self._lost.set()
+        if connected and self.client.ctx.transport is not None:
+            self._socket = self.client.ctx.transport.get_extra_info("socket")
         pending = self._pending
         if connected or pending is None:
             return

@@ -1,0 +1,39 @@
+"""`make bench`: every figure of BENCHMARKS.md, each script in its own process so that none measures another.
+
+    .venv/bin/python bench/run_all.py
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = (
+    "bench_caps.py",  # caps per device, class and global; achieved rate
+    "bench_sessions.py",  # one connection per device, breaker, exclusion, deadline
+    "bench_plant64.py",  # 64 devices against the least time; plan against reality
+    "bench_pacing.py",  # scheduler CPU per 1,000 operations; plan_scan alone on a /16
+    "bench_plan16.py",  # prepare() on a /16: time and peak memory
+    "bench_limiters.py",  # asyncio-throttle against otprobe's bucket
+)
+
+
+def main() -> int:
+    failed = []
+    for script in SCRIPTS:
+        print(f"## {script}\n", flush=True)
+        start = time.monotonic()
+        code = subprocess.call([sys.executable, str(HERE / script)])
+        print(f"({script}: {time.monotonic() - start:.0f} s, exit {code})\n", flush=True)
+        if code:
+            failed.append(script)
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

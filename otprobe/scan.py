@@ -277,11 +277,6 @@ def resume_targets(store: Store) -> tuple[str, list[str], str]:
     for scan in reversed(store.scans()):
         if scan.status == "complete":
             break
-        if scan.status == "incomplete" and scan.not_covered:
+        if scan.status in ("incomplete", "interrupted") and scan.not_covered:
             return scan.profile, scan.not_covered, scan.id
-        if scan.status == "interrupted":
-            done = {o.target for o in store.observations(scan.id)}
-            remaining = [ip for ip in scan.targets if ip not in done]
-            if remaining:
-                return scan.profile, remaining, scan.id
     raise ScopeError("nothing to resume: the latest scan covered all its targets")

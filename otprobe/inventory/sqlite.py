@@ -2,9 +2,10 @@
 
 Observations are committed one by one as they arrive (WAL mode), so a crash loses at most the one in
 flight. A scan row is `running` while its process lives; a reader that finds a running scan whose
-process is gone marks it `interrupted`, which is how a `kill -9` shows up. Assets are merged from a
-scan's observations in one transaction when the scan finishes (complete or incomplete), and each
-finished scan keeps a snapshot of the assets it saw: diffs compare snapshots.
+process is gone marks it `interrupted` (that is how a `kill -9` shows up), merges what it observed and
+lists the targets it never reached as not covered. Assets are merged from a scan's observations in one
+transaction when the scan finishes (complete, incomplete or interrupted), and each finished scan keeps a
+snapshot of the assets it saw: diffs compare snapshots.
 """
 
 from __future__ import annotations
@@ -122,10 +123,14 @@ class SqliteStore:
         return _Transaction(self.db)  # type: ignore[return-value]
 
     def _mark_interrupted(self) -> None:
+        """Close the books of scans whose process died (kill -9, power loss): what they saw still counts."""
         here = socket.gethostname()
-        for row in self.db.execute("SELECT id, pid, host FROM scans WHERE status='running'").fetchall():
+        for row in self.db.execute("SELECT id, pid, host, targets FROM scans WHERE status='running'").fetchall():
             if row["host"] == here and not _pid_alive(row["pid"]):
-                self.db.execute("UPDATE scans SET status='interrupted', ended_at=? WHERE id=?", (_now(), row["id"]))
+                # `scan --resume` skips what such a scan observed, so its observations must reach the assets
+                seen = {o.target for o in self._observations(row["id"])}
+                missed = [ip for ip in json.loads(row["targets"]) if ip not in seen]
+                self.finish_scan(row["id"], "interrupted", missed)
 
     # -- writing a scan --------------------------------------------------------------------------
 

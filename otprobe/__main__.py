@@ -2,4 +2,4 @@
 
 from otprobe.cli import app
 
-app()
+app(prog_name="otprobe")

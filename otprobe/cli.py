@@ -133,6 +133,8 @@ def inventory_list(
         raise fail(exc) from None
     if fmt is Format.json:
         render.print_json([a.__dict__ for a in assets])
+    elif not assets:
+        render.info(f"no assets in {db or default_db_path()}: run `otprobe scan` (or `otprobe demo`) first")
     else:
         render.assets_table(assets)
 
@@ -519,7 +521,10 @@ def windows(
 
 
 @audit_app.command("verify")
-def audit_verify(path: Annotated[Path, typer.Argument(help="Audit log file.")]) -> None:
+def audit_verify(
+    path: Annotated[Path | None, typer.Argument(help="Audit log file (default: audit.jsonl beside the inventory).",
+                                                show_default=False)] = None,
+) -> None:
     """Check the audit log's hash chain: an edited, deleted or reordered line is reported with its number.
 
     Exits 0 when the chain holds and 1 when it does not.
@@ -528,6 +533,7 @@ def audit_verify(path: Annotated[Path, typer.Argument(help="Audit log file.")]) 
     """
     from otprobe.audit import verify
 
+    path = path or default_db_path().parent / "audit.jsonl"
     if not path.exists():
         raise fail(AuditError(f"{path}: no such file"))
     result = verify(path)

@@ -90,7 +90,7 @@ def observations_table(observations: Sequence[Observation]) -> None:
 
 def assets_table(assets: Sequence[AssetRecord], title: str = "Inventory") -> None:
     rows = [(a.id, a.ip, a.device_class, a.vendor, a.model, a.product_code, a.firmware, a.serial,
-             " ".join(sorted(a.protocols)), a.last_seen) for a in assets]
+             " ".join(sorted(a.protocols)), a.last_seen[:16].replace("T", " ")) for a in assets]
     out.print(_table(title, ("asset", "ip", "class", "vendor", "model", "order/product code", "firmware", "serial",
                              "protocols", "last seen"), rows))
 
@@ -119,8 +119,8 @@ def scans_table(scans: Sequence[ScanRecord]) -> None:
 
 def diff_table(diff: dict[str, Any]) -> None:
     rows = [(c["kind"], c["ip"], c["asset_id"], c["old"], c["new"]) for c in diff["changes"]]
-    out.print(_table(f"Changes from scan {diff['from']} to {diff['to']}", ("change", "ip", "asset", "old", "new"),
-                     rows))
+    since = f"from scan {diff['from']}" if diff["from"] else "(no earlier scan: everything is new)"
+    out.print(_table(f"Changes {since} to scan {diff['to']}", ("change", "ip", "asset", "old", "new"), rows))
     if not rows:
         out.print("no changes")
 

@@ -153,3 +153,12 @@ def test_unknown_asset_and_scan(store):
     with pytest.raises(InventoryError):
         store.scan("nope")
     assert sqlite3.sqlite_version
+
+
+def test_first_scan_diffs_as_all_new(store):
+    run_scan(store, "s1", PLANT)
+    old, new = pick_scans(store, None, None)
+    assert old is None
+    d = diff_scans(store, old, new)
+    assert sorted((c.kind, c.ip) for c in d.changes) == [("new", ip) for ip in sorted(PLANT)]
+    assert d.as_dict()["from"] is None

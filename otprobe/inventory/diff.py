@@ -24,7 +24,7 @@ class Change:
 
 @dataclass
 class Diff:
-    from_scan: str
+    from_scan: str | None  # None: no earlier scan, everything is new
     to_scan: str
     changes: list[Change] = field(default_factory=list)
 
@@ -35,8 +35,12 @@ class Diff:
         return {"from": self.from_scan, "to": self.to_scan, "changes": [asdict(c) for c in self.changes]}
 
 
-def pick_scans(store: Store, from_id: str | None, to_id: str | None) -> tuple[ScanRecord, ScanRecord]:
-    """The two scans to compare: by default the last two that finished (complete or incomplete)."""
+def pick_scans(store: Store, from_id: str | None, to_id: str | None) -> tuple[ScanRecord | None, ScanRecord]:
+    """The two scans to compare: by default the last two that finished (complete or incomplete).
+
+    With only one finished scan there is nothing before it: every asset it found is new (the first scheduled run
+    reports the whole plant, rather than an error).
+    """
     finished = [s for s in store.scans() if s.status in ("complete", "incomplete")]
     to_scan = store.scan(to_id) if to_id else (finished[-1] if finished else None)
     if to_scan is None:
@@ -44,16 +48,14 @@ def pick_scans(store: Store, from_id: str | None, to_id: str | None) -> tuple[Sc
     if from_id:
         return store.scan(from_id), to_scan
     earlier = [s for s in finished if s.started_at <= to_scan.started_at and s.id != to_scan.id]
-    if not earlier:
-        raise InventoryError(f"scan {to_scan.id} has no earlier finished scan to compare with")
-    return earlier[-1], to_scan
+    return (earlier[-1] if earlier else None), to_scan
 
 
-def diff_scans(store: Store, old: ScanRecord, new: ScanRecord) -> Diff:
-    before = {row.asset_id: row for row in store.snapshot(old.id)}
+def diff_scans(store: Store, old: ScanRecord | None, new: ScanRecord) -> Diff:
+    before = {row.asset_id: row for row in store.snapshot(old.id)} if old is not None else {}
     after = {row.asset_id: row for row in store.snapshot(new.id)}
     covered = set(new.targets) - set(new.not_covered)
-    result = Diff(old.id, new.id)
+    result = Diff(old.id if old is not None else None, new.id)
     after_ips = {row.ip for row in after.values()}
     for asset_id, row in after.items():
         was = before.get(asset_id)

@@ -6,9 +6,11 @@ over the union of many devices; the achieved rate of a busy device; one connecti
 for a tripped device after it trips; zero connections for an excluded device; nothing after the deadline; the
 64-device finish time against the least time its caps allow; a real scan within its plan.
 
-The scenarios (tests/plantgen.py, blocks 127.0.80-99.x) run once, concurrently, in one event loop (about 17 s):
-each has its own plant, addresses, scheduler and caps, and together they use about a tenth of one core, so
-running them side by side does not change what any one of them measures (bench/ runs them alone to compare).
+The scenarios (tests/plantgen.py, blocks 127.0.80-99.x) run once, in one event loop: every plant is started
+first, then all scans at once (about 17 s). Each scan has its own plant, addresses, scheduler and caps, and
+together they use about a tenth of one core (1.4 CPU s in 17 s, measured), so running them side by side does not
+change what any one of them measures; bench/bench_plant64.py runs the 64-device plants alone and gets the same
+ratios. The two-class 64-device plant misses 1.15x (1.23x): that test is an expected failure, see BENCHMARKS.md.
 """
 
 from __future__ import annotations

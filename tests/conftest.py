@@ -14,6 +14,7 @@ from typing import IO, Any
 import pytest
 
 from simulators.plant import Plant, PlantSource, running_plant
+from simulators.recorder import Recorder
 
 StartPlant = Callable[..., Awaitable[Plant]]
 
@@ -56,6 +57,15 @@ def plant_in_thread(source: PlantSource) -> Iterator[Plant]:
         loop.call_soon_threadsafe(stop.set)
         thread.join(10)
         loop.close()
+
+
+async def settled(recorder: Recorder) -> None:
+    """Wait (bounded) until the device has seen every connection close: its server runs concurrently."""
+    for _ in range(200):
+        if recorder.open_connections == 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("a connection is still open on the device")
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ async def _grant_times(limiter: Limiter, plan: list[tuple[float, tuple[TokenBuck
 
     async def one(offset: float, buckets: tuple[TokenBucket, ...]) -> float:
         await asyncio.sleep(offset)
-        granted = await limiter.acquire(buckets)
+        granted = await limiter.submit(buckets)
         assert granted == loop.time()
         return granted
 
@@ -103,7 +103,7 @@ async def _saturate(limiter: Limiter, buckets: tuple[TokenBucket, ...], until: f
     loop = asyncio.get_running_loop()
     times: list[float] = []
     while loop.time() < until:
-        times.append(await limiter.acquire(buckets))
+        times.append(await limiter.submit(buckets))
     return times
 
 
@@ -147,13 +147,13 @@ def test_cutoff_refuses_what_cannot_be_granted_in_time_but_never_a_close() -> No
         limiter = Limiter()
         bucket = TokenBucket(0.5)  # one token every 2 s
         limiter.stop(at=vtime.START + 3.0)
-        first = await limiter.acquire((bucket,), reserve=1.0)  # at START: fits
+        first = await limiter.submit((bucket,), reserve=1.0)  # at START: fits
         # Next token at START + 2, but it needs 1.5 s after its grant: 3.5 > cutoff 3.0, refused at once.
         try:
-            second: BaseException | float = await limiter.acquire((bucket,), reserve=1.5)
+            second: BaseException | float = await limiter.submit((bucket,), reserve=1.5)
         except ScanAborted as exc:
             second = exc
-        close = await limiter.acquire((bucket,), reserve=None)
+        close = await limiter.submit((bucket,), reserve=None)
         return first, second, close
 
     first, second, close = vtime.run(scenario())
@@ -166,8 +166,8 @@ def test_graceful_stop_fails_waiting_requests_immediately() -> None:
     async def scenario() -> tuple[BaseException, float]:
         limiter = Limiter()
         bucket = TokenBucket(0.2)
-        await limiter.acquire((bucket,))
-        waiting = asyncio.ensure_future(limiter.acquire((bucket,)))
+        await limiter.submit((bucket,))
+        waiting = asyncio.ensure_future(limiter.submit((bucket,)))
         await asyncio.sleep(1.0)
         limiter.stop()
         with pytest.raises(ScanAborted) as caught:
@@ -183,11 +183,11 @@ def test_a_cancelled_waiter_gives_its_turn_away() -> None:
     async def scenario() -> list[float]:
         limiter = Limiter()
         bucket = TokenBucket(1.0)
-        await limiter.acquire((bucket,))
-        withdrawn = asyncio.ensure_future(limiter.acquire((bucket,)))
+        await limiter.submit((bucket,))
+        withdrawn = asyncio.ensure_future(limiter.submit((bucket,)))
         await asyncio.sleep(0.1)
         withdrawn.cancel()
-        return [await limiter.acquire((bucket,)), await limiter.acquire((bucket,))]
+        return [await limiter.submit((bucket,)), await limiter.submit((bucket,))]
 
     second, third = vtime.run(scenario())
     assert second == pytest.approx(vtime.START + 1.0)
@@ -198,7 +198,7 @@ def test_multi_packet_grant_counts_every_packet() -> None:
     async def scenario() -> list[float]:
         limiter = Limiter()
         bucket = TokenBucket(2.0, burst=2)
-        return [await limiter.acquire((bucket,), count=2), await limiter.acquire((bucket,))]
+        return [await limiter.submit((bucket,), count=2), await limiter.submit((bucket,))]
 
     burst, after = vtime.run(scenario())
     assert burst == vtime.START

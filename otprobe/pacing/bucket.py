@@ -117,17 +117,6 @@ class Limiter:
         self._service()
         return waiter.future
 
-    async def acquire(
-        self,
-        buckets: Iterable[TokenBucket],
-        *,
-        count: int = 1,
-        not_before: float = -math.inf,
-        reserve: float | None = 0.0,
-        priority: int = 0,
-    ) -> float:
-        return await self.submit(buckets, count=count, not_before=not_before, reserve=reserve, priority=priority)
-
     def stop(self, at: float | None = None) -> None:
         """Set the cutoff (now, or a later deadline): refusable requests that cannot be granted by then fail."""
         self.cutoff = min(self.cutoff, self.now() if at is None else at)

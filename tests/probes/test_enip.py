@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import pytest
+from conftest import settled
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from vectors.enipprobe_vectors import (
@@ -304,15 +305,6 @@ async def probe(host: str, options: dict[str, Any] | None = None, pacer: Any = N
     p = EnipProbe({"port": PORT, **(options or {})})
     link = Link(p, Target(host, "plc"), timeouts=TIMEOUTS, pacer=pacer)
     return await p.run(link, Target(host, "plc")), link
-
-
-async def settled(recorder: Recorder) -> None:
-    """Wait (bounded) until the device has seen every connection close: the server runs concurrently."""
-    for _ in range(200):
-        if recorder.open_connections == 0:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("a connection is still open on the device")
 
 
 def assert_identity_is_config(obs: Observation, section: dict[str, Any], state: int | None) -> None:

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from conftest import settled
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vectors import modbus_vectors as vec
@@ -327,13 +328,6 @@ async def device(config: dict[str, Any], fault: Any = None) -> AsyncIterator[tup
         yield host, recorder
     finally:
         await dev.stop()
-
-
-async def settled(recorder: Recorder) -> None:
-    """The device side runs concurrently: wait (bounded) until it has seen every connection end."""
-    deadline = time.monotonic() + 2.0
-    while any(c.closed_mono is None for c in recorder.connections) and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
 
 
 async def probe_run(

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any, ClassVar
 
 import pytest
+from conftest import settled
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from vectors import s7probe_captures as cap
@@ -266,15 +267,6 @@ async def scan(device: S7Device, options: dict[str, Any] | None = None,
     link = Link(probe, Target(device.host, "plc"), timeouts=timeouts)
     observation = await probe.run(link, Target(device.host, "plc"))
     return observation, link
-
-
-async def settled(recorder: Recorder) -> None:
-    """The device side logs our FIN when its reader sees it: wait (bounded) until every connection is closed."""
-    for _ in range(200):
-        if recorder.open_connections == 0:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the device still has an open connection")
 
 
 def assert_clean_contract(observation: Observation, link: Link, recorder: Recorder) -> None:

@@ -211,3 +211,20 @@ def test_rejects_nonsense_limits() -> None:
         TokenBucket(0)
     with pytest.raises(ValueError):
         TokenBucket(1.0, burst=0)
+
+
+def test_open_sessions_go_first_within_their_class_but_classes_take_turns_by_age() -> None:
+    """Shared bucket at 1/s; queued in this order: a PLC connect (priority 1), a meter session packet (priority 0),
+    a PLC session packet (priority 0). Within the PLC class the session packet overtakes the connect and takes the
+    class's first place in the queue; the meter keeps its place by age. (A plan-wide priority would have served the
+    meter first, and one class's open sessions could then hold back another class's connections for ever.)"""
+
+    async def order() -> list[str]:
+        limiter, shared = Limiter(), TokenBucket(1.0)
+        await limiter.submit((shared,))  # the bucket is busy until START + 1
+        queued = [("plc connect", 1, "plc"), ("meter packet", 0, "meter"), ("plc packet", 0, "plc")]
+        futures = {name: limiter.submit((TokenBucket(10.0), shared), priority=p, group=g) for name, p, g in queued}
+        granted = await asyncio.gather(*futures.values())
+        return [name for _, name in sorted(zip(granted, futures, strict=True))]
+
+    assert vtime.run(order()) == ["plc packet", "meter packet", "plc connect"]

@@ -176,15 +176,7 @@ def test_nothing_arrives_after_the_deadline_and_the_scan_is_incomplete(scans):
 
 # -- 4. the 64-device plant --------------------------------------------------------------------------------------
 
-MIXED_TAIL = (
-    "measured 1.23x: the scheduler opens sessions in target order and serves open sessions first, so the last "
-    "1 pps meter sessions (3 s each) and the class-capped PLCs form a tail the caps would let overlap"
-)
-
-
-@pytest.mark.parametrize(
-    "scenario", ["plant64_one_class", pytest.param("plant64", marks=pytest.mark.xfail(strict=True, reason=MIXED_TAIL))]
-)
+@pytest.mark.parametrize("scenario", ["plant64_one_class", "plant64"])
 def test_a_64_device_plant_finishes_within_115_percent_of_the_least_time_its_caps_allow(scans, scenario):
     scanned = scans[scenario]
     assert len(scanned.prepared.targets) == 64

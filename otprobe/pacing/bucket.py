@@ -13,10 +13,14 @@ Why this shape:
   at every wake-up each waiter whose buckets all conform *now* is granted, oldest first. A waiter held back by its
   own device bucket does not hold back others (work-conserving), and nobody starves: a waiter's device bucket
   stays conformant while it waits, so once the shared buckets conform it is the oldest candidate.
-* Work already started goes first: a waiter may carry a priority (the pacer gives new connections 1, everything
-  else 0) and lower priorities are served first, oldest first within one. When the shared caps are the bottleneck,
-  open sessions finish at their device's rate instead of every device opening a connection and all of them
-  crawling (and hitting their session limit) together. Sessions are finite, so new connections do not starve.
+* Within a device class, work already started goes first: a waiter may carry a priority (the pacer gives new
+  connections 1, everything else 0) and a group (the class). A group's waiters keep the group's places in the queue
+  but are served lower priority first, so between classes age alone decides. When the shared caps are the
+  bottleneck, a class's open sessions finish at their devices' rate instead of every device opening a connection
+  and all of them crawling (and hitting their session limit) together; and one class's open sessions cannot hold
+  back another class's new connections, which would leave the held-back class to run alone, slowly, at the end
+  (1.23x the least time on the two-class 64-device bench with a plan-wide rule, 1.15x with this one). Sessions are
+  finite, so new connections do not starve.
 * No background task and no polling: one loop timer is armed for the earliest instant a waiter can go. The clock
   is injectable (default: the running loop's monotonic time) and timers are computed as delays from it.
 * aiolimiter and asyncio-throttle admit a whole period's worth at once (bench/bench_limiters.py has the figures);
@@ -80,9 +84,26 @@ class _Waiter:
     reserve: float | None  # None: never refused (closes)
     priority: int
     future: asyncio.Future[float]
+    group: object = None
 
     def ready_at(self) -> float:
         return max(self.not_before, *(b.ready_at(self.count) for b in self.buckets))
+
+
+def _in_turn(waiters: list[_Waiter]) -> list[_Waiter]:
+    """Oldest first, except that within one group (a device class) lower priorities go first.
+
+    Each group's waiters keep the group's places in the queue; only their order among themselves changes. So a
+    class's open sessions go before its own new connections, while classes still take turns by age.
+    """
+    places: dict[object, list[int]] = {}
+    for index, w in enumerate(waiters):
+        places.setdefault(w.group, []).append(index)
+    ordered: list[_Waiter] = list(waiters)
+    for indexes in places.values():
+        for index, w in zip(indexes, sorted((waiters[i] for i in indexes), key=lambda w: w.priority), strict=True):
+            ordered[index] = w
+    return ordered
 
 
 class Limiter:
@@ -105,6 +126,7 @@ class Limiter:
         not_before: float = -math.inf,
         reserve: float | None = 0.0,
         priority: int = 0,
+        group: object = None,
     ) -> asyncio.Future[float]:
         """Queue a request for `count` tokens from every bucket; the future yields the grant time.
 
@@ -112,7 +134,7 @@ class Limiter:
         Cancelling the future withdraws the request.
         """
         future = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(tuple(buckets), count, not_before, reserve, priority, future)
+        waiter = _Waiter(tuple(buckets), count, not_before, reserve, priority, future, group)
         self._waiters.append(waiter)
         self._service()
         return waiter.future
@@ -126,7 +148,7 @@ class Limiter:
         now = self.now()
         wake = math.inf
         pending: list[_Waiter] = []
-        for w in sorted(self._waiters, key=lambda w: w.priority):  # stable: oldest first within a priority
+        for w in _in_turn(self._waiters):
             if w.future.done():  # withdrawn
                 continue
             ready = w.ready_at()

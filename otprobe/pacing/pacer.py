@@ -45,8 +45,10 @@ class Pacer:
         connect_gap_s: float = 0.0,
         timeouts: Timeouts | None = None,
         slowdown: Slowdown | None = None,
+        group: object = None,
     ) -> None:
         self._limiter = limiter
+        self._group = group  # the device's class: open sessions go first within it
         self._bucket = bucket
         self._buckets = (bucket, *shared)
         self._gap = connect_gap_s
@@ -72,6 +74,7 @@ class Pacer:
             not_before=not_before,
             reserve=self._reserve(kind),
             priority=1 if kind in (Kind.CONNECT, Kind.DATAGRAM) else 0,  # open sessions first
+            group=self._group,
         )
         if kind is Kind.CLOSE:
             granted = await _uncancellable(future)

@@ -101,6 +101,7 @@ class Scheduler:
             connect_gap_s=limits.connect_gap_s,
             timeouts=config.timeouts,
             slowdown=slowdown,
+            group=config.class_key(target.device_class),
         )
 
     @property

@@ -112,8 +112,8 @@ class S7Device:
         if pdu is None:
             return []
         if pdu.rosctr == wire.S7PDUType.REQUEST and pdu.function == wire.S7Function.SETUP_COMMUNICATION:
-            granted = min(int.from_bytes(pdu.param[6:8], "big"), self.config.pdu_size)
-            state.data["pdu_size"] = max(granted, 240)
+            # a CPU grants the smaller of what is asked and what it supports (never below 240 on its side)
+            state.data["pdu_size"] = min(int.from_bytes(pdu.param[6:8], "big"), self.config.pdu_size)
             return [wire.setup_reply(pdu.ref, state.data["pdu_size"])]
         if pdu.szl_request is not None:
             return [self._read_szl(pdu, *pdu.szl_request, state)]

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from conftest import settled
 from snap7.async_client import AsyncClient
 from snap7.error import S7Error
 from snap7.s7protocol import S7Protocol
@@ -151,14 +152,21 @@ async def test_called_tsap_type_is_recorded(connection_type: int | None, name: s
     assert request.detail == {"tsap_type": name, "rack": 0, "slot": 2, "refused": False}
 
 
+# The captured CR with the called TSAP's slot changed from 2 to 1 (0x0102 -> 0x0101).
+COTP_CR_SLOT_1 = cap.COTP_CR.replace(bytes.fromhex("c2020102"), bytes.fromhex("c2020101"))
+
+
 async def test_wrong_slot_is_refused_without_confirm() -> None:
     async with plc(cap.CPU315_SECTION) as (device, host):
         with pytest.raises(S7Error):
             async with client(host, 1):
                 pass
-    assert device.recorder.operations() == ["cotp:CR"]
-    assert device.recorder.requests[0].detail["refused"] is True
-    assert device.recorder.connections[0].close_kind == "server"
+        async with raw(host) as r:  # the same refusal seen on the wire: a reset instead of a CC
+            with pytest.raises(ConnectionResetError):
+                await r.send(COTP_CR_SLOT_1)
+    assert device.recorder.operations() == ["cotp:CR", "cotp:CR"]
+    assert all(request.detail["refused"] for request in device.recorder.requests)
+    assert [c.close_kind for c in device.recorder.connections] == ["server", "server"]
 
 
 async def test_s7_1200_and_1500_answer_on_slot_0_and_1() -> None:
@@ -193,7 +201,7 @@ async def test_block_upload_is_flagged_and_an_abandoned_one_forgotten() -> None:
             await r.send(cap.COTP_CR)
             await r.send(wire.data_frame(S7Protocol().build_start_upload_request(0x41, 1)))
             assert device.engine._upload_contexts  # the engine holds the transfer open for this connection
-        await asyncio.sleep(0.05)
+        await settled(device.recorder)
         assert not device.engine._upload_contexts
     assert [r.operation for r in device.recorder.violations()] == ["s7:job:0x1D", "s7:job:0x1E", "s7:job:0x1F",
                                                                     "s7:job:0x1D"]
@@ -203,7 +211,7 @@ async def test_client_disconnect_is_dr_then_fin() -> None:
     async with plc(cap.CPU315_SECTION) as (device, host):
         async with client(host, 2) as c:
             await c.get_order_code()
-        await asyncio.sleep(0.05)  # let the front see the FIN
+        await settled(device.recorder)  # let the front see the FIN
     assert device.recorder.operations()[-1] == "cotp:DR"
     assert [c.close_kind for c in device.recorder.connections] == ["fin"]
 
@@ -292,7 +300,7 @@ async def test_empty_data_tpdu_gets_no_answer() -> None:
 async def test_data_before_connect_is_reset() -> None:
     async with plc(cap.CPU315_SECTION) as (device, host), raw(host) as r:
         r.writer.write(cap.SETUP_REQUEST)
-        with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+        with pytest.raises(ConnectionResetError):  # a reset, not an orderly FIN
             await r.receive()
     assert device.recorder.operations() == ["s7:setup_communication"]
     assert device.recorder.connections[0].close_kind == "server"
@@ -389,3 +397,16 @@ async def test_start_is_quick() -> None:
         started = time.perf_counter() - began
         assert "6ES7 315-2EH14-0AB0 HW3 V3.2.7 'CPU 315-2 PN/DP' RUN" in device.summary()
     assert started < 0.1
+
+
+async def test_a_pdu_smaller_than_the_cpus_is_granted_as_asked_and_fragments_follow_it() -> None:
+    setup_200 = cap.SETUP_REQUEST[:-2] + (200).to_bytes(2, "big")
+    async with plc(cap.CPU315_SECTION) as (device, host), raw(host) as r:
+        await r.send(cap.COTP_CR)
+        reply = await r.send(setup_200)
+        assert int.from_bytes(reply[-2:], "big") == 200
+        first = await r.send(cap.SZL_001C_REQUEST)
+        assert len(first) - 7 <= 200  # the S7 PDU (after TPKT and COTP) fits the granted size
+        assert first[cap.USERDATA_LAST_DU] == 1  # more follows
+    assert device.recorder.violations() == []
+

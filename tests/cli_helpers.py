@@ -82,3 +82,27 @@ def reference_generator() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+DEMO = REPO / "simulators" / "plants" / "demo.yaml"
+
+
+def shifted(address_or_cidr: str, shift: int) -> str:
+    octets = address_or_cidr.split(".")
+    octets[2] = str(int(octets[2]) + shift)
+    return ".".join(octets)
+
+
+def moved_demo(shift: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The demo plant and the `lab` profile moved `shift` third octets up (the same caps, class map and safety
+    exclusion), so a test never collides with a demo plant someone is running on its real addresses."""
+    from simulators.plant import relocate
+
+    plant = relocate(DEMO, third_octet_shift=shift)
+    lab = yaml.safe_load((PROFILES_DIR / "lab.yaml").read_text())
+    include = sorted({shifted(a["cidr"], shift) for a in lab["assign"]}
+                     | {d["address"].rsplit(".", 1)[0] + ".0/24" for d in plant["devices"]})
+    profile = {**lab, "name": f"lab-moved-{shift}",
+               "scope": {"include": include, "exclude": [shifted(c, shift) for c in lab["scope"]["exclude"]]},
+               "assign": [{**a, "cidr": shifted(a["cidr"], shift)} for a in lab["assign"]]}
+    return plant, profile

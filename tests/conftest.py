@@ -39,24 +39,30 @@ def plant_in_thread(source: PlantSource) -> Iterator[Plant]:
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     started: list[Plant] = []
+    failed: list[BaseException] = []
     stop = asyncio.Event()
 
     async def serve() -> None:
-        async with running_plant(source) as plant:
-            started.append(plant)
+        try:
+            async with running_plant(source) as plant:
+                started.append(plant)
+                ready.set()
+                await stop.wait()
+        except BaseException as exc:  # surfaced in the test's own thread below
+            failed.append(exc)
             ready.set()
-            await stop.wait()
 
     thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
     thread.start()
-    if not ready.wait(10):
-        raise RuntimeError("the plant did not start")
+    if not ready.wait(10) or failed:
+        raise RuntimeError("the plant did not start") from (failed[0] if failed else None)
     try:
         yield started[0]
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(10)
-        loop.close()
+        if not thread.is_alive():
+            loop.close()
 
 
 async def settled(recorder: Recorder) -> None:

@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import yaml
+from cli_helpers import DEMO, moved_demo, shifted
+from conftest import settled
 
 from otprobe.inventory import SqliteStore
 from otprobe.model import Status
-from otprobe.profile import load_profile
+from otprobe.profile import parse_profile
 from otprobe.scan import ScanRun, prepare
 from simulators.plant import running_plant
 
-DEMO = Path(__file__).resolve().parent.parent / "simulators" / "plants" / "demo.yaml"
-PLANT = yaml.safe_load(DEMO.read_text())
-DEVICES = {d["address"]: d for d in PLANT["devices"]}
-EXCLUDED = {d["address"] for d in PLANT["devices"] if d["address"].startswith("127.0.9.")}
-FAULTY = {d["address"] for d in PLANT["devices"] if d.get("fault", "none") != "none"}
+SHIFT = 130  # the demo plant moved to 127.0.131-139.x: no collision with a demo someone runs on its real addresses
+PLANT_FILE = yaml.safe_load(DEMO.read_text())  # expected identities, read without otprobe or the simulators
+MOVED_PLANT, MOVED_LAB = moved_demo(SHIFT)
+DEVICES = {shifted(d["address"], SHIFT): d for d in PLANT_FILE["devices"]}
+EXCLUDED = {shifted(d["address"], SHIFT) for d in PLANT_FILE["devices"] if d["class"] == "safety"}
+SILENT = {shifted(d["address"], SHIFT) for d in PLANT_FILE["devices"] if d.get("fault") == "silent"}
+FAULTY = {shifted(d["address"], SHIFT) for d in PLANT_FILE["devices"] if d.get("fault", "none") != "none"}
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +38,16 @@ def scanned(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("acceptance")
 
     async def go():
-        async with running_plant(DEMO) as plant:
+        async with running_plant(MOVED_PLANT) as plant:
             now = datetime.now(UTC)
-            prepared = prepare(load_profile("lab"), "lab", list(DEVICES), now=now)
+            profile = parse_profile(yaml.safe_dump(MOVED_LAB), "lab-moved.yaml")
+            prepared = prepare(profile, "lab-moved", list(DEVICES), now=now)
             store = SqliteStore(workdir / "inv.db")
             outcome = await ScanRun(prepared, store, workdir / "audit.jsonl", now=now).run()
             assets = store.assets()
             store.close()
+            for device in plant:  # the devices read our last FINs concurrently: let them, before they stop
+                await settled(device.recorder)
             recorders = {device.address: device.recorder for device in plant}
             return outcome, assets, recorders
 
@@ -57,7 +63,7 @@ def identified(outcome, ip, protocol):
     return obs[0].identity
 
 
-@pytest.mark.parametrize("ip", [ip for ip, d in DEVICES.items() if "s7" in d and ip not in EXCLUDED | FAULTY])
+@pytest.mark.parametrize("ip", [ip for ip, d in DEVICES.items() if "s7" in d and ip not in EXCLUDED | SILENT])
 def test_s7_identity_matches_plant_file(scanned, ip):
     expected = DEVICES[ip]["s7"]
     ident = identified(scanned[0], ip, "s7")
@@ -75,7 +81,7 @@ def test_s7_identity_matches_plant_file(scanned, ip):
         assert ident.raw["firmware_ext"] == expected["firmware_ext"]
 
 
-@pytest.mark.parametrize("ip", [ip for ip, d in DEVICES.items() if "enip" in d and ip not in EXCLUDED | FAULTY])
+@pytest.mark.parametrize("ip", [ip for ip, d in DEVICES.items() if "enip" in d and ip not in EXCLUDED | SILENT])
 def test_enip_identity_matches_plant_file(scanned, ip):
     expected = DEVICES[ip]["enip"]
     ident = identified(scanned[0], ip, "enip")
@@ -87,7 +93,7 @@ def test_enip_identity_matches_plant_file(scanned, ip):
     assert ident.product_name == expected["product_name"].strip()
 
 
-@pytest.mark.parametrize("ip", [ip for ip, d in DEVICES.items() if "modbus" in d and ip not in EXCLUDED | FAULTY])
+@pytest.mark.parametrize("ip", [ip for ip, d in DEVICES.items() if "modbus" in d and ip not in EXCLUDED | SILENT])
 def test_modbus_identity_matches_plant_file(scanned, ip):
     expected = DEVICES[ip]["modbus"]
     ident = identified(scanned[0], ip, "modbus")
@@ -106,7 +112,7 @@ def test_two_protocol_device_is_one_asset_and_every_asset_has_firmware(scanned):
     assert two, "the demo plant must have a device that speaks two protocols"
     for ip in two:
         assert len(by_ip[ip].protocols) == 2
-    answering = set(DEVICES) - EXCLUDED - {ip for ip in FAULTY if DEVICES[ip].get("fault") == "silent"}
+    answering = set(DEVICES) - EXCLUDED - SILENT
     assert set(by_ip) == answering
     fc17_only = {ip for ip, d in DEVICES.items() if d.get("modbus", {}).get("fc43") is False}
     assert all(by_ip[ip].firmware for ip in answering - fc17_only)

@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,18 @@ def plant() -> dict:
 
 def otprobe(tmp: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "otprobe", *args, "--db", str(tmp / "inv.db")]
+
+
+@contextmanager
+def scanning(tmp: Path) -> Iterator[subprocess.Popen[str]]:
+    """`otprobe scan` in its own process; killed if the test fails before it ends."""
+    proc = start_scan(tmp)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def start_scan(tmp: Path) -> subprocess.Popen[str]:
@@ -77,10 +91,10 @@ def scans(tmp: Path) -> list[dict]:
 def test_one_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path):
     with plant_in_thread(plant()) as running:
         devices = list(running)
-        proc = start_scan(tmp_path)
-        wait_for_traffic(devices, 4)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        with scanning(tmp_path) as proc:
+            wait_for_traffic(devices, 4)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
         stopped_at = time.monotonic()
         assert proc.returncode == 4, err
         assert "Traceback" not in err
@@ -114,12 +128,12 @@ def test_one_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path):
 def test_second_ctrl_c_stops_at_once_and_still_closes_every_socket(tmp_path):
     with plant_in_thread(plant()) as running:
         devices = list(running)
-        proc = start_scan(tmp_path)
-        wait_for_traffic(devices, 3)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=15)
+        with scanning(tmp_path) as proc:
+            wait_for_traffic(devices, 3)
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.1)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=15)
         assert proc.returncode == 4, err
         assert "Traceback" not in err
         assert_closed_cleanly(devices)

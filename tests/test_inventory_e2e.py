@@ -23,26 +23,24 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from cli_helpers import REPO, plain_env, run_otprobe, start_otprobe, write_profile
+from cli_helpers import REPO, moved_demo, plain_env, run_otprobe, shifted, start_otprobe, write_profile
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 from typer.testing import CliRunner
 
 from otprobe.cli import app
-from simulators.plant import relocate, running_plant
+from simulators.plant import running_plant
 
 DEMO = REPO / "simulators" / "plants" / "demo.yaml"
 SHIFT = 100
 
 
 def shift(cidr: str) -> str:
-    octets = cidr.split(".")
-    octets[2] = str(int(octets[2]) + SHIFT)
-    return ".".join(octets)
+    return shifted(cidr, SHIFT)
 
 
 def demo_plant() -> dict[str, Any]:
-    return relocate(DEMO, third_octet_shift=SHIFT)
+    return moved_demo(SHIFT)[0]
 
 
 def device(plant: dict[str, Any], name: str) -> dict[str, Any]:
@@ -50,14 +48,10 @@ def device(plant: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def demo_profile(tmp_path: Path) -> Path:
-    """`lab` for the moved plant: the same caps, class map and safety exclusion, 100 third-octets up."""
-    lab = yaml.safe_load((REPO / "profiles" / "lab.yaml").read_text())
-    plant = demo_plant()
-    include = sorted({shift(a["cidr"]) for a in lab["assign"]} | {d["address"].rsplit(".", 1)[0] + ".0/24"
-                                                                  for d in plant["devices"]})
-    return write_profile(tmp_path / "demo-moved.yaml", include,
-                         exclude=[shift(c) for c in lab["scope"]["exclude"]],
-                         assign=[{**a, "cidr": shift(a["cidr"])} for a in lab["assign"]])
+    """`lab` for the moved plant: the same caps, class map and safety exclusion, 100 third octets up."""
+    path = tmp_path / "demo-moved.yaml"
+    path.write_text(yaml.safe_dump(moved_demo(SHIFT)[1], sort_keys=False))
+    return path
 
 
 def expected_firmware(spec: dict[str, Any]) -> str | None:

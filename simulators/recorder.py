@@ -130,9 +130,3 @@ class Recorder:
 
     def packet_count(self) -> int:
         return len(self.packet_times())
-
-    def clear(self) -> None:
-        with self._lock:
-            self.connections.clear()
-            self.requests.clear()
-            self.sessions_registered = self.sessions_unregistered = self.max_concurrent = 0

@@ -222,6 +222,7 @@ async def test_cli_up_serves_records_and_stops_cleanly(
     finally:
         if process.returncode is None:
             process.kill()
+            await process.wait()
     assert process.returncode == 0 and err == b""
     assert out.decode().strip().endswith("plant stopped")
     events = [json.loads(line) for line in record.read_text().splitlines()]

@@ -26,7 +26,6 @@ READ_ONLY_OPERATIONS: frozenset[tuple[str, str]] = frozenset(
         ("s7", "szl:0x001C"),  # component identification
         ("s7", "szl:0x0424"),  # current CPU mode
         ("s7", "szl:continuation"),  # next fragment of an SZL answer
-        ("s7", "cotp:DR"),
         ("s7", "tcp:close"),
         # EtherNet/IP
         ("enip", "udp:0x63"),  # ListIdentity, one unicast datagram
@@ -34,7 +33,6 @@ READ_ONLY_OPERATIONS: frozenset[tuple[str, str]] = frozenset(
         ("enip", "enip:0x63"),  # ListIdentity over TCP
         ("enip", "enip:0x65"),  # RegisterSession
         ("enip", "cip:0x01/class:0x01"),  # Get_Attributes_All, Identity object
-        ("enip", "cip:0x0E/class:0x01"),  # Get_Attribute_Single, Identity object
         ("enip", "enip:0x66"),  # UnRegisterSession
         ("enip", "tcp:close"),
     }

@@ -62,6 +62,12 @@ def test_allowlist_names_only_identity_operations_and_transport_steps():
             assert rest.endswith("/class:0x01")  # the Identity object only
 
 
+def test_allowlist_is_exactly_what_the_probes_declare():
+    # An entry no probe declares is a permission nobody reviewed against a probe card: none may exist.
+    declared = {(probe.name, op.code) for probe in PROBES for op in probe.operations}
+    assert declared == READ_ONLY_OPERATIONS
+
+
 @settings(max_examples=1000)
 @given(protocol=st.sampled_from([p.name for p in PROBES]), code=st.text(max_size=30))
 def test_anything_off_the_allowlist_is_refused(protocol, code):

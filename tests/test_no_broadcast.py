@@ -91,15 +91,18 @@ def test_guard_sees_every_kind_of_socket(guard: Guard) -> None:
 
 
 @pytest.mark.parametrize(
-    ("fault", "options", "path"),
+    ("fault", "options", "path", "status"),
     [
-        ("none", {}, ["udp:0x63"]),
-        ("none", {"udp": False}, ["enip:0x65", "cip:0x01/class:0x01", "enip:0x66"]),
-        ("malformed", {}, ["udp:0x63", "enip:0x65", "cip:0x01/class:0x01", "enip:0x66"]),
+        ("none", {}, ["udp:0x63"], Status.IDENTIFIED),
+        ("none", {"udp": False}, ["enip:0x65", "cip:0x01/class:0x01", "enip:0x66"], Status.IDENTIFIED),
+        # garbled over UDP and over TCP alike: the probe tries both, then reports the protocol error
+        ("malformed", {}, ["udp:0x63", "enip:0x65", "cip:0x01/class:0x01", "enip:0x66"], Status.PROTOCOL_ERROR),
     ],
     ids=["udp-path", "tcp-path", "udp-then-tcp"],
 )
-async def test_probe_runs_never_broadcast(guard: Guard, fault: str, options: dict[str, Any], path: list[str]) -> None:
+async def test_probe_runs_never_broadcast(
+    guard: Guard, fault: str, options: dict[str, Any], path: list[str], status: Status
+) -> None:
     host = next(_hosts)
     recorder = Recorder(host)
     device = EnipDevice(host, parse_config(IDENTITY), Fault.from_spec(fault), recorder)
@@ -110,8 +113,7 @@ async def test_probe_runs_never_broadcast(guard: Guard, fault: str, options: dic
         obs = await probe.run(link, Target(host))
     finally:
         await device.stop()
-    # a healthy device is identified; the malformed one answers TCP after its garbled UDP reply
-    assert obs.status is Status.IDENTIFIED, obs
+    assert obs.status is status, obs
     assert recorder.operations() == path  # the run really took the path under test
     assert guard.broadcast_attempts == []
     assert (socket.SOL_SOCKET, socket.SO_BROADCAST) not in guard.options

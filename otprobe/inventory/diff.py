@@ -61,9 +61,9 @@ def diff_scans(store: Store, old: ScanRecord | None, new: ScanRecord) -> Diff:
         was = before.get(asset_id)
         if was is None:
             # a different asset at an address whose previous asset is gone: the device was replaced
-            old = next((b for b in before.values() if b.ip == row.ip and b.asset_id not in after), None)
-            if old is not None:
-                result.changes.append(Change("replaced", asset_id, row.ip, _label(old), _label(row)))
+            previous = next((b for b in before.values() if b.ip == row.ip and b.asset_id not in after), None)
+            if previous is not None:
+                result.changes.append(Change("replaced", asset_id, row.ip, _label(previous), _label(row)))
             else:
                 result.changes.append(Change("new", asset_id, row.ip, None, _label(row)))
             continue

@@ -68,7 +68,7 @@ class Link:
         pacer: Pacer | None = None,
         audit: AuditSink | None = None,
         timeouts: Timeouts | None = None,
-        enabled_intrusive: frozenset[str] = frozenset(),
+        enabled_intrusive: frozenset[tuple[str, str]] = frozenset(),
         in_scope: Callable[[str], bool] | None = None,
     ) -> None:
         self.probe = probe
@@ -91,7 +91,8 @@ class Link:
         except KeyError:
             raise ProbeContractError(f"probe {self.probe.name} sent undeclared operation {name!r}") from None
         require_read_only(self.probe.name, op.code)
-        if op.category is Category.INTRUSIVE and op.name not in self._enabled_intrusive:
+        # Keyed by protocol too: a profile enabling an operation for one protocol enables no namesake elsewhere.
+        if op.category is Category.INTRUSIVE and (self.probe.name, op.name) not in self._enabled_intrusive:
             raise ProbeContractError(f"intrusive operation {self.probe.name}.{op.name} is not enabled by the profile")
         cost = op.packets if packets is None else packets
         if self.packets_sent + cost > self.budget:

@@ -77,7 +77,7 @@ def scan_config(profile: Profile, deadline: float | None = None) -> ScanConfig:
         name: ClassLimits(c.pps, c.burst, c.class_pps, c.connect_gap_s, c.max_session_s)
         for name, c in profile.classes.items()
     }
-    intrusive = frozenset().union(*(profile.enabled_intrusive(p.name) for p in PROBES))
+    intrusive = frozenset((p.name, op) for p in PROBES for op in profile.enabled_intrusive(p.name))
     return ScanConfig(
         global_pps=profile.global_pps,
         classes=classes,

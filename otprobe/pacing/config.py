@@ -43,7 +43,7 @@ class ScanConfig:
     # Fraction by which every cap is undercut, so that a few ms of jitter between grant and arrival cannot put one
     # packet too many into a receiver's 1 s window (the bucket itself is exact at its own clock).
     headroom: float = 0.02
-    enabled_intrusive: frozenset[str] = frozenset()
+    enabled_intrusive: frozenset[tuple[str, str]] = frozenset()  # (protocol, operation name)
 
     def class_key(self, device_class: str) -> str:
         """The configured class a device is paced as: its own, else "unknown"."""

@@ -489,7 +489,7 @@ async def test_sweep_stops_at_the_first_gateway_exception() -> None:
     options = {"intrusive": {"unit_id_sweep": "find the meters behind gateway 4"}}
     async with device(gateway) as (host, recorder):
         observation, link, probe = await probe_run(
-            host, recorder, options, enabled_intrusive=frozenset({"unit_id_sweep"})
+            host, recorder, options, enabled_intrusive=frozenset({("modbus", "unit_id_sweep")})
         )
     assert [unit for unit, _, _ in fc43_reads(recorder)] == [1, 2, 3]
     assert observation.status is Status.IDENTIFIED and observation.identity is not None
@@ -501,7 +501,7 @@ async def test_sweep_stops_at_the_first_timeout() -> None:
     options = {"intrusive": {"unit_id_sweep": "find the meters behind gateway 4"}}
     async with device(KBR) as (host, recorder):
         observation, link, probe = await probe_run(
-            host, recorder, options, enabled_intrusive=frozenset({"unit_id_sweep"})
+            host, recorder, options, enabled_intrusive=frozenset({("modbus", "unit_id_sweep")})
         )
     assert [unit for unit, _, _ in fc43_reads(recorder)] == [1, 2]
     assert observation.status is Status.IDENTIFIED and "no reply" in (observation.error or "")

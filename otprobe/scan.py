@@ -93,17 +93,19 @@ def scan_config(profile: Profile, deadline: float | None = None) -> ScanConfig:
 def check_sessions_fit(profile: Profile, profile_ref: str, probes: Sequence[Probe], classes: Iterable[str]) -> None:
     """Refuse a class whose pacing makes a worst-case session longer than its own session limit.
 
-    Such a profile would time out healthy devices (and trip their breakers) for no fault of theirs.
+    Such a profile would time out healthy devices (and trip their breakers) for no fault of theirs. The scheduler
+    paces each device at its cap less the config's headroom, so a session takes that much longer.
     """
+    config = scan_config(profile)
     for name in classes:
         limits = profile.limits(name)
         for probe in probes:
-            needed = (probe.max_packets() - 1) / limits.pps
+            needed = (probe.max_packets() - 1) / config.effective(limits.pps)
             if limits.max_session_s < needed:
                 raise ProfileError(
                     f"profile {profile_ref}: classes.{name}.max_session_s: {limits.max_session_s:g} s is shorter than "
                     f"a worst-case {probe.name} session at {limits.pps:g} pps ({probe.max_packets()} packets, "
-                    f"{needed:.0f} s); raise max_session_s or pps"
+                    f"{needed:.1f} s); raise max_session_s or pps"
                 )
 
 

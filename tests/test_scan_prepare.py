@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from otprobe.errors import ProfileError, ScopeError
+from otprobe.pacing.config import ScanConfig
 from otprobe.profile import load_profile, parse_profile
 from otprobe.scan import build_probes, parse_deadline, prepare
 
@@ -54,6 +55,16 @@ def test_session_limit_shorter_than_a_worst_case_session_is_refused():
     # the same class with only a cheap probe fits, and a class no target falls in is not checked
     assert prepare(profile, "t.yaml", ["127.0.2.1"], now=NOW).plan.devices == 1
     assert prepare(profile, "t.yaml", ["127.0.1.10"], now=NOW, protocols=["enip"]).probes[0].name == "enip"
+
+
+def test_session_check_counts_the_schedulers_headroom():
+    # 13 packets at 1 pps: 12 intervals, each 1 + headroom seconds long as the scheduler paces them.
+    needed = 12 * (1 + ScanConfig().headroom)
+    tight = parse_profile(LAB.replace("max_session_s: 10", "max_session_s: 12"), "t.yaml")
+    with pytest.raises(ProfileError, match=rf"12 s is shorter than a worst-case s7 .*\(13 packets, {needed:.1f} s\)"):
+        prepare(tight, "t.yaml", ["127.0.1.10"], now=NOW, protocols=["s7"])
+    enough = parse_profile(LAB.replace("max_session_s: 10", f"max_session_s: {needed}"), "t.yaml")
+    assert prepare(enough, "t.yaml", ["127.0.1.10"], now=NOW, protocols=["s7"]).plan.devices == 1
 
 
 def test_every_shipped_profile_fits_its_sessions():

@@ -1,9 +1,9 @@
 """The `otprobe` command line: parse, call the library, render, map domain errors to exit codes.
 
 No protocol or pacing logic lives here. Exit codes (documented in the README and tested):
-0 success; 1 changes found (`inventory diff`) or a failed `audit verify`; 2 usage or profile error;
+0 success; 1 changes found (`inventory diff`) or a broken chain (`audit verify`); 2 usage or profile error;
 3 refused (outside every maintenance window, or a target outside the scope); 4 incomplete (deadline or
-interrupt); 5 any other error (inventory, I/O).
+interrupt); 5 any other error (inventory, audit log that cannot be read or written, I/O).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ _EXIT_FOR: tuple[tuple[type[OtprobeError], Exit], ...] = (
     (ScopeError, Exit.REFUSED),
     (WindowError, Exit.REFUSED),
     (ScanAborted, Exit.INCOMPLETE),
-    (AuditError, Exit.CHANGES),
+    (AuditError, Exit.ERROR),  # the log cannot be used; a broken chain is `audit verify`'s own exit 1
     (InventoryError, Exit.ERROR),
 )
 
@@ -534,9 +534,10 @@ def audit_verify(
     from otprobe.audit import verify
 
     path = path or default_db_path().parent / "audit.jsonl"
-    if not path.exists():
-        raise fail(AuditError(f"{path}: no such file"))
-    result = verify(path)
+    try:
+        result = verify(path)
+    except OtprobeError as exc:
+        raise fail(exc) from None
     if not result.ok:
         render.error_line(f"{path}:{result.bad_line}: {result.reason}")
         raise typer.Exit(int(Exit.CHANGES))

@@ -1,7 +1,7 @@
 """The command line as a user meets it (issue 6): help with an example everywhere, the documented exit codes,
 machine output on stdout only, NO_COLOR and --quiet.
 
-Exit codes (otprobe/cli.py): 0 success, 1 changes found or a failed audit verify, 2 usage or profile error,
+Exit codes (otprobe/cli.py): 0 success, 1 changes found or a broken audit chain, 2 usage or profile error,
 3 refused, 4 incomplete, 5 any other error. `inventory diff` exiting 1 with changes and 0 without is tested
 end to end in test_inventory_e2e.py; the rest is here. Commands that scan run as a subprocess against a
 plant on this file's own addresses (127.0.111.x); the others run in-process through typer's CliRunner.
@@ -116,6 +116,22 @@ def test_audit_verify_exits_0_on_an_intact_log_and_1_naming_an_edited_line(tmp_p
     result = invoke("audit", "verify", str(path))
     assert result.exit_code == 1
     assert one_error_line(result.stderr).startswith(f"otprobe: error: {path}:2: ")
+
+
+def test_an_audit_log_that_cannot_be_used_exits_5_not_the_changes_code(tmp_path: Path) -> None:
+    missing, folder = tmp_path / "missing.jsonl", tmp_path / "folder"
+    folder.mkdir()
+    for path in (missing, folder):
+        result = invoke("audit", "verify", str(path))
+        assert result.exit_code == 5
+        assert str(path) in one_error_line(result.stderr)
+    cut = tmp_path / "cut.jsonl"
+    cut.write_bytes(b'{"seq":0,"t":')  # a log whose last line was cut off: a scan refuses to extend it
+    profile = write_profile(tmp_path / "narrow.yaml", ["127.0.111.0/28"])
+    result = invoke("scan", "127.0.111.3", "--profile", str(profile), "--db", str(tmp_path / "inv.db"),
+                    "--audit", str(cut))
+    assert result.exit_code == 5
+    assert "does not end with a complete line" in one_error_line(result.stderr)
 
 
 def test_an_unreadable_inventory_exits_5_with_one_line(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from otprobe.inventory.store import AssetRecord, ScanRecord
 from otprobe.model import Observation, Status
@@ -24,8 +25,9 @@ def console(stderr: bool = False) -> Console:
     # text at a width that keeps one device per line.
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() or "COLUMNS" in os.environ else 200
+    # emoji=False: a device's ":warning:" stays text, like its "[red]" (see _table)
     plain = bool(os.environ.get("NO_COLOR"))
-    return Console(stderr=stderr, highlight=False, soft_wrap=False, no_color=plain,
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, no_color=plain, emoji=False,
                    color_system=None if plain else "auto", width=width)
 
 
@@ -48,12 +50,20 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def _cell(value: Any) -> Text:
+    # Cells hold what devices said about themselves: a Text is never parsed as rich markup, so a vendor
+    # "ACME [/x] Corp" prints as written instead of raising MarkupError or restyling the table.
+    if isinstance(value, Text):
+        return value
+    return Text("" if value is None else str(value))
+
+
 def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
-    table = Table(title=title, title_justify="left", show_lines=False)
+    table = Table(title=Text(title), title_justify="left", show_lines=False)
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*(_cell(v) for v in row))
     return table
 
 
@@ -82,7 +92,7 @@ def observations_table(observations: Sequence[Observation]) -> None:
         via = ", ".join(f"{o.protocol}/{o.port}" for o in group if o.status in (Status.IDENTIFIED, Status.NO_IDENTITY))
         note = "" if found else "; ".join(sorted({o.error for o in group
                                                   if o.error and o.status is not Status.REFUSED}))
-        rows.append((ip, best.device_class, f"[{style}]{best.status}[/]", via, i and i.vendor,
+        rows.append((ip, best.device_class, Text(str(best.status), style=style), via, i and i.vendor,
                      i and (i.model or i.product_name), i and i.product_code, i and i.firmware, i and i.serial, note))
     out.print(_table("Devices", ("ip", "class", "status", "answered", "vendor", "model", "order/product code",
                                  "firmware", "serial", "note"), rows))
@@ -103,7 +113,7 @@ def asset_detail(asset: AssetRecord, history: dict[str, list[dict[str, Any]]]) -
               ("first seen", asset.first_seen), ("last seen", asset.last_seen)]
     out.print(_table(f"Asset {asset.id}", ("field", "value"), fields))
     for name, value in asset.conflicts.items():
-        out.print(f"conflict: {name}: " + ", ".join(f"{p}={v!r}" for p, v in value.items()), markup=False)
+        out.print(Text(f"conflict: {name}: " + ", ".join(f"{p}={v!r}" for p, v in value.items())))
     out.print(_table("Firmware history", ("scan", "firmware", "seen"),
                      [(h["scan_id"], h["firmware"], h["observed_at"]) for h in history["firmware"]]))
     out.print(_table("Address history", ("scan", "ip", "seen"),

@@ -185,6 +185,25 @@ async def test_scan_json_goes_to_stdout_and_the_summary_to_stderr_unless_quiet(t
     assert "PM5560" in quiet_table.stdout  # --quiet drops progress and summary, not the result
 
 
+async def test_device_text_that_looks_like_rich_markup_prints_as_written(tmp_path: Path) -> None:
+    # a device names itself: brackets and colons are its text, never styling or emoji (nor a MarkupError)
+    hostile = {**METER, "name": "hostile", "address": "127.0.111.30",
+               "modbus": {**METER["modbus"], "vendor_name": "ACME [/x] Corp", "product_code": "[red]PM1[/red]",
+                          "model_name": "[bold]M :warning:"}}
+    db = tmp_path / "i.db"
+    async with running_plant({"plant": "hostile", "devices": [hostile]}):
+        done = await run_otprobe("scan", hostile["address"], "--profile", "lab", "--protocol", "modbus",
+                                 "--db", str(db), "--quiet", env=plain_env(tmp_path))
+    assert done.code == 0, done.stderr
+    listed, shown = invoke("inventory", "list", "--db", str(db)), invoke("inventory", "show", "127.0.111.30",
+                                                                          "--db", str(db))
+    assert listed.exit_code == 0 and shown.exit_code == 0
+    for result in (done, listed, shown):
+        assert result.stderr == ""
+        for text in ("ACME [/x] Corp", "[red]PM1[/red]", "[bold]M :warning:"):
+            assert text in result.stdout, result.stdout
+
+
 @pytest.mark.parametrize("args", [("profiles", "list"), ("scan", "--help"), ("plan", "127.0.111.1", "-p", "lab")],
                          ids=" ".join)
 async def test_no_color_means_no_escape_codes_even_on_a_terminal(tmp_path: Path, args: tuple[str, ...]) -> None:

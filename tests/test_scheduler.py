@@ -11,6 +11,7 @@ import vtime
 from fakes import ScriptedProbe, Step, Wire
 from test_bucket import max_in_window
 
+from otprobe.errors import PolicyViolation
 from otprobe.model import Observation, Status, Target
 from otprobe.pacing import ClassLimits, ScanConfig, ScanResult, Scheduler, plan_scan
 from otprobe.probes.base import Kind
@@ -208,6 +209,18 @@ def test_cancelling_the_run_task_closes_sockets_and_leaves_an_incomplete_result(
     assert not result.complete
     assert set(result.not_covered) == {t.ip for t in devices}
     assert all(wire.open_now[t.ip] == 0 for t in devices)
+
+
+def test_an_error_in_a_device_task_is_raised_as_itself() -> None:
+    async def go() -> None:
+        wire = Wire()
+        scheduler = Scheduler(targets(2), [ScriptedProbe(wire)], CONFIG, in_scope=lambda ip: False)
+        with pytest.raises(PolicyViolation, match="outside the scan's scope") as raised:
+            await scheduler.run()
+        assert wire.packets == []
+        assert isinstance(raised.value.__cause__, BaseExceptionGroup)  # the other device's error stays reachable
+
+    vtime.run(go())
 
 
 def test_plan_counts_worst_case_packets_and_lower_bounds_without_io(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -120,6 +120,11 @@ class Scheduler:
         try:
             async with asyncio.TaskGroup() as group:
                 self._tasks = [group.create_task(self._device(target, slots)) for target in self.targets]
+        except ExceptionGroup as errors:
+            # A device task's error (a PolicyViolation, a probe's contract error) is the scan's error: raise the first
+            # as itself, so that callers catching OtprobeError see it. The group never holds a cancellation (TaskGroup
+            # drops cancelled children), and a cancelled run with no such error still raises CancelledError.
+            raise errors.exceptions[0] from errors
         finally:
             self._ended = self._limiter.now()
         return self.result()

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from otprobe import render
 from otprobe.errors import (
@@ -69,6 +71,22 @@ def fail(exc: OtprobeError) -> typer.Exit:
     return typer.Exit(int(code))
 
 
+class _LastResort(TyperGroup):
+    """The top-level group: an exception no command expected is one error line and exit 5, not a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException, BrokenPipeError):
+            raise  # typer's own control flow (exit codes, usage errors, Ctrl-C, a closed pipe) stays typer's
+        except OtprobeError as exc:
+            raise fail(exc) from None
+        except Exception as exc:
+            logging.getLogger(__name__).debug("unexpected error", exc_info=True)  # -vv shows the traceback
+            render.error_line(f"{type(exc).__name__}: {exc}")
+            raise typer.Exit(int(Exit.ERROR)) from None
+
+
 if os.environ.get("NO_COLOR"):
     import typer.rich_utils
 
@@ -80,6 +98,7 @@ app = typer.Typer(
     "Example: otprobe scan 127.0.1.0/24 --profile lab",
     no_args_is_help=True,
     add_completion=False,
+    cls=_LastResort,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -142,6 +142,23 @@ def test_an_unreadable_inventory_exits_5_with_one_line(tmp_path: Path) -> None:
     assert "cannot open inventory" in one_error_line(result.stderr)
 
 
+def test_an_unexpected_exception_is_one_error_line_and_exit_5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    db = str(tmp_path / "inv.db")
+    monkeypatch.setattr(cli.SqliteStore, "assets", broken)
+    result = invoke("inventory", "list", "--db", db)
+    assert result.exit_code == 5
+    assert one_error_line(result.stderr) == "otprobe: error: RuntimeError: disk on fire"
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.SqliteStore, "assets", interrupted)  # Ctrl-C is not an error: typer's 130 stays
+    assert invoke("inventory", "list", "--db", db).exit_code == 130
+
+
 async def test_a_scan_stopped_by_its_deadline_exits_4_and_is_recorded_incomplete(tmp_path: Path) -> None:
     plant = {"plant": "slow", "devices": [{**METER, "name": f"meter-{i}", "address": f"127.0.111.{20 + i}"}
                                           for i in range(4)]}

@@ -81,7 +81,7 @@ class Link:
         self._enabled_intrusive = enabled_intrusive
         self._in_scope = in_scope
 
-    def _check(self, name: str, packets: int | None) -> tuple[Operation, int]:
+    def _check(self, name: str) -> Operation:
         # Scope was enforced when the targets were resolved; checking again here means no code path can reach
         # an excluded or out-of-scope address, whatever the caller did (SAFETY R15).
         if self._in_scope is not None and not self._in_scope(self.target.ip):
@@ -94,21 +94,20 @@ class Link:
         # Keyed by protocol too: a profile enabling an operation for one protocol enables no namesake elsewhere.
         if op.category is Category.INTRUSIVE and (self.probe.name, op.name) not in self._enabled_intrusive:
             raise ProbeContractError(f"intrusive operation {self.probe.name}.{op.name} is not enabled by the profile")
-        cost = op.packets if packets is None else packets
-        if self.packets_sent + cost > self.budget:
+        if self.packets_sent + op.packets > self.budget:
             raise BudgetExceeded(
-                f"probe {self.probe.name} would send {self.packets_sent + cost} packets to {self.target.ip}, "
+                f"probe {self.probe.name} would send {self.packets_sent + op.packets} packets to {self.target.ip}, "
                 f"over its declared budget of {self.budget}"
             )
-        return op, cost
+        return op
 
     @asynccontextmanager
-    async def op(self, name: str, *, packets: int | None = None) -> AsyncIterator[Operation]:
+    async def op(self, name: str) -> AsyncIterator[Operation]:
         """Announce, pace and audit one operation; the body performs the library call that sends it."""
-        op, cost = self._check(name, packets)
-        await self.pacer.acquire(op.kind, cost)
-        self.packets_sent += cost
-        record = self._intent(op, cost)
+        op = self._check(name)
+        await self.pacer.acquire(op.kind, op.packets)
+        self.packets_sent += op.packets
+        record = self._intent(op)
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -127,11 +126,11 @@ class Link:
         if isinstance(self.pacer, Observer):
             self.pacer.observe(op.kind, seconds)
 
-    def _intent(self, op: Operation, cost: int) -> int | None:
+    def _intent(self, op: Operation) -> int | None:
         if self.audit is None:
             return None
         return self.audit.intent(
-            device=self.target.ip, protocol=self.probe.name, operation=op.name, code=op.code, packets=cost
+            device=self.target.ip, protocol=self.probe.name, operation=op.name, code=op.code, packets=op.packets
         )
 
     def _outcome(self, record: int | None, outcome: str, detail: str | None = None) -> None:

@@ -34,7 +34,7 @@ class Slowdown:
 
 
 class Pacer:
-    """Implements link.Pacer for one device; `rate` is its current packets per second (for progress display)."""
+    """Implements link.Pacer for one device; `rate` is its current packets per second (below `cap` while slowed)."""
 
     def __init__(
         self,

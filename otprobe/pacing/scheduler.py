@@ -108,10 +108,6 @@ class Scheduler:
     def jobs_total(self) -> int:
         return len(self.targets) * len(self.probes)
 
-    def rates(self) -> dict[str, float]:
-        """Each device's current packets per second (lower than its cap while slowed down)."""
-        return {ip: pacer.rate for ip, pacer in self.pacers.items()}
-
     async def run(self) -> ScanResult:
         self._started = self._limiter.now()
         if self.config.deadline is not None:

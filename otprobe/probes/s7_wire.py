@@ -38,10 +38,6 @@ SZL_RESPONSE = 0x80 | SZL_GROUP  # type 8 (response) | group 4 (SZL)
 class DeviceRefusal(ProtocolError):
     """A well-formed reply that says no: COTP disconnect, S7 error class, SZL not available."""
 
-    def __init__(self, message: str, code: int = 0) -> None:
-        super().__init__(message)
-        self.code = code
-
 
 # --- requests ------------------------------------------------------------------------------------------------
 
@@ -162,8 +158,7 @@ def parse_cotp_reply(frame: bytes) -> CotpConfirm:
     tpdu = cotp[1] & 0xF0
     if tpdu in (COTP_DR, COTP_ER):
         reason = cotp[6] if tpdu == COTP_DR and len(cotp) > 6 else 0
-        raise DeviceRefusal(f"COTP {'DR' if tpdu == COTP_DR else 'ER'}: connection refused (reason 0x{reason:02X})",
-                            reason)
+        raise DeviceRefusal(f"COTP {'DR' if tpdu == COTP_DR else 'ER'}: connection refused (reason 0x{reason:02X})")
     if tpdu != COTP_CC or cotp[0] < 6:
         raise ProtocolError(f"expected COTP Connection Confirm, got TPDU 0x{cotp[1]:02X}")
     dst_ref, src_ref = struct.unpack_from(">HH", cotp, 2)
@@ -212,7 +207,7 @@ def parse_s7_reply(frame: bytes, expected_ref: int) -> S7Reply:
     if rosctr in (ROSCTR_ACK, ROSCTR_ACK_DATA):
         error = struct.unpack_from(">H", pdu, 10)[0]
         if error:
-            raise DeviceRefusal(f"S7 error class 0x{error >> 8:02X} code 0x{error & 0xFF:02X}", error)
+            raise DeviceRefusal(f"S7 error class 0x{error >> 8:02X} code 0x{error & 0xFF:02X}")
     elif rosctr != ROSCTR_USERDATA:
         raise ProtocolError(f"unexpected S7 reply type ROSCTR 0x{rosctr:02X}")
     return S7Reply(rosctr, ref, pdu[hlen : hlen + plen], pdu[hlen + plen :])
@@ -253,7 +248,7 @@ def parse_szl_fragment(frame: bytes, expected_ref: int) -> SzlFragment:
         raise ProtocolError("SZL response without data header")
     return_code, length = data[0], struct.unpack_from(">H", data, 2)[0]
     if error or return_code != 0xFF:
-        raise DeviceRefusal(f"SZL not available (error 0x{error:04X}, return code 0x{return_code:02X})", error)
+        raise DeviceRefusal(f"SZL not available (error 0x{error:04X}, return code 0x{return_code:02X})")
     if length != len(data) - 4:
         raise ProtocolError(f"SZL data length {length} but {len(data) - 4} bytes follow")
     if param[9] not in (0, 1):

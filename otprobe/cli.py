@@ -229,7 +229,11 @@ def inventory_export(
     if output is None:
         typer.echo(text, nl=not text.endswith("\n"))
     else:
-        output.write_text(text)
+        try:
+            output.write_text(text)
+        except OSError as exc:
+            render.error_line(f"cannot write {output}: {exc.strerror or exc}")
+            raise typer.Exit(int(Exit.ERROR)) from None
 
 
 @scans_app.command("list")

@@ -111,6 +111,8 @@ def _read_file(path: Path) -> Iterator[TargetRange]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise ScopeError(f"cannot read target file {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ScopeError(f"cannot read target file {str(path)!r}: not UTF-8 text (byte {exc.start})") from None
     for number, line in enumerate(lines, start=1):
         text = line.split("#", 1)[0].strip()
         if text:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from typer.testing import CliRunner
 from otprobe import cli
 from otprobe.audit import AuditLog
 from otprobe.cli import app
+from otprobe.inventory import SqliteStore
 from simulators.plant import running_plant
 
 ESCAPE = "\x1b["
@@ -140,6 +142,44 @@ def test_an_unreadable_inventory_exits_5_with_one_line(tmp_path: Path) -> None:
     result = invoke("inventory", "list", "--db", str(garbage))
     assert result.exit_code == 5
     assert "cannot open inventory" in one_error_line(result.stderr)
+
+
+def test_unusable_paths_are_one_error_line_and_exit_5(tmp_path: Path) -> None:
+    nowhere = tmp_path / "file"
+    nowhere.write_text("")  # a file where a folder should be: nothing can be created below it
+    for args, words in ((("inventory", "list", "--db", str(nowhere / "inv.db")), "cannot open inventory"),
+                        (("inventory", "export", "-o", str(nowhere / "x.json"), "--db", str(tmp_path / "i.db")),
+                         f"cannot write {nowhere / 'x.json'}")):
+        result = invoke(*args)
+        assert result.exit_code == 5
+        assert words in one_error_line(result.stderr)
+
+
+def test_a_target_file_that_is_not_utf8_is_refused_naming_it(tmp_path: Path) -> None:
+    targets = tmp_path / "targets.txt"
+    targets.write_bytes(b"127.0.111.1\n# caf\xe9\n")
+    result = invoke("plan", f"@{targets}", "--profile", "lab")
+    assert result.exit_code == 3
+    assert f"cannot read target file {str(targets)!r}: not UTF-8" in one_error_line(result.stderr)
+
+
+def test_a_locked_inventory_is_one_error_line_and_exit_5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "inv.db"
+    SqliteStore(db).close()
+    real_connect = sqlite3.connect
+    # no 10 s busy wait in a test: the lock is reported at once
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: real_connect(*a, **{**k, "timeout": 0}))
+    holder = real_connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the inventory
+    try:
+        profile = write_profile(tmp_path / "narrow.yaml", ["127.0.111.0/28"])
+        result = invoke("scan", "127.0.111.3", "--profile", str(profile), "--db", str(db),
+                        "--audit", str(tmp_path / "audit.jsonl"))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.exit_code == 5
+    assert one_error_line(result.stderr) == f"otprobe: error: {db}: database is locked"
 
 
 def test_an_unexpected_exception_is_one_error_line_and_exit_5(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,10 +16,11 @@ import socket
 import sqlite3
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from otprobe.errors import InventoryError
 from otprobe.inventory.merge import MergedIdentity, merge
@@ -91,6 +92,23 @@ def _pid_alive(pid: int | None) -> bool:
     return True
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _domain_errors(method: Callable[Concatenate[SqliteStore, _P], _R]) -> Callable[Concatenate[SqliteStore, _P], _R]:
+    """SQLite failures after opening ("database is locked", a full disk) become InventoryError naming the file."""
+
+    @wraps(method)
+    def wrapper(self: SqliteStore, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise InventoryError(f"{self.path}: {exc}") from exc
+
+    return wrapper
+
+
 class SqliteStore:
     """One inventory file. Safe to open while another process writes it (WAL)."""
 
@@ -107,6 +125,9 @@ class SqliteStore:
             self._mark_interrupted()
         except sqlite3.DatabaseError as exc:
             raise InventoryError(f"{self.path}: cannot open inventory: {exc}") from exc
+        except OSError as exc:  # the folder cannot be created
+            detail = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+            raise InventoryError(f"{self.path}: cannot open inventory: {detail}") from exc
 
     def close(self) -> None:
         self.db.close()
@@ -134,12 +155,14 @@ class SqliteStore:
 
     # -- writing a scan --------------------------------------------------------------------------
 
+    @_domain_errors
     def begin_scan(self, scan_id: str, profile: str, targets: Iterable[str]) -> None:
         self.db.execute(
             "INSERT INTO scans (id, profile, started_at, status, pid, host, targets) VALUES (?,?,?,?,?,?,?)",
             (scan_id, profile, _now(), "running", os.getpid(), socket.gethostname(), json.dumps(list(targets))),
         )
 
+    @_domain_errors
     def add_observation(self, scan_id: str, obs: Observation) -> None:
         self.db.execute(
             "INSERT INTO observations (scan_id, ip, protocol, port, status, device_class, identity, latency_s,"
@@ -149,6 +172,7 @@ class SqliteStore:
              obs.error, _now()),
         )
 
+    @_domain_errors
     def finish_scan(self, scan_id: str, status: str, not_covered: Iterable[str] = ()) -> None:
         """Merge the scan's observations into assets and close the scan row, in one transaction."""
         observations = self._observations(scan_id)
@@ -224,23 +248,28 @@ class SqliteStore:
 
     # -- reading ---------------------------------------------------------------------------------
 
+    @_domain_errors
     def scans(self) -> list[ScanRecord]:
         rows = self.db.execute("SELECT * FROM scans ORDER BY started_at, rowid").fetchall()
         return [_row_to_scan(r) for r in rows]
 
+    @_domain_errors
     def scan(self, scan_id: str) -> ScanRecord:
         rows = self.db.execute("SELECT * FROM scans WHERE id LIKE ? ORDER BY rowid", (scan_id + "%",)).fetchall()
         if len(rows) != 1:
             raise InventoryError(f"no scan {scan_id!r}" if not rows else f"scan id {scan_id!r} is ambiguous")
         return _row_to_scan(rows[0])
 
+    @_domain_errors
     def observations(self, scan_id: str) -> list[Observation]:
         return self._observations(scan_id)
 
+    @_domain_errors
     def assets(self, include_retired: bool = False) -> list[AssetRecord]:
         sql = "SELECT * FROM assets" + ("" if include_retired else " WHERE retired=0") + " ORDER BY ip"
         return [_row_to_asset(r) for r in self.db.execute(sql).fetchall()]
 
+    @_domain_errors
     def asset(self, key: str) -> AssetRecord:
         rows = self.db.execute(
             "SELECT * FROM assets WHERE id LIKE ? OR ip=? OR serial=? ORDER BY retired", (key + "%", key, key)
@@ -249,10 +278,12 @@ class SqliteStore:
             raise InventoryError(f"no asset matches {key!r} (give an asset id, an address or a serial)")
         return _row_to_asset(rows[0])
 
+    @_domain_errors
     def snapshot(self, scan_id: str) -> list[SnapshotRow]:
         rows = self.db.execute("SELECT * FROM scan_assets WHERE scan_id=?", (scan_id,)).fetchall()
         return [SnapshotRow(r["asset_id"], r["ip"], r["firmware"], r["model"], r["serial"]) for r in rows]
 
+    @_domain_errors
     def history(self, asset_id: str) -> dict[str, list[dict[str, Any]]]:
         def rows(sql: str) -> list[dict[str, Any]]:
             return [dict(r) for r in self.db.execute(sql, (asset_id,)).fetchall()]

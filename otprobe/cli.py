@@ -278,11 +278,17 @@ def _protocols(text: str | None) -> list[str] | None:
 
 
 def _ports(values: list[str] | None) -> dict[str, int]:
+    from otprobe.probes import probe_class
+
     ports: dict[str, int] = {}
     for value in values or []:
         name, _, port = value.partition("=")
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise typer.BadParameter(f"{value!r}: expected PROTOCOL=PORT, e.g. modbus=5020", param_hint="--port")
+        try:
+            probe_class(name.strip())  # a misspelt protocol would otherwise leave its default port in use, silently
+        except KeyError as exc:
+            raise typer.BadParameter(f"{value!r}: {exc.args[0]}", param_hint="--port") from None
         ports[name.strip()] = int(port)
     return ports
 

@@ -77,6 +77,14 @@ def test_usage_errors_exit_2() -> None:
     assert invoke("scan", "127.0.111.1", "--port", "modbus=99999").exit_code == 2
 
 
+def test_a_port_for_an_unknown_protocol_is_a_usage_error(tmp_path: Path) -> None:
+    common = ("127.0.111.1", "--profile", "lab", "--port", "modbsu=5020")
+    for args in (("plan", *common), ("scan", *common, "--db", str(tmp_path / "i.db"))):
+        result = invoke(*args)
+        assert result.exit_code == 2
+        assert "unknown protocol 'modbsu' (known: s7, enip, modbus)" in " ".join(result.stderr.split())
+
+
 @pytest.mark.parametrize(("file", "where"), [
     ("negative_rate.yaml", ":7 classes.plc.pps"),
     ("unknown_key.yaml", " "),

@@ -384,6 +384,10 @@ def scan(
         until = parse_deadline(deadline, now) if deadline else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--deadline") from None
+    if until is not None and until <= now:
+        # it would only open a scan that aborts every device at once
+        raise typer.BadParameter(f"--deadline {deadline} is in the past ({until.astimezone():%Y-%m-%d %H:%M %Z})",
+                                 param_hint="--deadline")
     db_path = db or default_db_path()
     try:
         with _closing(SqliteStore(db_path)) as store:

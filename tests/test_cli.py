@@ -85,6 +85,15 @@ def test_a_port_for_an_unknown_protocol_is_a_usage_error(tmp_path: Path) -> None
         assert "unknown protocol 'modbsu' (known: s7, enip, modbus)" in " ".join(result.stderr.split())
 
 
+def test_a_deadline_in_the_past_is_a_usage_error_before_any_scan(tmp_path: Path) -> None:
+    db = tmp_path / "i.db"
+    result = invoke("scan", "127.0.111.1", "--profile", "lab", "--deadline", "2020-01-01T00:00:00+00:00",
+                    "--db", str(db))
+    assert result.exit_code == 2
+    assert "--deadline 2020-01-01T00:00:00+00:00 is in the past" in " ".join(result.stderr.split())
+    assert not db.exists()
+
+
 @pytest.mark.parametrize(("file", "where"), [
     ("negative_rate.yaml", ":7 classes.plc.pps"),
     ("unknown_key.yaml", " "),

@@ -4,8 +4,9 @@ A probe announces each operation to its Link before the library call that sends 
 refuses what is undeclared or not read-only, refuses to go past the probe's declared packet budget,
 waits on the pacer (token buckets, connection gap, deadline), and writes the audit record: the intent
 before the packet leaves, the outcome after. A pacer that also has `observe` is told how long each successful
-operation took (for adaptive slowdown). Every probe runs on asyncio streams, so a cancellation (session
-limit, deadline, second Ctrl-C) always reaches the probe and its close.
+operation took (for adaptive slowdown); one that has `note_closed` learns when the device ended a connection
+itself (`connection_ended`), so that the connection gap counts from that end too. Every probe runs on asyncio
+streams, so a cancellation (session limit, deadline, second Ctrl-C) always reaches the probe and its close.
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ class Observer(Protocol):
     """Optional pacer side: told the duration of each successful operation (send to reply, or connect)."""
 
     def observe(self, kind: Kind, seconds: float) -> None: ...
+
+
+@runtime_checkable
+class ConnectionTracker(Protocol):
+    """Optional pacer side: told when the device ended a connection itself, so that no close of ours was paced."""
+
+    def note_closed(self) -> None: ...
 
 
 class AuditSink(Protocol):
@@ -121,6 +129,12 @@ class Link:
         if op.kind is Kind.CLOSE and task is not None and task.cancelling():
             # A paced close holds back a cancellation until it is sent (otprobe.pacing.pacer): deliver it now.
             raise asyncio.CancelledError
+
+    def connection_ended(self) -> None:
+        """The device closed or reset the connection first, so no close is announced or sent; the connection gap
+        before the next connect still counts from now, the connection's real end."""
+        if isinstance(self.pacer, ConnectionTracker):
+            self.pacer.note_closed()
 
     def _observe(self, op: Operation, seconds: float) -> None:
         if isinstance(self.pacer, Observer):

@@ -1,4 +1,5 @@
-"""A scripted fake probe for pacing tests: connect, one read, close in `finally`, like the real probes.
+"""A scripted fake probe for pacing tests: connect, one read, close in `finally`, like the real probes; and a
+pacer that only logs what probes tell their link.
 
 Each attempt against a device takes the next step of that device's script: a reply delay in seconds (the read
 answers after that long), or a Status to end with (TIMEOUT hangs until cancelled, like a silent device). It logs
@@ -77,3 +78,16 @@ class ScriptedProbe(Probe):
         finally:
             async with link.op("close"):
                 self.wire.record(target.ip, Kind.CLOSE)
+
+
+class PacerLog:
+    """A pacer that grants at once and logs what the link told it: each granted kind, "ended" when the device closed."""
+
+    def __init__(self) -> None:
+        self.events: list[Kind | str] = []
+
+    async def acquire(self, kind: Kind, packets: int) -> None:
+        self.events.append(kind)
+
+    def note_closed(self) -> None:
+        self.events.append("ended")

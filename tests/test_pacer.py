@@ -44,6 +44,28 @@ def test_a_new_connection_waits_the_gap_after_the_previous_one_ended() -> None:
     assert close2 - connect2 >= 0.1
 
 
+def test_a_connection_the_device_ended_counts_for_the_gap_from_its_end() -> None:
+    target = Target("127.0.0.1")
+    probe = ScriptedProbe(Wire())
+
+    async def scenario() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        _, pacer = make(10.0, connect_gap_s=1.5)
+        link = Link(probe, target, pacer=pacer)
+        async with link.op("connect"):
+            pass
+        async with link.op("read"):
+            pass
+        await asyncio.sleep(3.0)  # then the device closes its side: the probe sends no close of its own
+        ended = loop.time()
+        link.connection_ended()
+        async with Link(probe, target, pacer=pacer).op("connect"):
+            return ended, loop.time()
+
+    ended, reconnected = vtime.run(scenario())
+    assert reconnected == pytest.approx(ended + 1.5)
+
+
 def test_no_operation_starts_that_cannot_finish_and_close_before_the_deadline() -> None:
     async def scenario() -> tuple[list[float], float, float]:
         limiter, pacer = make(1.0, timeouts=Timeouts(connect_s=1.0, response_s=1.0))

@@ -55,7 +55,7 @@ class Pacer:
         self._timeouts = timeouts or Timeouts()
         self._slowdown = slowdown or Slowdown()
         self.cap = bucket.rate
-        self._last_connection = -math.inf  # grant time of the last connect or close
+        self._last_connection = -math.inf  # grant time of the last connect or close, or when the device closed
         self._baseline: dict[Kind, float] = {}
         # Called when a connection (or a datagram exchange) is granted: the scheduler starts the session clock
         # there, so that time spent queueing for the first token does not count against `max_session_s`.
@@ -84,6 +84,10 @@ class Pacer:
             self._last_connection = granted
         if kind in (Kind.CONNECT, Kind.DATAGRAM) and self.on_session is not None:
             self.on_session()
+
+    def note_closed(self) -> None:
+        """The device ended the connection (FIN or RST) and gets no close from us: the gap runs from now."""
+        self._last_connection = max(self._last_connection, self._limiter.now())
 
     def _reserve(self, kind: Kind) -> float | None:
         """Time an operation needs after its grant: its reply, then the next token for the close."""

@@ -284,7 +284,9 @@ class EnipProbe(Probe):
             pass  # the FIN below still goes out; the status already says what happened
         finally:
             try:
-                if not conn.dead:
+                if conn.dead:
+                    link.connection_ended()
+                else:
                     async with link.op("close"):
                         conn.writer.close()
                         await asyncio.wait_for(conn.writer.wait_closed(), link.timeouts.response_s)

@@ -166,6 +166,7 @@ class _Session:
         self._sent: tuple[int, int] | None = None  # (tid, unit) of the request in flight
         self._received = 0  # bytes of the current reply seen so far
         self._socket: Any = None  # asyncio's socket wrapper, to see when the close has really happened
+        self.opened = False  # a connection was established (it may since have been closed by the device)
 
     @property
     def connected(self) -> bool:
@@ -175,6 +176,7 @@ class _Session:
         if not await asyncio.wait_for(self.client.connect(), self.timeouts.connect_s):
             # pymodbus reports every failed connect as False; within our deadline that is a refusal
             raise ConnectionRefusedError("connection refused")
+        self.opened = True
 
     def close(self) -> None:
         self.client.close()  # idempotent; an orderly close (FIN)
@@ -404,6 +406,8 @@ class _Exchange:
 async def _close(link: Link, session: _Session) -> None:
     """FIN on every path; the close is announced, but happens even if the link refuses to pace it."""
     if not session.connected:
+        if session.opened:
+            link.connection_ended()  # the device closed or reset first: nothing to send, but the gap starts now
         return
     try:
         async with link.op("close"):

@@ -117,6 +117,7 @@ class _Connection:
 
     async def close(self, link: Link) -> None:
         if self.peer_gone:
+            link.connection_ended()
             self.writer.close()
             return
         try:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import settled
+from fakes import PacerLog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from vectors.enipprobe_vectors import (
@@ -409,6 +410,15 @@ async def test_fault_devices_give_the_right_status(fault: Any, options: dict[str
         assert recorder.violations() == []
         assert recorder.sessions_unregistered <= recorder.sessions_registered <= 1
         assert all(c.close_kind != "rst" for c in recorder.connections)  # the device may reset; the probe never
+
+
+async def test_a_connection_the_device_reset_is_reported_to_the_pacer_instead_of_a_close() -> None:
+    pacer = PacerLog()
+    async with simulated(L18ER, "reset") as (host, _, _):
+        obs, _ = await probe(host, {"udp": False}, pacer=pacer)
+    assert obs.status is Status.RESET
+    assert pacer.events[0] is Kind.CONNECT and Kind.CLOSE not in pacer.events
+    assert pacer.events[-1] == "ended"  # no close of ours; the connection gap counts from the reset
 
 
 async def test_silent_device_costs_exactly_what_it_saw() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import settled
+from fakes import PacerLog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vectors import modbus_vectors as vec
@@ -456,6 +457,15 @@ async def test_fault_modes_give_their_status_within_budget(
     assert [c.close_kind for c in recorder.connections] == ["server" if fault == "truncated" else "fin"]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
     assert "Traceback" not in capfd.readouterr().err
+
+
+async def test_a_connection_the_device_ended_is_reported_to_the_pacer_instead_of_a_close() -> None:
+    pacer = PacerLog()
+    async with device(M340, "truncated") as (host, recorder):
+        observation, _, _ = await probe_run(host, recorder, pacer=pacer)
+    assert observation.status is Status.PROTOCOL_ERROR
+    assert [c.close_kind for c in recorder.connections] == ["server"]
+    assert pacer.events == [Kind.CONNECT, Kind.REQUEST, "ended"]  # no close of ours; the gap counts from the end
 
 
 async def test_refused_and_reset() -> None:

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import pytest
 from conftest import settled
+from fakes import PacerLog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from vectors import s7probe_captures as cap
@@ -19,7 +20,7 @@ from otprobe.errors import PolicyViolation, ProfileError, ProtocolError
 from otprobe.link import Link, Timeouts
 from otprobe.model import Observation, Status, Target
 from otprobe.probes import s7_wire as wire
-from otprobe.probes.base import Operation
+from otprobe.probes.base import Kind, Operation
 from otprobe.probes.s7 import S7Probe
 from otprobe.safety import require_read_only
 from simulators.faults import Fault, FaultMode
@@ -262,9 +263,9 @@ async def plc(section: dict[str, Any], fault: Fault | None = None) -> AsyncItera
 
 
 async def scan(device: S7Device, options: dict[str, Any] | None = None,
-               timeouts: Timeouts = FAST) -> tuple[Observation, Link]:
+               timeouts: Timeouts = FAST, pacer: Any = None) -> tuple[Observation, Link]:
     probe = S7Probe({"port": PORT, **(options or {})})
-    link = Link(probe, Target(device.host, "plc"), timeouts=timeouts)
+    link = Link(probe, Target(device.host, "plc"), timeouts=timeouts, pacer=pacer)
     observation = await probe.run(link, Target(device.host, "plc"))
     return observation, link
 
@@ -400,6 +401,20 @@ async def test_fault_modes_give_a_status_not_a_traceback(fault: Fault, status: S
     assert recorder.packet_count() <= link.packets_sent <= link.probe.max_packets()
     assert recorder.violations() == []
     assert all(c.close_kind != "rst" for c in recorder.connections)
+
+
+@pytest.mark.parametrize("mode", [FaultMode.RESET, FaultMode.TRUNCATED])
+async def test_a_connection_the_device_ended_is_reported_to_the_pacer_instead_of_a_close(mode: FaultMode) -> None:
+    pacer = PacerLog()
+    async with plc(CPU315, Fault(mode)) as (device, recorder):
+        observation, _ = await scan(device, pacer=pacer)
+        await settled(recorder)
+    assert observation.status in (Status.RESET, Status.PROTOCOL_ERROR)
+    # each connection ended by the device, none by a close of ours: the connection gap counts from those ends
+    connections = pacer.events.count(Kind.CONNECT)
+    assert connections >= 1 and pacer.events.count("ended") == connections
+    assert Kind.CLOSE not in pacer.events
+    assert pacer.events[-1] == "ended"
 
 
 async def test_cancelled_run_still_closes_with_fin() -> None:

@@ -92,6 +92,21 @@ def test_diff_reports_firmware_change_move_and_missing_then_clean(store):
     assert [a["ip"] for a in store.history(moved.id)["addresses"]] == ["127.0.3.10", "127.0.3.99"]
 
 
+@pytest.mark.parametrize("newcomer_first", [True, False], ids=["newcomer-first", "move-first"])
+def test_a_move_and_a_newcomer_at_the_old_address_merge_the_same_in_either_order(store, newcomer_first):
+    old, new = "127.0.1.10", "127.0.1.20"
+    run_scan(store, "s1", {old: PLANT[old]})
+    moved_id = store.asset(old).id
+    newcomer = {old: [("modbus", {"vendor": "Schneider Electric", "product_code": "PM5560", "firmware": "v2.7"})]}
+    moved = {new: PLANT[old]}
+    run_scan(store, "s2", {**newcomer, **moved} if newcomer_first else {**moved, **newcomer})
+    d = diff_scans(store, *pick_scans(store, None, None))
+    assert sorted((c.kind, c.ip) for c in d.changes) == [("moved", new), ("new", old)]
+    assert store.asset(new).id == moved_id
+    assert [a["ip"] for a in store.history(moved_id)["addresses"]] == [old, new]
+    assert len(store.assets(include_retired=True)) == 2  # nothing was retired as replaced
+
+
 def test_incomplete_scan_marks_nothing_missing(store):
     run_scan(store, "s1", PLANT)
     run_scan(store, "s2", {"127.0.1.10": PLANT["127.0.1.10"]}, status="incomplete", targets=sorted(PLANT))

@@ -183,10 +183,13 @@ class SqliteStore:
             by_ip: dict[str, list[Observation]] = defaultdict(list)
             for obs in observations:
                 by_ip[obs.target].append(obs)
-            for ip, group in by_ip.items():
-                merged = merge(group)
-                if merged is not None:
-                    self._upsert_asset(scan_id, ip, group[0].device_class, merged)
+            identities = [(ip, group[0].device_class, m) for ip, group in by_ip.items()
+                          if (m := merge(group)) is not None]
+            # Moved serials claim their assets first: a newcomer merged earlier at a moved device's old address would
+            # retire that asset as replaced, and the move would then re-create it as new, losing its history.
+            identities.sort(key=lambda item: not self._moves(item[0], item[2]))
+            for ip, device_class, merged in identities:
+                self._upsert_asset(scan_id, ip, device_class, merged)
             self.db.execute(
                 "UPDATE scans SET status=?, ended_at=?, not_covered=?, counts=? WHERE id=?",
                 (status, _now(), json.dumps(list(not_covered)), json.dumps(counts), scan_id),
@@ -239,6 +242,12 @@ class SqliteStore:
         self.db.execute(
             "INSERT OR REPLACE INTO scan_assets VALUES (?,?,?,?,?,?)", (scan_id, asset_id, ip, firmware, model, serial)
         )
+
+    def _moves(self, ip: str, m: MergedIdentity) -> bool:
+        """True when `m` carries the serial of an active asset last seen at another address."""
+        serial = m.get("serial")
+        asset = self._find_by_serial(serial) if serial else None
+        return asset is not None and asset["ip"] != ip
 
     def _find_by_serial(self, serial: str) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM assets WHERE serial=? AND retired=0", (serial,)).fetchone()

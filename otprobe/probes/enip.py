@@ -13,7 +13,7 @@ Probe card
     5.      only if 4 got an error status: ListIdentity 0x63 over TCP (1); skipped when step 1 already got an
             explicit error status to ListIdentity, or when RegisterSession was refused (4 is then skipped too)
     6.      UnRegisterSession 0x66, after the last reply, only with a session and no request outstanding (1)
-    7.      FIN                                       (1)
+    7.      FIN, none if the device closed or reset first  (1)
   Cost: 1 when UDP answers; 6 on the usual TCP path (1 + 5); max_packets = (1 if udp) + 6 = 7.
   Example: 1769-L18ER/A LOGIX5318ER, vendor 1 (Rockwell Automation/Allen-Bradley), type 14 (Programmable Logic
   Controller), product code "154", firmware "21.11", serial "6043BF65", raw status 0x0030, state 3.
@@ -111,7 +111,7 @@ class _Tcp:
     writer: asyncio.StreamWriter
     session: int | None = None
     outstanding: bool = False  # a request was sent and its reply not fully read
-    dead: bool = False  # the peer reset the connection
+    dead: bool = False  # the peer closed or reset the connection: it handles nothing more from us, not even a FIN
     rtt_s: float | None = None  # round trip of the last request answered
     notes: list[str] = field(default_factory=list)
 
@@ -272,6 +272,9 @@ class EnipProbe(Probe):
         except ConnectionResetError as exc:
             conn.dead = True
             raise _PeerReset(f"connection reset by the device ({exc})") from None
+        except asyncio.IncompleteReadError:
+            conn.dead = True  # the device closed first (EOF): as after a reset, no FIN of ours is announced
+            raise
 
     async def _close(self, link: Link, conn: _Tcp, context: bytes) -> None:
         """UnRegisterSession when owed, then FIN. The socket is closed even if the link refuses (cancellation)."""

@@ -407,6 +407,9 @@ async def test_fault_devices_give_the_right_status(fault: Any, options: dict[str
         assert obs.identity is None and obs.error
         assert "Traceback" not in obs.error
         assert 0 < link.packets_sent <= EnipProbe(options).max_packets()
+        await settled(recorder)
+        if fault not in ("refused", "reset"):  # what reaches a closed port or a reset socket is recorded by no device
+            assert link.packets_sent == recorder.packet_count()
         assert recorder.violations() == []
         assert recorder.sessions_unregistered <= recorder.sessions_registered <= 1
         assert all(c.close_kind != "rst" for c in recorder.connections)  # the device may reset; the probe never
@@ -419,6 +422,17 @@ async def test_a_connection_the_device_reset_is_reported_to_the_pacer_instead_of
     assert obs.status is Status.RESET
     assert pacer.events[0] is Kind.CONNECT and Kind.CLOSE not in pacer.events
     assert pacer.events[-1] == "ended"  # no close of ours; the connection gap counts from the reset
+
+
+async def test_a_device_that_closes_mid_reply_gets_no_fin_announced() -> None:
+    pacer = PacerLog()
+    async with simulated(L18ER, "truncated") as (host, recorder, _):
+        obs, link = await probe(host, {"udp": False}, pacer=pacer)
+        await settled(recorder)
+    assert obs.status is Status.RESET and "mid-reply" in (obs.error or "")
+    assert [c.close_kind for c in recorder.connections] == ["server"]
+    assert pacer.events == [Kind.CONNECT, Kind.REQUEST, "ended"]
+    assert link.packets_sent == recorder.packet_count() == 2  # connect and RegisterSession: no phantom FIN
 
 
 async def test_silent_device_costs_exactly_what_it_saw() -> None:

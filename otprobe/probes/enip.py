@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import yaml
 from pycomm3.cip.status_info import PRODUCT_TYPES, VENDORS
 
-from otprobe.errors import ProfileError, ProtocolError
+from otprobe.errors import ProfileError, ProtocolError, ScanAborted
 from otprobe.model import Identity, Observation, Status, Target
 from otprobe.probes import enip_wire as wire
 from otprobe.probes.base import Category, Kind, Operation, Probe
@@ -285,6 +285,10 @@ class EnipProbe(Probe):
                     await asyncio.wait_for(conn.writer.drain(), link.timeouts.response_s)
         except (OSError, TimeoutError):
             pass  # the FIN below still goes out; the status already says what happened
+        except ScanAborted:
+            # Refused at the cutoff: the FIN below (always granted) ends the session all the same, and the identity
+            # already read stays the result.
+            pass
         finally:
             try:
                 if conn.dead:

@@ -484,6 +484,16 @@ async def test_scan_abort_propagates_after_a_clean_close() -> None:
         assert [c.close_kind for c in recorder.connections] == ["fin"]
 
 
+async def test_identity_read_before_the_cutoff_is_kept_and_the_fin_ends_the_session() -> None:
+    async with simulated(L18ER) as (host, recorder, _):
+        obs, link = await probe(host, {"udp": False}, pacer=StopRequestsAfter(3))  # connect, RegisterSession, GAA
+        await settled(recorder)
+    assert_identity_is_config(obs, L18ER, 3)
+    assert recorder.operations() == ["enip:0x65", "cip:0x01/class:0x01"]  # UnRegisterSession refused by the cutoff
+    assert [c.close_kind for c in recorder.connections] == ["fin"]
+    assert link.packets_sent == recorder.packet_count() == 4
+
+
 # -- against a scripted stand-in, for error replies the simulator does not give ----------------------------------
 
 @asynccontextmanager

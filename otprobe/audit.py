@@ -13,11 +13,13 @@ it, and cutting whole lines off the end leaves a valid shorter chain. Record `Ve
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,9 +84,11 @@ class AuditLog:
         self._fsync = fsync
         self._lock = threading.Lock()
         self._seq, self._prev = self._chain_tail()
+        self._failed: str | None = None  # why a write failed: the log refuses every later write
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = self.path.open("ab")
+            # unbuffered: a failed write leaves no bytes behind in a buffer to reach the file with a later line
+            self._fh = self.path.open("ab", buffering=0)
         except OSError as exc:
             raise AuditError(f"cannot open audit log {self.path}: {exc.strerror}") from None
 
@@ -104,20 +108,31 @@ class AuditLog:
         with self._lock:
             if self._fh.closed:
                 raise AuditError(f"audit log {self.path} is closed")
+            if self._failed is not None:
+                raise AuditError(f"audit log {self.path} failed earlier ({self._failed}); nothing more is written")
             seq = self._seq
             record = {"seq": seq, "t": self._clock().isoformat(), "scan": self.scan_id, "type": record_type}
             record |= fields
             record["prev"] = self._prev
             line = _seal(record)
-            try:
-                self._fh.write(line + b"\n")
-                self._fh.flush()
-                if sync and self._fsync:
-                    os.fsync(self._fh.fileno())
-            except OSError as exc:
-                raise AuditError(f"cannot write audit log {self.path}: {exc.strerror}") from None
+            self._append(line + b"\n", sync and self._fsync)
             self._seq, self._prev = seq + 1, _sha256(line)
             return seq
+
+    def _append(self, data: bytes, sync: bool) -> None:
+        """Write one whole line or leave the file as it was, so the chain on disk stays valid up to the failure."""
+        fd = self._fh.fileno()
+        size = os.fstat(fd).st_size
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.EIO, "short write")
+            if sync:
+                os.fsync(fd)
+        except OSError as exc:
+            self._failed = exc.strerror or str(exc)
+            with suppress(OSError):  # if even this fails, `audit verify` reports the cut-off line
+                os.ftruncate(fd, size)
+            raise AuditError(f"cannot write audit log {self.path}: {self._failed}") from None
 
     def intent(self, *, device: str, protocol: str, operation: str, code: str, packets: int) -> int:
         """Record an operation about to be sent; returns its record id. On disk before this returns."""

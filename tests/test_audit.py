@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import threading
@@ -67,6 +68,33 @@ def test_intent_is_on_disk_before_intent_returns(tmp_path: Path, monkeypatch: py
     log.outcome(record, "ok")
     assert len(synced) == 1  # outcomes are flushed, not fsync'd
     log.close()
+
+
+def test_a_failed_write_leaves_a_valid_chain_and_refuses_every_later_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, "scan-1", fake_clock(), fsync=False)
+    for n in range(2):
+        log.event("note", n=n)
+    real_write = audit_module.os.write
+
+    def disk_full(fd: int, data: bytes) -> int:
+        if fd == log._fh.fileno():  # half the line reaches the disk, then the disk is full
+            real_write(fd, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(audit_module.os, "write", disk_full)
+    with pytest.raises(AuditError, match="No space left on device"):
+        log.event("note", n=2)
+    monkeypatch.undo()  # the disk has room again; the log must still not write past the gap
+    with pytest.raises(AuditError, match="failed earlier"):
+        log.intent(device="127.0.1.1", protocol="s7", operation="connect", code="tcp:connect", packets=1)
+    log.close()
+    result = verify(path)
+    assert (result.ok, result.records) == (True, 2)
+    assert [json.loads(line)["n"] for line in path.read_text().splitlines()] == [0, 1]
 
 
 class _ConnectOnly(Probe):

@@ -66,6 +66,20 @@ def _regex(value: str) -> str:
     return value
 
 
+# The operations the S7 probe asks caution rules about (otprobe/probes/s7.py, `_permitted`): a rule that skips any
+# other operation would never match and silently protect nothing.
+CAUTION_OPERATIONS = frozenset({"read_component_id", "read_cpu_state"})
+
+
+def _caution_operation(value: str) -> str:
+    if value not in CAUTION_OPERATIONS:
+        close = difflib.get_close_matches(value, sorted(CAUTION_OPERATIONS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"no probe checks operation {value!r} against caution rules (known: "
+                         f"{', '.join(sorted(CAUTION_OPERATIONS))}){hint}")
+    return value
+
+
 Cidr = Annotated[IPv4Network, BeforeValidator(_cidr)]
 Rate = Annotated[float, Field(gt=0, le=10_000)]
 
@@ -141,7 +155,7 @@ class Caution(_Strict):
     """A site's own "do not send this to that model" rule, added to the shipped caution list."""
 
     pattern: Annotated[str, AfterValidator(_regex)]  # regex searched in the model name and order code
-    skip: str = Field(min_length=1)  # operation name, e.g. "read_component_id" (S7 SZL 0x001C)
+    skip: Annotated[str, AfterValidator(_caution_operation)]  # e.g. "read_component_id" (S7 SZL 0x001C)
     source: str = Field(min_length=1)  # why: an advisory, an incident, a vendor note
 
 

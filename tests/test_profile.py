@@ -115,6 +115,9 @@ def test_name_defaults_to_the_file_stem(tmp_path: Path) -> None:
         ("unknown_class.yaml", 7, "assign[1].class", "unknown class 'rtu' (defined: plc, unknown)"),
         ("missing_unknown_class.yaml", 2, "classes", "must define the class 'unknown'"),
         ("duplicate_key.yaml", 5, "global_pps", "duplicate key"),
+        ("unknown_caution_operation.yaml", 5, "cautions[0].skip",
+         "no probe checks operation 'read_componnet_id' against caution rules (known: read_component_id, "
+         "read_cpu_state); did you mean 'read_component_id'?"),
     ],
 )
 def test_bad_profiles_give_one_line_with_file_line_and_key(file: str, line: int, key: str, fragment: str) -> None:

@@ -16,7 +16,8 @@ Exchange, one packet per line, each announced to the link before it is sent (PDU
  4. read_module_id       szl:0x0011     03 00 00 21 02 F0 80 | 32 07 0000 0002 0008 0008 | 00 01 12 04 11 44 01 00 |
                                         FF 09 0004 0011 0000   order code, hardware version, firmware (0x0007, 0x0081)
  5. caution rules (otprobe/data/cautions.yaml + `cautions`) checked against order code and model: a rule that
-    forbids an operation for this device skips it; raw["skipped"] names the rule and its source.
+    forbids an operation for this device skips it; raw["skipped"] names the rule and its source. Without an order
+    code (no module record) every operation some rule names is skipped, with that reason: no rule can be checked.
  6. read_component_id    szl:0x001C     as 4 with SZL id 001C: names, serial, plant id, copyright, location.
                                         "Object does not exist" (S7-1200) is recorded in raw["unavailable"].
  7. read_cpu_state       szl:0x0424     only with `read_cpu_state`: RUN/STOP from the mode record.
@@ -273,11 +274,18 @@ class _Session:
                 raw["cpu_state"], raw["cpu_state_code"] = wire.parse_cpu_state(state)
 
     def _permitted(self, operation: str) -> bool:
-        assert self.identity is not None
-        rule = cautions.forbidding(self.probe.cautions, operation, (self.identity.product_code, self.identity.model))
-        if rule is not None:
-            self.identity.raw.setdefault("skipped", []).append(rule.as_dict())
-        return rule is None
+        ident = self.identity
+        assert ident is not None
+        skip: dict[str, str] | None
+        if not ident.product_code and any(rule.skip == operation for rule in self.probe.cautions):
+            # Without the order code (nor the model named after it) no rule can match: skip rather than fail open.
+            skip = {"operation": operation, "reason": "order code unknown; caution rules cannot be checked"}
+        else:
+            rule = cautions.forbidding(self.probe.cautions, operation, (ident.product_code, ident.model))
+            skip = None if rule is None else rule.as_dict()
+        if skip is not None:
+            ident.raw.setdefault("skipped", []).append(skip)
+        return skip is None
 
     async def _optional(self, conn: _Connection, operation: str, szl_id: int) -> wire.SzlList | None:
         """An SZL list the device may lack (S7-1200: 0x001C "object does not exist"); None then, noted in raw."""

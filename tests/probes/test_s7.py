@@ -354,6 +354,19 @@ async def test_fail_safe_317f_never_receives_component_read() -> None:
     assert_clean_contract(observation, link, recorder)
 
 
+async def test_unknown_order_code_skips_every_operation_a_caution_rule_names() -> None:
+    blank = {**CPU317F, "order_code": None}  # a blank MLFB: the fail-safe CPU cannot be recognised
+    async with plc(blank) as (device, recorder):
+        observation, link = await scan(device, {"read_cpu_state": True})
+        await settled(recorder)
+    assert observation.status is Status.IDENTIFIED, observation.error
+    assert observation.identity is not None and observation.identity.product_code is None
+    assert recorder.operations() == ["cotp:CR", "s7:setup_communication", "szl:0x0011", "szl:0x0424"]  # no 0x001C
+    assert observation.identity.raw["skipped"] == [
+        {"operation": "read_component_id", "reason": "order code unknown; caution rules cannot be checked"}]
+    assert_clean_contract(observation, link, recorder)
+
+
 async def test_profile_added_caution_rule_skips_the_read() -> None:
     rule = {"pattern": r"315-2EH1\d", "skip": "read_component_id", "source": "site note 2024-17"}
     async with plc(CPU315) as (device, recorder):

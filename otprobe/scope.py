@@ -3,7 +3,8 @@
 Targets are IPv4 hosts (`127.0.1.5`), CIDR blocks (`127.0.1.0/24`: network and broadcast addresses skipped below
 /31), ranges (`127.0.1.1-127.0.1.20` or `127.0.1.1-20`) and files of targets (`@targets.txt`, or a plain path),
 one per line with `#` comments. Hostnames are refused: otprobe does no DNS at all. The broadcast address,
-multicast (224.0.0.0/4), 0.0.0.0/8 and link-local (169.254.0.0/16) are refused wherever they appear.
+multicast (224.0.0.0/4), 0.0.0.0/8 and link-local (169.254.0.0/16) are refused wherever they appear, and so are
+the network and broadcast addresses of every `include` network below /31 when a host or range names them.
 
 Resolution keeps everything as integer intervals, so planning a /16 costs a few intervals, not 65,534 objects;
 `TargetSet` yields `Target`s lazily. Exclusion always wins: an excluded address is reported, never probed, and is
@@ -240,6 +241,15 @@ class Scope:
             (int(net.network_address), int(net.broadcast_address), device_class)
             for net, device_class in ((_network(entry), device_class) for entry, device_class in assign)
         ]
+        # A directed broadcast reaches every device on its subnet, and old stacks treat the network address as one
+        # too: neither may be probed, even when a host or range names it (CIDR expansion already skips them).
+        edges: dict[int, str] = {}
+        for net in self.include:
+            if net.prefixlen < 31:
+                edges.setdefault(int(net.network_address), f"the network address of scope.include {net}")
+                edges.setdefault(int(net.broadcast_address), f"the broadcast address of scope.include {net}")
+        self._edges = dict(sorted(edges.items()))
+        self._edge_addresses = list(self._edges)
 
     def class_of_int(self, address: int) -> str:
         for first, last, device_class in self._assign:
@@ -247,10 +257,15 @@ class Scope:
                 return device_class
         return "unknown"
 
+    def _edge_in(self, first: int, last: int) -> int | None:
+        """The lowest network or broadcast address of an include network within [first, last], if any."""
+        i = bisect_left(self._edge_addresses, first)
+        return self._edge_addresses[i] if i < len(self._edge_addresses) and self._edge_addresses[i] <= last else None
+
     def allows(self, ip: str) -> bool:
         """True when `ip` may receive packets: inside include, outside exclude, not a refused address."""
         address = int(IPv4Address(ip))
-        if address not in self._include or address in self._exclude:
+        if address not in self._include or address in self._exclude or self._edge_in(address, address) is not None:
             return False
         try:
             _refuse_special(address, address, ip)
@@ -291,6 +306,12 @@ class Scope:
                         raise ScopeError(
                             f"target {IPv4Address(outside[0][0])} (from {target.origin!r}) is outside "
                             f"scope.include ({self._describe_include()}); nothing was sent"
+                        )
+                    edge = self._edge_in(lo, hi)
+                    if edge is not None:
+                        raise ScopeError(
+                            f"target {IPv4Address(edge)} (from {target.origin!r}) is {self._edges[edge]}: "
+                            "refused, it would reach every device on that subnet; nothing was sent"
                         )
                     kept.append((lo, hi))
         return Resolution(TargetSet(kept, self), TargetSet(excluded, self))

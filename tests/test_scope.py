@@ -122,9 +122,31 @@ def test_classes_from_assign_first_match_wins_else_unknown() -> None:
     ]
 
 
+@pytest.mark.parametrize(("spec", "address", "what"), [
+    ("127.0.5.255", "127.0.5.255", "broadcast address of scope.include 127.0.5.0/24"),
+    ("127.0.5.0", "127.0.5.0", "network address of scope.include 127.0.5.0/24"),
+    ("127.0.5.250-127.0.5.255", "127.0.5.255", "broadcast address of scope.include 127.0.5.0/24"),
+    ("127.0.5.0-127.0.5.255", "127.0.5.0", "network address of scope.include 127.0.5.0/24"),
+    ("127.0.4.0/23", "127.0.4.255", "broadcast address of scope.include 127.0.4.0/24"),  # a block over two includes
+])
+def test_network_and_broadcast_addresses_of_an_include_network_are_refused(spec: str, address: str,
+                                                                         what: str) -> None:
+    with pytest.raises(ScopeError) as refused:
+        resolve([spec], ["127.0.4.0/24", "127.0.5.0/24"])
+    assert str(refused.value).startswith(f"target {address} (from {spec!r}) is the {what}: refused")
+
+
+def test_include_edges_are_fine_when_skipped_or_excluded_or_at_31() -> None:
+    assert len(ips(["127.0.5.0/24"], ["127.0.5.0/24"])) == 254  # CIDR expansion skips both edges
+    excluded = resolve(["127.0.5.250-127.0.5.255"], ["127.0.5.0/24"], ["127.0.5.255/32"])
+    assert (len(excluded.targets), excluded.excluded.ips()) == (5, ["127.0.5.255"])
+    assert ips(["127.0.5.4-127.0.5.5"], ["127.0.5.4/31"]) == ["127.0.5.4", "127.0.5.5"]
+
+
 def test_allows_rechecks_single_addresses() -> None:
     scope = Scope(["127.0.1.0/24", "224.0.0.0/4"], ["127.0.1.9"])
     assert scope.allows("127.0.1.8")
+    assert not scope.allows("127.0.1.255")  # the include network's broadcast address
     assert not scope.allows("127.0.1.9")  # excluded
     assert not scope.allows("127.0.2.1")  # outside include
     assert not scope.allows("224.0.0.1")  # multicast, even when a careless include covers it
@@ -190,7 +212,9 @@ def test_nothing_excluded_or_outside_include_is_ever_returned(
         return any(IPv4Address(address) in net for net in nets)
 
     requested = set().union(*(_expand(spec) for spec in specs))
-    should_refuse = not include or any(not inside(a, exclude) and not inside(a, include) for a in requested)
+    edges = {int(a) for net in include if net.prefixlen < 31 for a in (net.network_address, net.broadcast_address)}
+    should_refuse = not include or any(not inside(a, exclude) and (not inside(a, include) or a in edges)
+                                       for a in requested)
     try:
         result = resolve(specs, include, exclude)
     except ScopeError:

@@ -20,6 +20,10 @@ from otprobe.errors import ProfileError
 
 _KEYS = {"pattern", "skip", "source", "note"}
 
+# The operations the S7 probe asks caution rules about (otprobe/probes/s7.py, `_permitted`): a rule that skips any
+# other operation would never match and silently protect nothing, so such a rule is refused.
+CAUTION_OPERATIONS = frozenset({"read_component_id", "read_cpu_state"})
+
 
 @dataclass(frozen=True)
 class CautionRule:
@@ -51,6 +55,9 @@ def parse_rules(entries: Any, origin: str) -> tuple[CautionRule, ...]:
         for key in ("pattern", "skip", "source"):
             if not isinstance(entry.get(key), str) or not entry[key].strip():
                 raise ProfileError(f"{where}.{key}: required, non-empty text")
+        if entry["skip"].strip() not in CAUTION_OPERATIONS:
+            raise ProfileError(f"{where}.skip: no probe checks {entry['skip']!r} against caution rules "
+                               f"(known: {', '.join(sorted(CAUTION_OPERATIONS))})")
         try:
             pattern = re.compile(entry["pattern"], re.IGNORECASE)
         except re.error as exc:

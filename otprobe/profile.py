@@ -20,6 +20,7 @@ from typing import Annotated, Any, get_args, get_origin
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from otprobe.cautions import CAUTION_OPERATIONS
 from otprobe.errors import ProfileError
 from otprobe.scope import Scope
 from otprobe.windows import Window
@@ -64,11 +65,6 @@ def _regex(value: str) -> str:
     except re.error as exc:
         raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
     return value
-
-
-# The operations the S7 probe asks caution rules about (otprobe/probes/s7.py, `_permitted`): a rule that skips any
-# other operation would never match and silently protect nothing.
-CAUTION_OPERATIONS = frozenset({"read_component_id", "read_cpu_state"})
 
 
 def _caution_operation(value: str) -> str:

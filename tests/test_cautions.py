@@ -68,3 +68,8 @@ def test_validated_profile_cautions_are_accepted() -> None:
     site = Caution(pattern="^6ES7 151-8", skip="read_component_id", source="vendor note")
     rules = parse_rules([site], "cautions")
     assert forbidding(rules, "read_component_id", ("6ES7 151-8AB01-0AB0", None)) is not None
+
+
+def test_a_rule_for_an_operation_no_probe_checks_is_refused():
+    with pytest.raises(ProfileError, match=r"site\[0\]\.skip: no probe checks 'read_componnet_id'"):
+        parse_rules([{"pattern": "x", "skip": "read_componnet_id", "source": "typo"}], "site")

@@ -79,7 +79,7 @@ class _LastResort(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, TyperException, BrokenPipeError):
             raise  # typer's own control flow (exit codes, usage errors, Ctrl-C, a closed pipe) stays typer's
-        except OtprobeError as exc:
+        except OtprobeError as exc:  # every command's domain errors: one line, the branch's exit code
             raise fail(exc) from None
         except Exception as exc:
             logging.getLogger(__name__).debug("unexpected error", exc_info=True)  # -vv shows the traceback
@@ -140,16 +140,13 @@ def inventory_list(
 
     Example: otprobe inventory list --class plc --protocol s7
     """
-    try:
-        with _closing(open_store(db)) as store:
-            assets = [
-                a for a in store.assets()
-                if (vendor is None or vendor.lower() in (a.vendor or "").lower())
-                and (device_class is None or a.device_class == device_class)
-                and (protocol is None or protocol in a.protocols)
-            ]
-    except OtprobeError as exc:
-        raise fail(exc) from None
+    with _closing(open_store(db)) as store:
+        assets = [
+            a for a in store.assets()
+            if (vendor is None or vendor.lower() in (a.vendor or "").lower())
+            and (device_class is None or a.device_class == device_class)
+            and (protocol is None or protocol in a.protocols)
+        ]
     if fmt is Format.json:
         render.print_json([a.__dict__ for a in assets])
     elif not assets:
@@ -168,12 +165,9 @@ def inventory_show(
 
     Example: otprobe inventory show 127.0.1.10
     """
-    try:
-        with _closing(open_store(db)) as store:
-            record = store.asset(asset)
-            history = store.history(record.id)
-    except OtprobeError as exc:
-        raise fail(exc) from None
+    with _closing(open_store(db)) as store:
+        record = store.asset(asset)
+        history = store.history(record.id)
     if fmt is Format.json:
         render.print_json({**record.__dict__, "history": history})
     else:
@@ -195,12 +189,9 @@ def inventory_diff(
 
     Example: otprobe inventory diff --format json
     """
-    try:
-        with _closing(open_store(db)) as store:
-            old, new = pick_scans(store, from_scan, to_scan)
-            diff = diff_scans(store, old, new)
-    except OtprobeError as exc:
-        raise fail(exc) from None
+    with _closing(open_store(db)) as store:
+        old, new = pick_scans(store, from_scan, to_scan)
+        diff = diff_scans(store, old, new)
     if fmt is Format.json:
         render.print_json(diff.as_dict())
     else:
@@ -220,11 +211,8 @@ def inventory_export(
 
     Example: otprobe inventory export --format cyclonedx -o plant.cdx.json
     """
-    try:
-        with _closing(open_store(db)) as store:
-            assets = store.assets()
-    except OtprobeError as exc:
-        raise fail(exc) from None
+    with _closing(open_store(db)) as store:
+        assets = store.assets()
     text = {ExportFormat.json: to_json, ExportFormat.csv: to_csv, ExportFormat.cyclonedx: to_cyclonedx}[fmt](assets)
     if output is None:
         typer.echo(text, nl=not text.endswith("\n"))
@@ -245,11 +233,8 @@ def scans_list(
 
     Example: otprobe scans list
     """
-    try:
-        with _closing(open_store(db)) as store:
-            scans = store.scans()
-    except OtprobeError as exc:
-        raise fail(exc) from None
+    with _closing(open_store(db)) as store:
+        scans = store.scans()
     if fmt is Format.json:
         render.print_json([s.__dict__ for s in scans])
     else:
@@ -323,10 +308,7 @@ def plan(
     """
     from datetime import UTC, datetime
 
-    try:
-        prepared = _prepare(profile, targets, protocol, port, scope, now=datetime.now(UTC), check_window=False)
-    except OtprobeError as exc:
-        raise fail(exc) from None
+    prepared = _prepare(profile, targets, protocol, port, scope, now=datetime.now(UTC), check_window=False)
     p = prepared.plan
     excluded = len(prepared.resolution.excluded)
     if fmt is Format.json:
@@ -389,20 +371,17 @@ def scan(
         raise typer.BadParameter(f"--deadline {deadline} is in the past ({until.astimezone():%Y-%m-%d %H:%M %Z})",
                                  param_hint="--deadline")
     db_path = db or default_db_path()
-    try:
-        with _closing(SqliteStore(db_path)) as store:
-            if resume:
-                stored_profile, targets, resumed = resume_targets(store)
-                profile = profile or stored_profile
-                render.info(f"resuming scan {resumed}: {len(targets)} devices not covered", quiet)
-            elif not targets:
-                raise typer.BadParameter("give at least one target, or --resume", param_hint="TARGET")
-            prepared = _prepare(profile or "default", list(targets or []), protocol, port, scope, now=now,
-                                deadline=until,
-                                ignore_window_reason=reason.strip() if ignore_window and reason else None)
-            outcome = asyncio.run(_run_scan(prepared, store, audit or db_path.parent / "audit.jsonl", now, quiet))
-    except OtprobeError as exc:
-        raise fail(exc) from None
+    with _closing(SqliteStore(db_path)) as store:
+        if resume:
+            stored_profile, targets, resumed = resume_targets(store)
+            profile = profile or stored_profile
+            render.info(f"resuming scan {resumed}: {len(targets)} devices not covered", quiet)
+        elif not targets:
+            raise typer.BadParameter("give at least one target, or --resume", param_hint="TARGET")
+        prepared = _prepare(profile or "default", list(targets or []), protocol, port, scope, now=now,
+                            deadline=until,
+                            ignore_window_reason=reason.strip() if ignore_window and reason else None)
+        outcome = asyncio.run(_run_scan(prepared, store, audit or db_path.parent / "audit.jsonl", now, quiet))
     if fmt is Format.json:
         render.print_json([o.as_dict() for o in outcome.observations])
     else:
@@ -498,10 +477,7 @@ def profiles_show(name: Annotated[str, typer.Argument(help="Profile name or file
 
     from otprobe.profile import load_profile
 
-    try:
-        loaded = load_profile(name)
-    except OtprobeError as exc:
-        raise fail(exc) from None
+    loaded = load_profile(name)
     typer.echo(yaml.safe_dump(loaded.model_dump(mode="json", by_alias=True), sort_keys=False), nl=False)
 
 
@@ -519,8 +495,6 @@ def profiles_check(path: Annotated[Path, typer.Argument(help="Profile file to va
         for problem in exc.problems:
             render.error_line(problem)
         raise typer.Exit(int(Exit.USAGE)) from None
-    except OtprobeError as exc:
-        raise fail(exc) from None
     render.info(f"{path}: ok (profile {loaded.name})")
 
 
@@ -538,10 +512,7 @@ def windows(
     from otprobe.profile import load_profile
     from otprobe.windows import current_window, next_windows
 
-    try:
-        loaded = load_profile(profile)
-    except OtprobeError as exc:
-        raise fail(exc) from None
+    loaded = load_profile(profile)
     if not loaded.windows:
         render.info(f"profile {loaded.name} has no windows: scans may run at any time")
         return
@@ -567,10 +538,7 @@ def audit_verify(
     from otprobe.audit import verify
 
     path = path or default_db_path().parent / "audit.jsonl"
-    try:
-        result = verify(path)
-    except OtprobeError as exc:
-        raise fail(exc) from None
+    result = verify(path)
     if not result.ok:
         render.error_line(f"{path}:{result.bad_line}: {result.reason}")
         raise typer.Exit(int(Exit.CHANGES))
@@ -618,8 +586,6 @@ def demo(
 
     try:
         result = asyncio.run(run_demo(keep, announce))
-    except OtprobeError as exc:
-        raise fail(exc) from None
     except PlantError as exc:
         render.error_line(f"the demo plant cannot start: {exc} (is another simulated plant running?)")
         raise typer.Exit(int(Exit.ERROR)) from None

@@ -302,7 +302,8 @@ def plan(
 ) -> None:
     """Show what a scan would do, without sending a single packet.
 
-    Lists devices per class, the worst-case packets (retries included) and the least time the caps allow.
+    Lists devices per class, the worst-case packets (retries included) and the least time the caps allow for that
+    worst case (devices that answer in fewer packets finish sooner).
 
     Example: otprobe plan 127.0.1.0/24 --profile lab
     """
@@ -582,7 +583,8 @@ def demo(
     def announce(prepared: Any) -> None:
         render.info(f"demo plant up: {len(prepared.resolution.targets)} devices to scan, "
                     f"{len(prepared.resolution.excluded)} excluded (safety cell); plan: at most "
-                    f"{prepared.plan.total_packets} packets, at least {prepared.plan.min_seconds:.1f} s")
+                    f"{prepared.plan.total_packets} packets in the worst case, which the caps spread over at least "
+                    f"{prepared.plan.min_seconds:.1f} s")
 
     try:
         result = asyncio.run(run_demo(keep, announce))

@@ -170,7 +170,7 @@ class ScanProgress:
         self._live.update(
             f"devices {len(self.devices_done)}/{self.devices_total}  jobs {self.jobs_done}/{self.jobs_total}  "
             f"packets {packets}  rate {rate:.1f}/{self.cap_pps:g} pps  elapsed {elapsed_s:.0f} s  "
-            f"plan ETA >= {eta:.0f} s"
+            f"worst-case ETA {eta:.0f} s"
         )
 
 
@@ -183,5 +183,5 @@ def scan_summary(summary: dict[str, Any]) -> None:
 
 
 def plan_table(rows: Sequence[Sequence[Any]], total: Sequence[Any]) -> None:
-    out.print(_table("Scan plan (no packet sent)", ("class", "devices", "worst-case packets", "at least (s)"),
-                     [*rows, total]))
+    columns = ("class", "devices", "worst-case packets", "worst case takes at least (s)")
+    out.print(_table("Scan plan (no packet sent)", columns, [*rows, total]))

@@ -7,6 +7,8 @@ pcaps/openics/EIP-ViewDeviceStatus.pcap, named as a Get_Attributes_All source, c
 TCP 20000 and a protocol on TCP 5450), so the Get_Attributes_All expectation below is derived from the ListIdentity
 reply instead: both encode Identity attributes 1-7 identically (vendor UINT, device type UINT, product code UINT,
 revision USINT USINT, status WORD, serial UDINT, product name SHORT_STRING).
+The IPv4 addresses below are data inside captured replies (the devices' own configured addresses): nothing is
+ever sent to them; every test talks to 127.0.0.0/8 only.
 """
 
 # enip_test.pcap frame 6, nmap enip-info 10.1.1.167:5262 -> 10.1.1.164:44818: ListIdentity, context c1debed100000000.

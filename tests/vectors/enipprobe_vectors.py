@@ -8,6 +8,8 @@ No public capture here holds a Get_Attributes_All reply (pcaps/openics/EIP-ViewD
 another protocol, no EtherNet/IP), so the Get_Attributes_All replies below are written out by hand, byte by byte,
 from the layout in PROTOCOLS.md §3.3 with identities from PROTOCOLS.md §4 (row 9, a captured 1756-L61/B; row 15, the
 PowerFlex 753 whose name is space padded to 32). They are hex literals on purpose: not produced by the code under test.
+The IPv4 addresses below are data inside captured replies (the devices' own configured addresses): nothing is
+ever sent to them; every test talks to 127.0.0.0/8 only.
 """
 
 from vectors.enip_captures import CAPTURE_ADDRESS, CIP_STOP_REQUEST, LIST_IDENTITY_REPLY, LIST_IDENTITY_REQUEST

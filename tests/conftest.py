@@ -4,6 +4,8 @@ and raw Modbus/TCP exchanges for tests that must see the bytes."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import struct
 import threading
 import time
@@ -17,6 +19,29 @@ from simulators.plant import Plant, PlantSource, running_plant
 from simulators.recorder import Recorder
 
 StartPlant = Callable[..., Awaitable[Plant]]
+
+
+def _require_loopback(address: object) -> None:
+    """Every test talks to 127.0.0.0/8 only: a connect or datagram to any other address fails the test at once."""
+    if isinstance(address, tuple) and address and isinstance(address[0], str):
+        try:
+            loopback = ipaddress.ip_address(address[0]).is_loopback
+        except ValueError:  # a hostname: tests use address literals only, and otprobe does no DNS
+            loopback = False
+        if not loopback:
+            raise AssertionError(f"test traffic to {address[0]} refused: tests talk to 127.0.0.0/8 only")
+
+
+def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
+    def guarded(self: socket.socket, *args: Any) -> Any:
+        _require_loopback(args[-1])  # connect(address), connect_ex(address), sendto(data[, flags], address)
+        return method(self, *args)
+
+    return guarded
+
+
+for _name in ("connect", "connect_ex", "sendto"):
+    setattr(socket.socket, _name, _guard(getattr(socket.socket, _name)))
 
 
 @pytest.fixture

@@ -81,6 +81,6 @@ def test_anything_off_the_allowlist_is_refused(protocol, code):
 def test_the_test_suite_itself_can_only_reach_loopback():
     """conftest guards every socket: a test that tried any other address would fail instead of sending."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        with pytest.raises(AssertionError, match="127.0.0.0/8 only"):
+        with pytest.raises(AssertionError, match=r"127\.0\.0\.0/8 only"):
             sock.sendto(b"", ("126.0.0.1", 9))  # never sent: the guard raises first
         sock.sendto(b"", ("127.0.0.1", 9))  # loopback passes (nothing listens on the discard port)

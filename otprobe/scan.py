@@ -6,6 +6,7 @@ before a socket exists) and then `ScanRun.run()`.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -27,6 +28,8 @@ from otprobe.probes import PROBES, Probe, probe_class
 from otprobe.profile import Profile
 from otprobe.scope import Resolution, Scope
 from otprobe.windows import require_window
+
+log = logging.getLogger(__name__)
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h)$")
 
@@ -229,6 +232,8 @@ class ScanRun:
         )
 
     def _record(self, observation: Observation) -> None:
+        log.debug("%s %s/%d: %s, %d packets%s", observation.target, observation.protocol, observation.port,
+                  observation.status, observation.packets_sent, f" ({observation.error})" if observation.error else "")
         self.store.add_observation(self.scan_id, observation)
         if self._on_observation is not None:
             self._on_observation(observation)
@@ -246,7 +251,11 @@ class ScanRun:
             deadline=p.deadline.isoformat() if p.deadline else None,
             protocols=[probe.name for probe in p.probes],
         )
+        log.info("scan %s: %d devices, %d excluded, protocols %s, at most %d packets, deadline %s", self.scan_id,
+                 len(p.resolution.targets), len(p.resolution.excluded), ", ".join(probe.name for probe in p.probes),
+                 p.plan.total_packets, p.deadline.isoformat() if p.deadline else "none")
         if p.ignore_window_reason is not None:
+            log.warning("maintenance window overridden: %s", p.ignore_window_reason)
             self.audit_log.event("window_override", reason=p.ignore_window_reason)
         excluded = [
             Observation(t.ip, probe.name, probe.port, Status.EXCLUDED, error="excluded by scope.exclude",

@@ -259,6 +259,20 @@ async def test_scan_json_goes_to_stdout_and_the_summary_to_stderr_unless_quiet(t
     assert "PM5560" in quiet_table.stdout  # --quiet drops progress and summary, not the result
 
 
+async def test_verbose_adds_log_lines_on_stderr_only(tmp_path: Path) -> None:
+    env = plain_env(tmp_path)
+    common = ["scan", METER["address"], "--profile", "lab", "--protocol", "modbus", "--format", "json"]
+    async with running_plant({"plant": "one", "devices": [METER]}):
+        runs = {flags: await run_otprobe(*flags, *common, "--db", str(tmp_path / f"{len(flags)}{flags}.db"), env=env)
+                for flags in ((), ("-v",), ("-vv",))}
+    for done in runs.values():
+        assert done.code == 0, done.stderr
+        assert [o["status"] for o in done.json()] == ["identified"]  # stdout stays JSON whatever the verbosity
+    assert "INFO" not in runs[()].stderr and "DEBUG" not in runs[()].stderr
+    assert "INFO otprobe.scan: scan " in runs[("-v",)].stderr and "DEBUG" not in runs[("-v",)].stderr
+    assert f"DEBUG otprobe.scan: {METER['address']} modbus/" in runs[("-vv",)].stderr
+
+
 async def test_device_text_that_looks_like_rich_markup_prints_as_written(tmp_path: Path) -> None:
     # a device names itself: brackets and colons are its text, never styling or emoji (nor a MarkupError)
     hostile = {**METER, "name": "hostile", "address": "127.0.111.30",

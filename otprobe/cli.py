@@ -2,8 +2,8 @@
 
 No protocol or pacing logic lives here. Exit codes (documented in the README and tested):
 0 success; 1 changes found (`inventory diff`) or a broken chain (`audit verify`); 2 usage or profile error;
-3 refused (outside every maintenance window, or a target outside the scope); 4 incomplete (deadline or
-interrupt); 5 any other error (inventory, audit log that cannot be read or written, I/O).
+3 refused (outside every maintenance window, a target outside the scope, or another scan running);
+4 incomplete (deadline or interrupt); 5 any other error (inventory, audit log that cannot be read or written, I/O).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from otprobe.errors import (
     OtprobeError,
     ProfileError,
     ScanAborted,
+    ScanLocked,
     ScopeError,
     WindowError,
 )
@@ -47,6 +48,7 @@ _EXIT_FOR: tuple[tuple[type[OtprobeError], Exit], ...] = (
     (ProfileError, Exit.USAGE),
     (ScopeError, Exit.REFUSED),
     (WindowError, Exit.REFUSED),
+    (ScanLocked, Exit.REFUSED),
     (ScanAborted, Exit.INCOMPLETE),
     (AuditError, Exit.ERROR),  # the log cannot be used; a broken chain is `audit verify`'s own exit 1
     (InventoryError, Exit.ERROR),

@@ -43,5 +43,9 @@ class WindowError(OtprobeError):
     """A scan was asked to run outside every maintenance window of its profile."""
 
 
+class ScanLocked(OtprobeError):
+    """Another scan is already writing to the same audit log and inventory: two at once would double the load."""
+
+
 class ScanAborted(OtprobeError):
     """The scan stopped early (deadline or interrupt) before covering every device."""

@@ -6,7 +6,9 @@ before a socket exists) and then `ScanRun.run()`.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import re
 import time
 import uuid
@@ -17,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from otprobe.audit import AuditLog
-from otprobe.errors import ProfileError, ScopeError
+from otprobe.errors import ProfileError, ScanLocked, ScopeError
 from otprobe.inventory.store import Store
 from otprobe.link import AuditSink, Timeouts
 from otprobe.model import Observation, Status, Target
@@ -204,6 +206,29 @@ class ScanOutcome:
         return self.excluded + self.result.observations
 
 
+def _exclusive(audit_path: Path) -> int:
+    """Hold `<audit log>.lock` for the scan: a second scan on the same log (and so, by default, the same
+    inventory) is refused instead of doubling the load on the devices and interleaving the audit chain."""
+    lock_path = audit_path.with_name(audit_path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise ScanLocked(f"another otprobe scan (pid {holder}) is running with {audit_path}; "
+                         "wait for it, or stop it with Ctrl-C") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def _release(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
 class ScanRun:
     """One scan in flight. `stop()` is graceful (first Ctrl-C, deadline); `stop(now=True)` is the second Ctrl-C."""
 
@@ -220,7 +245,12 @@ class ScanRun:
         self.prepared = prepared
         self.store = store
         self.scan_id = new_scan_id(now)
-        self.audit_log = AuditLog(audit_path, self.scan_id)
+        self._lock = _exclusive(audit_path)
+        try:
+            self.audit_log = AuditLog(audit_path, self.scan_id)
+        except BaseException:
+            _release(self._lock)
+            raise
         self.audit = CountingAudit(self.audit_log, clock)
         self._on_observation = on_observation
         deadline = None
@@ -281,6 +311,7 @@ class ScanRun:
             not_covered=result.not_covered, tripped=result.tripped,
         )
         self.audit_log.close()
+        _release(self._lock)
 
 
 def resume_targets(store: Store) -> tuple[str, list[str], str]:

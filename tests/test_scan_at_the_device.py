@@ -1,4 +1,6 @@
-"""Adaptive slowdown seen at the device: when its replies slow down under our load, our packets spread out.
+"""Scan behaviour seen at the device: adaptive slowdown, and one scan at a time per audit log.
+
+Adaptive slowdown: when a device's replies slow down under our load, our packets spread out.
 
 A Modbus device whose reply latency grows with the requests it saw in the last second (fault `slow` with
 `load_s`) is scanned at 10 pps, one basic-stream request per unit id. The gaps between requests arriving at the
@@ -9,8 +11,10 @@ no fault gets its requests at the cap.
 from __future__ import annotations
 
 import itertools
+import os
 from datetime import UTC, datetime
 
+import pytest
 import yaml
 from conftest import settled
 
@@ -57,3 +61,24 @@ async def test_replies_slowing_under_load_spread_the_next_packets(tmp_path):
     assert max(steady_gaps) < 0.2, steady_gaps  # the cap alone: about 0.1 s apart
     assert max(slowed_gaps) >= 0.35, slowed_gaps  # the rate was halved at least twice
     assert sum(slowed_gaps) > 2 * sum(steady_gaps), (slowed_gaps, steady_gaps)
+
+
+async def test_a_second_scan_on_the_same_audit_log_is_refused_while_the_first_runs(tmp_path):
+    from otprobe.errors import ScanLocked
+
+    plant = {"plant": "lock", "devices": [device(1, "none")]}
+    profile = parse_profile(yaml.safe_dump({**PROFILE, "classes": {"unknown": {"pps": 2, "max_session_s": 60}}}),
+                            "slow.yaml")
+    async with running_plant(plant) as running:
+        now = datetime.now(UTC)
+        prepared = prepare(profile, "slow", ["127.0.150.1"], now=now)
+        store = SqliteStore(tmp_path / "inv.db")
+        first = ScanRun(prepared, store, tmp_path / "audit.jsonl", now=now)
+        with pytest.raises(ScanLocked, match=rf"pid {os.getpid()}"):
+            ScanRun(prepared, store, tmp_path / "audit.jsonl", now=now)
+        assert (await first.run()).status == "complete"
+        again = await ScanRun(prepared, store, tmp_path / "audit.jsonl", now=now).run()  # free once it ended
+        store.close()
+        await settled(running["d1"].recorder)
+    assert again.status == "complete"
+    assert len(running["d1"].recorder.connections) == 2  # the refused scan sent nothing

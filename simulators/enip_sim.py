@@ -334,8 +334,8 @@ class EnipDevice:
         return reply
 
     async def _send_datagram(self, reply: bytes, addr: tuple[str, int]) -> None:
-        if self.fault.mode is FaultMode.SLOW:
-            await asyncio.sleep(self.fault.latency_s)
+        if self.fault.mode is FaultMode.SLOW:  # datagrams load the device like its TCP requests do
+            await asyncio.sleep(self._front.latency())
         if self._udp is not None:
             self._udp.sendto(reply, addr)
 

@@ -108,7 +108,8 @@ class TcpFront:
             await self._server.wait_closed()
             self._server = None
 
-    def _latency(self) -> float:
+    def latency(self) -> float:
+        """The slow fault's delay for one more request now: fixed, plus load_s per request in the last second."""
         now = time.monotonic()
         self._recent.append(now)
         while self._recent and self._recent[0] < now - 1.0:
@@ -183,7 +184,7 @@ class TcpFront:
                 continue
             replies = await self.handler(frame, state)
             if fault.mode is FaultMode.SLOW:
-                await asyncio.sleep(self._latency())
+                await asyncio.sleep(self.latency())
             for reply in replies:
                 if fault.mode is FaultMode.TRUNCATED:
                     writer.write(reply[: max(1, len(reply) // 2)])

@@ -173,6 +173,8 @@ def _load_device(label: str, where: str, entry: Any, ports: Mapping[str, Any]) -
             raise PlantError(f"{label}: {where}.{message}") from None
     if not protocols:
         raise _error(label, where, f"{name} declares no protocol section ({', '.join(PROTOCOL_MODULES)})")
+    if fault.mode is FaultMode.ENDLESS and "modbus" not in protocols:
+        raise _error(label, f"{where}.fault", "endless_more_follows is a Modbus FC43 fault: this device has no modbus")
     return DeviceSpec(name, address, device_class, fault, protocols, str(entry.get("description", "")))
 
 

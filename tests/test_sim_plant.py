@@ -94,6 +94,9 @@ BAD_PLANTS = [
      "devices[0].modbus.vendor_name: must be ASCII"),
     ({"devices": [{**modbus_device("a", "127.0.27.1"), "modbus": [1, 2]}]},
      "devices[0].modbus: must be a mapping of settings"),
+    ({"devices": [{"name": "a", "address": "127.0.27.1", "class": "plc", "fault": "endless_more_follows",
+                   "s7": {"order_code": "6ES7 315-2EH14-0AB0", "firmware": "V3.2.7"}}]},
+     "devices[0].fault: endless_more_follows is a Modbus FC43 fault"),
     ({"devices": []}, "devices: must be a non-empty list"),
     ({"devices": [modbus_device("a", "127.0.27.1")], "site": "x"}, "site: unknown key"),
 ]

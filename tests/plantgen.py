@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import identities
 import yaml
 
 from otprobe.demo import max_in_window
@@ -37,14 +38,7 @@ FIRST_HOST = 10
 # fit), and not what ends any session in these scans: the probes' own timeouts and budgets do.
 SESSION_S = 120
 
-MODBUS = {
-    "vendor_name": "Schneider Electric",
-    "product_code": "BMX P34 2020",
-    "revision": "v2.8",
-    "vendor_url": "http://www.schneider-electric.com",
-    "product_name": "Modicon M340",
-    "model_name": "BMX P34 2020",
-}
+MODBUS = identities.M340_OBJECTS
 S7 = {
     "mode": "s300",
     "rack": 0,

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import identities
 import pytest
 from conftest import settled
 from snap7.async_client import AsyncClient
@@ -27,23 +28,7 @@ from simulators.s7_sim import PROTOCOL, S7Device, S7Mode, parse_config
 PORT = 11102
 _hosts = (f"127.0.{30 + n // 250}.{n % 250 + 1}" for n in itertools.count())
 
-# REAL-RPT identity (PROTOCOLS.md §4 row 4): index 0x0007 and index 0x0081 disagree on this CPU.
-CPU1516 = {
-    "mode": "s300",
-    "slot": 1,
-    "order_code": "6ES7 516-3FN02-0AB0",
-    "hardware_version": 2,
-    "bgtyp": 0,
-    "firmware": "V2.9.2",
-    "firmware_ext": "V3.3.0",
-    "as_name": "S71500/ET200MP station_1",
-    "module_name": "PLC_Line2",
-    "plant_id": "Line 2 packaging",
-    "serial": "S V-L4HB12342019",
-    "module_type_name": "CPU 1516F-3 PN/DP",
-    "memory_card_serial": "SMC 2C3F11A9",
-    "location": "Hall B cabinet 4",
-}
+CPU1516 = identities.CPU1516F
 CPU1212 = {"mode": "s1200", "slot": 1, "order_code": "6ES7 212-1BE40-0XB0", "firmware": "V4.7.3",
            "module_type_name": "CPU 1212C AC/DC/Rly"}
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import identities
 import pytest
 from conftest import settled
 from fakes import PacerLog
@@ -48,16 +49,7 @@ PORT = 5020
 FAST = Timeouts(connect_s=0.5, response_s=0.4)
 _addresses = (f"127.0.{50 + n // 250}.{1 + n % 250}" for n in itertools.count())
 
-M340 = {
-    "unit_ids": [0, 1, 255],
-    "vendor_name": "Schneider Electric",
-    "product_code": "BMX P34 2020",
-    "revision": "v2.8",
-    "vendor_url": "http://www.schneider-electric.com",
-    "product_name": "Modicon M340",
-    "model_name": "BMX P34 2020",
-    "user_application_name": "MCC_HALL_A",
-}
+M340 = {"unit_ids": [0, 1, 255], **identities.M340_OBJECTS, "user_application_name": "MCC_HALL_A"}
 KBR = {
     "vendor_name": "KBR",
     "product_code": "multicomp F144-3  ",

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, ClassVar
 
+import identities
 import pytest
 from conftest import settled
 from fakes import PacerLog
@@ -45,19 +46,7 @@ CPU315 = {  # the captured CPU (PROTOCOLS.md §4 row 1), at PDU 240 so that 0x00
     "location": "Hall A cabinet 2",
     "pdu_size": 240,
 }
-CPU1516F = {
-    "slot": 1,
-    "order_code": "6ES7 516-3FN02-0AB0",
-    "hardware_version": 2,
-    "bgtyp": 0,
-    "firmware": "V2.9.2",
-    "firmware_ext": "V3.3.0",
-    "as_name": "S71500/ET200MP station_1",
-    "module_name": "PLC_Line2",
-    "serial": "S V-L4HB12342019",
-    "module_type_name": "CPU 1516F-3 PN/DP",
-    "pdu_size": 480,
-}
+CPU1516F = {**identities.CPU1516F, "pdu_size": 480}
 CPU1212C = {"mode": "s1200", "slot": 1, "order_code": "6ES7 212-1BE40-0XB0", "firmware": "V4.7.3",
             "hardware_version": 4, "module_type_name": "CPU 1212C AC/DC/Rly"}
 CPU317F = {"order_code": "6ES7 317-2FK14-0AB0", "firmware": "V3.2.8", "hardware_version": 5,

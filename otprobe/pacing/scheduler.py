@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from otprobe.errors import ProtocolError, ScanAborted
@@ -46,7 +46,8 @@ class ScanResult:
 
 
 class Scheduler:
-    """Runs every probe against every target under `config`. Create one per scan; `await run()` once."""
+    """Runs every probe against every target under `config` (or, with `jobs`, the probes listed for each target's
+    address; a target not listed gets every probe). Create one per scan; `await run()` once."""
 
     def __init__(
         self,
@@ -60,12 +61,15 @@ class Scheduler:
         rng: random.Random | None = None,
         slowdown: Slowdown | None = None,
         in_scope: Callable[[str], bool] | None = None,
+        jobs: Mapping[str, Sequence[Probe]] | None = None,
     ) -> None:
         ips = [t.ip for t in targets]
         if len(set(ips)) != len(ips):
             raise ValueError("each target may appear only once")
         self.targets = list(targets)
         self.probes = list(probes)
+        # a resumed scan runs only the (device, protocol) pairs its predecessors left without a result
+        self.jobs = {t.ip: list(jobs[t.ip]) if jobs is not None and t.ip in jobs else list(probes) for t in targets}
         self.config = config
         self._audit = audit
         self._on_observation = on_observation
@@ -106,7 +110,7 @@ class Scheduler:
 
     @property
     def jobs_total(self) -> int:
-        return len(self.targets) * len(self.probes)
+        return sum(len(probes) for probes in self.jobs.values())
 
     async def run(self) -> ScanResult:
         self._started = self._limiter.now()
@@ -152,7 +156,7 @@ class Scheduler:
         return self._stop.is_set() or self._limiter.now() >= self._limiter.cutoff
 
     async def _device(self, target: Target, slots: asyncio.Semaphore) -> None:
-        pending = list(self.probes)
+        pending = list(self.jobs[target.ip])
         try:
             async with slots:
                 failures = 0

@@ -2,7 +2,9 @@
 
 A packet, as otprobe counts it, is what the device must handle: an accepted connection counts 1, each
 request frame 1, a clean close (FIN) 1, each UDP datagram 1. `packet_times()` gives their monotonic
-timestamps so tests can check rate caps at the receiver.
+timestamps so tests can check rate caps at the receiver. A recorder given a sink also writes every event there as
+a JSON line; `Recorder.from_events` rebuilds the same views from those lines in another process (time.monotonic()
+is CLOCK_MONOTONIC, one clock for the whole machine on Linux, so the stamps stay comparable).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
@@ -107,6 +110,39 @@ class Recorder:
             else:
                 self.sessions_unregistered += 1
             self._emit("session", {"registered": registered})
+
+    @classmethod
+    def from_events(cls, device: str, events: Iterable[Mapping[str, Any]]) -> Recorder:
+        """The recorder of `device` rebuilt from the events its original wrote to a sink (parsed JSON lines, in the
+        order written; events of other devices are skipped)."""
+        recorder = cls(device)
+        for event in events:
+            if event.get("device") == device:
+                recorder._replay(event)
+        return recorder
+
+    def _replay(self, event: Mapping[str, Any]) -> None:
+        payload = {key: value for key, value in event.items() if key not in ("device", "event")}
+        kind = event["event"]
+        if kind == "connect":
+            self.connections.append(Connection(**payload))
+            self._open += 1
+            self.max_concurrent = max(self.max_concurrent, self._open)
+        elif kind == "close":
+            # the close event carries the whole connection as it ends: its fields replace the opened ones
+            conn = next(c for c in self.connections if c.id == payload["id"])
+            for key, value in payload.items():
+                setattr(conn, key, value)
+            self._open -= 1
+        elif kind == "request":
+            self.requests.append(Request(**payload))
+        elif kind == "session":
+            if payload["registered"]:
+                self.sessions_registered += 1
+            else:
+                self.sessions_unregistered += 1
+        else:
+            raise ValueError(f"{self.device}: unknown recorded event {kind!r}")
 
     # -- views for tests -------------------------------------------------------------------------
 

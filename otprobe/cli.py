@@ -282,12 +282,12 @@ def _ports(values: list[str] | None) -> dict[str, int]:
 
 def _prepare(profile_ref: str, targets: list[str], protocol: str | None, port: list[str] | None,
              scope: list[str] | None, **kw: Any) -> Any:
-    from otprobe.profile import load_profile
+    from otprobe.profile import load_profile, recorded_ref
     from otprobe.scan import prepare
 
     try:
         profile = load_profile(profile_ref)
-        return prepare(profile, profile_ref, targets, protocols=_protocols(protocol), ports=_ports(port),
+        return prepare(profile, recorded_ref(profile_ref), targets, protocols=_protocols(protocol), ports=_ports(port),
                        scope_include=scope, **kw)
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0]), param_hint="--protocol") from None

@@ -350,10 +350,21 @@ def _shipped_path(name: str) -> Path:
     return path
 
 
+def _is_path(name_or_path: str | Path) -> bool:
+    text = str(name_or_path)
+    return isinstance(name_or_path, Path) or "/" in text or "\\" in text or text.endswith((".yaml", ".yml"))
+
+
+def recorded_ref(name_or_path: str | Path) -> str:
+    """How a scan records its profile: a shipped name as given, a file as its absolute path, so that
+    `scan --resume` finds the same file from whatever folder it is run in."""
+    return str(Path(name_or_path).resolve()) if _is_path(name_or_path) else str(name_or_path)
+
+
 def load_profile(name_or_path: str | Path) -> Profile:
     """A shipped profile by bare name (`lab`), or a profile file by path (`site.yaml`, `./profiles/x.yaml`)."""
     text = str(name_or_path)
-    is_path = isinstance(name_or_path, Path) or "/" in text or "\\" in text or text.endswith((".yaml", ".yml"))
+    is_path = _is_path(name_or_path)
     path = Path(text) if is_path else _shipped_path(text)
     try:
         content = path.read_text(encoding="utf-8")

@@ -2,12 +2,17 @@
 
 Machine output (`--format json`) goes to stdout only; everything else (logs, progress, summaries
 around tables) goes to stderr, so `otprobe scan ... --format json | jq` works.
+
+Vendor, model and name strings come from the devices, and a device can put terminal control sequences in them.
+Every text a person reads passes `visible` here, whatever the terminal (tty, pipe, NO_COLOR); JSON output keeps
+the exact string, which json.dumps escapes itself.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -35,14 +40,32 @@ out = console()
 err = console(stderr=True)
 
 
+# A terminal obeys control characters: ESC[2J clears the screen, ESC]0;... retitles the window, ESC[8m hides what
+# follows, U+009B is a one-character CSI to some terminals, a newline forges a table row. rich removes only BEL, BS,
+# CR, VT and FF, so every C0 and C1 control and DEL is shown as \xNN, and the Unicode line separators and
+# bidirectional overrides (which reorder the text around them on screen) as \uNNNN. A backslash a device sent
+# stays as it is: vendor names are read far more often than they are forged.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def visible(text: str) -> str:
+    r"""`text` with every control character spelled out: a device's ESC [ 2 J is shown as `\x1b[2J`."""
+    return _UNSAFE.sub(_escape, text)
+
+
 def error_line(message: str) -> None:
     # one line whatever the terminal width (a dumb terminal is 80 columns), so logs and grep see it whole
-    err.print(f"otprobe: error: {message}", markup=False, soft_wrap=True)
+    err.print(visible(f"otprobe: error: {message}"), markup=False, soft_wrap=True)
 
 
 def info(message: str, quiet: bool = False) -> None:
     if not quiet:
-        err.print(message, markup=False, soft_wrap=True)
+        err.print(visible(message), markup=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
@@ -50,16 +73,18 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def _cell(value: Any) -> Text:
+def _text(value: Any, style: str = "") -> Text:
     # Cells hold what devices said about themselves: a Text is never parsed as rich markup, so a vendor
     # "ACME [/x] Corp" prints as written instead of raising MarkupError or restyling the table.
-    if isinstance(value, Text):
-        return value
-    return Text("" if value is None else str(value))
+    return Text("" if value is None else visible(str(value)), style=style)
+
+
+def _cell(value: Any) -> Text:
+    return value if isinstance(value, Text) else _text(value)  # a Text here was made by _text
 
 
 def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
-    table = Table(title=Text(title), title_justify="left", show_lines=False)
+    table = Table(title=_text(title), title_justify="left", show_lines=False)
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
@@ -92,7 +117,7 @@ def observations_table(observations: Sequence[Observation]) -> None:
         via = ", ".join(f"{o.protocol}/{o.port}" for o in group if o.status in (Status.IDENTIFIED, Status.NO_IDENTITY))
         note = "" if found else "; ".join(sorted({o.error for o in group
                                                   if o.error and o.status is not Status.REFUSED}))
-        rows.append((ip, best.device_class, Text(str(best.status), style=style), via, i and i.vendor,
+        rows.append((ip, best.device_class, _text(best.status, style), via, i and i.vendor,
                      i and (i.model or i.product_name), i and i.product_code, i and i.firmware, i and i.serial, note))
     out.print(_table("Devices", ("ip", "class", "status", "answered", "vendor", "model", "order/product code",
                                  "firmware", "serial", "note"), rows))
@@ -113,7 +138,7 @@ def asset_detail(asset: AssetRecord, history: dict[str, list[dict[str, Any]]]) -
               ("first seen", asset.first_seen), ("last seen", asset.last_seen)]
     out.print(_table(f"Asset {asset.id}", ("field", "value"), fields))
     for name, value in asset.conflicts.items():
-        out.print(Text(f"conflict: {name}: " + ", ".join(f"{p}={v!r}" for p, v in value.items())))
+        out.print(_text(f"conflict: {name}: " + ", ".join(f"{p}={v!r}" for p, v in value.items())))
     out.print(_table("Firmware history", ("scan", "firmware", "seen"),
                      [(h["scan_id"], h["firmware"], h["observed_at"]) for h in history["firmware"]]))
     out.print(_table("Address history", ("scan", "ip", "seen"),

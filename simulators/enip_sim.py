@@ -81,8 +81,9 @@ def parse_config(section: dict[str, Any]) -> EnipConfig:
     name = section.get("product_name")
     if not isinstance(name, str) or not name:
         raise ValueError("enip.product_name: required, a non-empty string")
-    if not name.isascii() or len(name) > 255:
-        raise ValueError("enip.product_name: must be ASCII and at most 255 characters (a CIP SHORT_STRING)")
+    # one byte per character, as a CIP SHORT_STRING carries it: beyond ASCII, Latin-1 (C1 controls included)
+    if any(ord(c) > 0xFF for c in name) or len(name) > 255:
+        raise ValueError("enip.product_name: must be Latin-1 and at most 255 characters (a CIP SHORT_STRING)")
     port = _int(section, "port", 16, DEFAULT_PORT)
     if port == 0:
         raise ValueError("enip.port: must be 1-65535")

@@ -59,7 +59,8 @@ def _stop_on_eof(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
     """Set `stop` when stdin ends: the parent holding the other end of the pipe has closed it or died."""
 
     def watch() -> None:
-        while sys.stdin.buffer.read(4096):
+        # os.read, not sys.stdin: a daemon thread blocked in a buffered read aborts the interpreter at exit
+        while os.read(sys.stdin.fileno(), 4096):
             pass
         loop.call_soon_threadsafe(stop.set)
 

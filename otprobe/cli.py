@@ -375,14 +375,17 @@ def scan(
                                  param_hint="--deadline")
     db_path = db or default_db_path()
     with _closing(SqliteStore(db_path)) as store:
-        if resume:
-            stored_profile, targets, resumed = resume_targets(store)
-            profile = profile or stored_profile
-            render.info(f"resuming scan {resumed}: {len(targets)} devices not covered", quiet)
+        resuming = resume_targets(store) if resume else None
+        if resuming is not None:
+            profile = profile or resuming.profile
+            targets = list(resuming.jobs)
+            pairs = sum(len(protocols) for protocols in resuming.jobs.values())
+            render.info(f"resuming scan {resuming.scan_id}: {len(targets)} devices not covered "
+                        f"({pairs} device-protocol pairs)", quiet)
         elif not targets:
             raise typer.BadParameter("give at least one target, or --resume", param_hint="TARGET")
         prepared = _prepare(profile or "default", list(targets or []), protocol, port, scope, now=now,
-                            deadline=until,
+                            deadline=until, resume=resuming,
                             ignore_window_reason=reason.strip() if ignore_window and reason else None)
         outcome = asyncio.run(_run_scan(prepared, store, audit or db_path.parent / "audit.jsonl", now, quiet))
     if fmt is Format.json:

@@ -1,7 +1,8 @@
 """A whole scan as one library call: scope, window, plan, scheduler, inventory and audit, tied together.
 
 The CLI and the demo both go through `prepare()` (no I/O: it refuses bad scopes and closed windows
-before a socket exists) and then `ScanRun.run()`.
+before a socket exists) and then `ScanRun.run()`. `scan --resume` goes the same way with a `Resume`: the
+(target, protocol) pairs its scan's resume chain still owes, and nothing else.
 """
 
 from __future__ import annotations
@@ -114,6 +115,15 @@ def check_sessions_fit(profile: Profile, profile_ref: str, probes: Sequence[Prob
                 )
 
 
+@dataclass(frozen=True)
+class Resume:
+    """What `scan --resume` continues: the latest unfinished scan, and the protocols each target still lacks."""
+
+    scan_id: str
+    profile: str
+    jobs: dict[str, list[str]]  # target -> protocols without a result across the scan's resume chain
+
+
 @dataclass
 class Prepared:
     """A scan that passed every check that needs no network: what would run, and its worst case."""
@@ -127,6 +137,7 @@ class Prepared:
     deadline: datetime | None  # the earlier of --deadline and the window's end
     window_end: datetime | None
     ignore_window_reason: str | None = None
+    resume: Resume | None = None
 
     @property
     def targets(self) -> list[Target]:
@@ -145,8 +156,12 @@ def prepare(
     ignore_window_reason: str | None = None,
     check_window: bool = True,
     scope_include: Sequence[str] | None = None,
+    resume: Resume | None = None,
 ) -> Prepared:
-    """Resolve and check everything before a scan; raises ScopeError or WindowError. Opens no socket."""
+    """Resolve and check everything before a scan; raises ScopeError or WindowError. Opens no socket.
+
+    With `resume`, the protocols default to those the resumed chain still owes (even one the profile now disables:
+    the chain's first scan ran it), and the scan will run only the owed pairs."""
     if not targets:
         raise ScopeError("no targets given")
     window_end = None
@@ -154,12 +169,14 @@ def prepare(
         window_end = require_window(profile.windows, now)
     scope = profile.target_scope(scope_include)
     resolution = scope.resolve(targets)
+    if resume is not None and not protocols:
+        protocols = sorted({name for names in resume.jobs.values() for name in names})
     probes = build_probes(profile, protocols, ports)
     plan = plan_scan(list(resolution.targets), probes, scan_config(profile))
     check_sessions_fit(profile, profile_ref, probes, plan.classes)
     ends = [d for d in (deadline, window_end) if d is not None]
     return Prepared(profile, profile_ref, resolution, scope, probes, plan, min(ends) if ends else None, window_end,
-                    ignore_window_reason)
+                    ignore_window_reason, resume)
 
 
 class CountingAudit:
@@ -256,9 +273,13 @@ class ScanRun:
         deadline = None
         if prepared.deadline is not None:
             deadline = clock() + (prepared.deadline - now).total_seconds()
+        jobs = None
+        if prepared.resume is not None:
+            owed = prepared.resume.jobs
+            jobs = {t.ip: [p for p in prepared.probes if p.name in owed.get(t.ip, ())] for t in prepared.targets}
         self.scheduler = Scheduler(
             prepared.targets, prepared.probes, scan_config(prepared.profile, deadline),
-            audit=self.audit, on_observation=self._record, clock=clock, in_scope=prepared.scope.allows,
+            audit=self.audit, on_observation=self._record, clock=clock, in_scope=prepared.scope.allows, jobs=jobs,
         )
 
     def _record(self, observation: Observation) -> None:
@@ -274,12 +295,15 @@ class ScanRun:
 
     async def run(self) -> ScanOutcome:
         p = self.prepared
-        self.store.begin_scan(self.scan_id, p.profile_ref, p.resolution.targets.ips())
+        resumes = p.resume.scan_id if p.resume is not None else None
+        protocols = [probe.name for probe in p.probes]
+        self.store.begin_scan(self.scan_id, p.profile_ref, p.resolution.targets.ips(), protocols=protocols,
+                              resumes=resumes)
         self.audit_log.event(
             "scan_start", profile=p.profile_ref, targets=len(p.resolution.targets),
             excluded=len(p.resolution.excluded), planned_packets=p.plan.total_packets,
             deadline=p.deadline.isoformat() if p.deadline else None,
-            protocols=[probe.name for probe in p.probes],
+            protocols=protocols, resumes=resumes, jobs=self.scheduler.jobs_total,
         )
         log.info("scan %s: %d devices, %d excluded, protocols %s, at most %d packets, deadline %s", self.scan_id,
                  len(p.resolution.targets), len(p.resolution.excluded), ", ".join(probe.name for probe in p.probes),
@@ -297,28 +321,31 @@ class ScanRun:
         try:
             result = await self.scheduler.run()
         except BaseException:
-            result = self.scheduler.result()
-            self._finish(result, "incomplete")
+            self._finish(self.scheduler.result())
             raise
-        status = "complete" if result.complete else "incomplete"
-        self._finish(result, status)
-        return ScanOutcome(self.scan_id, status, result, excluded)
+        return ScanOutcome(self.scan_id, self._finish(result), result, excluded)
 
-    def _finish(self, result: ScanResult, status: str) -> None:
-        self.store.finish_scan(self.scan_id, status, result.not_covered)
+    def _finish(self, result: ScanResult) -> str:
+        """Close the scan in the inventory and the audit log; its status, judged over its whole resume chain."""
+        # every observation is in the store by now: a pair the chain still owes (from this scan or an earlier,
+        # killed one) makes the scan incomplete even if every job of its own ran
+        missing = self.store.missing(self.scan_id)
+        status = "complete" if result.complete and not missing else "incomplete"
+        self.store.finish_scan(self.scan_id, status, list(missing))
         self.audit_log.event(
             "scan_end", status=status, packets=result.packets_sent, elapsed_s=round(result.elapsed_s, 3),
-            not_covered=result.not_covered, tripped=result.tripped,
+            not_covered=missing, tripped=result.tripped,
         )
         self.audit_log.close()
         _release(self._lock)
+        return status
 
 
-def resume_targets(store: Store) -> tuple[str, list[str], str]:
-    """Profile and targets of the latest scan that did not finish: what `scan --resume` continues."""
+def resume_targets(store: Store) -> Resume:
+    """The latest scan that did not finish, and the (target, protocol) pairs its resume chain still owes."""
     for scan in reversed(store.scans()):
         if scan.status == "complete":
             break
-        if scan.status in ("incomplete", "interrupted") and scan.not_covered:
-            return scan.profile, scan.not_covered, scan.id
+        if scan.status in ("incomplete", "interrupted") and (missing := store.missing(scan.id)):
+            return Resume(scan.id, scan.profile, missing)
     raise ScopeError("nothing to resume: the latest scan covered all its targets")

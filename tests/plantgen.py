@@ -1,11 +1,12 @@
 """Generated plants for pacing tests and benches, and one call that scans such a plant for real.
 
 Pacing tests need many devices, not many different ones, so each protocol section here is one realistic identity
-(from the demo plant, after /work/shared/reference/PROTOCOLS.md §4) that callers override key by key. Blocks
-80-99 of 127.0.0.0/8 belong to the pacing tests and benches; each group takes hosts .10 upwards of one block.
-`run_together()` starts the plants, scans them through `otprobe.scan` (prepare, ScanRun: the CLI's path) with
-profiles built here, and keeps what every device recorded, so callers measure pacing at the receiver; the measures
-(window caps, achieved rate, the least time the caps allow) are here too, shared by tests and bench/.
+(from the demo plant) that callers override key by key. Blocks 80-99 of 127.0.0.0/8 belong to the pacing tests and
+benches; each group takes hosts .10 upwards of one block. `run_together()` starts the plants in a child process
+(simulators.process), scans them from this one through `otprobe.scan` (prepare, ScanRun: the CLI's path) with
+profiles built here, and keeps what every device recorded, so callers measure pacing at the receiver, with stamps
+no busy scanner can delay; the measures (window caps, achieved rate, the least time the caps allow) are here too,
+shared by tests and bench/.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import math
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,8 @@ from otprobe.demo import max_in_window
 from otprobe.inventory import SqliteStore
 from otprobe.profile import Profile, parse_profile
 from otprobe.scan import Prepared, ScanOutcome, ScanRun, prepare
-from simulators.plant import Plant, running_plant
+from simulators.plant import PlantSource, load_plant
+from simulators.process import PlantProcess
 from simulators.recorder import Recorder
 
 BLOCKS = range(80, 100)  # 127.0.80.0-127.0.99.255, reserved for these tests
@@ -142,15 +143,25 @@ def profile(
 
 
 @dataclass
-class Scanned:
-    """A finished scan and what its devices recorded. Times are time.monotonic(), the recorders' clock."""
+class Scan:
+    """A finished scan, from the scanner's side. Times are time.monotonic(), the clock the devices stamp with too."""
 
     prepared: Prepared
     outcome: ScanOutcome
-    recorders: dict[str, Recorder]  # by address
     started: float
     ended: float
     deadline: float | None
+
+
+@dataclass
+class Scanned(Scan):
+    """A finished scan and what its devices recorded."""
+
+    recorders: dict[str, Recorder]  # by address
+
+    @classmethod
+    def of(cls, scan: Scan, recorders: dict[str, Recorder]) -> Scanned:
+        return cls(**{f.name: getattr(scan, f.name) for f in fields(Scan)}, recorders=recorders)
 
     def packet_times(self, ips: Sequence[str] | None = None) -> list[float]:
         """Every packet of the given devices (default: all), merged and sorted."""
@@ -158,10 +169,9 @@ class Scanned:
         return sorted(t for ip in wanted for t in self.recorders[ip].packet_times())
 
 
-async def scan_plant(
-    plant: Plant, scan_profile: Profile, targets: Sequence[str], *, deadline_s: float | None = None
-) -> Scanned:
-    """Scan `targets` of a running plant with `scan_profile`, with a deadline `deadline_s` after the start."""
+async def scan_targets(scan_profile: Profile, targets: Sequence[str], *, deadline_s: float | None = None) -> Scan:
+    """Scan `targets` (of a plant running elsewhere) with `scan_profile`, with a deadline `deadline_s` after the
+    start."""
     with tempfile.TemporaryDirectory(prefix="otprobe-pacing-") as workdir:
         now, started = datetime.now(UTC), time.monotonic()
         deadline = None if deadline_s is None else now + timedelta(seconds=deadline_s)
@@ -172,8 +182,7 @@ async def scan_plant(
         finally:
             store.close()
         ended = time.monotonic()
-    recorders = {device.address: device.recorder for device in plant}
-    return Scanned(prepared, outcome, recorders, started, ended, None if deadline_s is None else started + deadline_s)
+    return Scan(prepared, outcome, started, ended, None if deadline_s is None else started + deadline_s)
 
 
 # -- measures at the receiver ------------------------------------------------------------------------------------
@@ -228,24 +237,29 @@ def least_seconds(scanned: Scanned) -> float:
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    plant: dict[str, Any]
+    plant: PlantSource
     profile: Profile
     targets: list[str]
     deadline_s: float | None = None
 
-    async def scan(self, plant: Plant) -> Scanned:
-        return await scan_plant(plant, self.profile, self.targets, deadline_s=self.deadline_s)
+    async def scan(self) -> Scan:
+        return await scan_targets(self.profile, self.targets, deadline_s=self.deadline_s)
 
 
 async def run_together(scenarios: Sequence[Scenario]) -> list[Scanned]:
-    """Start every scenario's plant, then run all the scans at once, then stop the plants.
+    """Start every scenario's plant in one child process, run all the scans at once from this one, stop the plants,
+    and give each scan the recorders of its own plant's devices (the excluded ones too).
 
-    The devices live in this process and stamp packets when this event loop reads them, so starting 64 pymodbus
-    servers while another scan runs would delay those stamps (by 30 ms, measured): plants first, then scans.
+    The devices stamp packets when the child's event loop reads them, so neither this process's scans nor its
+    garbage collector can delay a stamp; all plants listen before the first scan starts.
     """
-    async with AsyncExitStack() as stack:
-        plants = await asyncio.gather(*(stack.enter_async_context(running_plant(s.plant)) for s in scenarios))
-        return list(await asyncio.gather(*(s.scan(p) for s, p in zip(scenarios, plants, strict=True))))
+    with PlantProcess(*(scenario.plant for scenario in scenarios)) as plants:
+        scans = await asyncio.gather(*(scenario.scan() for scenario in scenarios))
+    recorders = plants.recorders_by_address()
+    return [
+        Scanned.of(scan, {device.address: recorders[device.address] for device in load_plant(scenario.plant).devices})
+        for scenario, scan in zip(scenarios, scans, strict=True)
+    ]
 
 
 # Modbus devices whose FC43 streams always say "More Follows": with unit ids 1 and 2 a session is the probe's whole

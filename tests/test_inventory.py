@@ -37,7 +37,7 @@ PLANT = {
 
 def run_scan(store: SqliteStore, scan_id: str, plant: dict, status: str = "complete",
              targets: list[str] | None = None) -> None:
-    store.begin_scan(scan_id, "lab", targets or sorted(plant))
+    store.begin_scan(scan_id, "lab", targets or sorted(plant), protocols=["modbus", "s7", "enip"])
     for ip, entries in plant.items():
         for protocol, ident in entries:
             store.add_observation(scan_id, obs(ip, protocol, **ident))
@@ -129,7 +129,7 @@ def test_replaced_device_is_reported(store):
 def test_running_scan_of_dead_process_becomes_interrupted(tmp_path):
     path = tmp_path / "inv.db"
     s = SqliteStore(path)
-    s.begin_scan("s1", "lab", ["127.0.1.10"])
+    s.begin_scan("s1", "lab", ["127.0.1.10"], protocols=["s7"])
     s.add_observation("s1", obs("127.0.1.10", "s7", **PLANT["127.0.1.10"][0][1]))
     s.db.execute("UPDATE scans SET pid=? WHERE id='s1'", (2**22 + 12345,))  # a pid that does not exist
     s.close()

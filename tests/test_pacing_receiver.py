@@ -1,4 +1,4 @@
-"""Issue 4 acceptance at the receiver: what the simulated devices recorded (their own time.monotonic() stamps) when
+"""Pacing judged at the receiver: what the simulated devices recorded (their own time.monotonic() stamps) when
 real probes scanned them through `otprobe.scan` in real time.
 
 Proved here: per-device caps in 1 s and 10 s windows at 0.2, 1, 2 and 10 pps (and burst 2); class and global caps
@@ -6,12 +6,13 @@ over the union of many devices; the achieved rate of a busy device; one connecti
 for a tripped device after it trips; zero connections for an excluded device; nothing after the deadline; the
 64-device finish time against the least time its caps allow; a real scan within its plan.
 
-The scenarios (tests/plantgen.py, blocks 127.0.80-99.x) run once, in one event loop: every plant is started
-first, then all scans at once (about 17 s). Each scan has its own plant, addresses, scheduler and caps, and
-together they use about a tenth of one core (1.4 CPU s in 17 s, measured), so running them side by side does not
-change what any one of them measures; bench/bench_plant64.py runs the 64-device plants alone and gets the same
-ratios. The two-class 64-device plant measures 1.145-1.148x, too close to 1.15x for a test on a shared machine: it is
-held to 1.20x as a regression guard, the one-class plant (1.11x) to the acceptance figure (BENCHMARKS.md §3).
+The scenarios (tests/plantgen.py, blocks 127.0.80-99.x) run once: every plant is started in one child process
+(simulators/process.py) and listens before any scan starts, then all scans run at once in this process (about
+17 s). The devices stamp packets in their own process, so a busy scanner cannot delay a stamp and make packets look
+closer together than they were sent; the stamps are CLOCK_MONOTONIC, comparable with this process's. Each scan has
+its own plant, addresses, scheduler and caps; bench/bench_plant64.py runs the 64-device plants alone and gets the
+same ratios. The two-class 64-device plant measures 1.145-1.148x, too close to 1.15x for a test on a shared machine:
+it is held to 1.20x as a regression guard, the one-class plant (1.11x) to the acceptance figure (BENCHMARKS.md §3).
 """
 
 from __future__ import annotations

@@ -3,7 +3,12 @@
 Observations are committed one by one as they arrive (WAL mode), so a crash loses at most the one in
 flight. A scan row is `running` while its process lives; a reader that finds a running scan whose
 process is gone marks it `interrupted` (that is how a `kill -9` shows up), merges what it observed and
-lists the targets it never reached as not covered. Assets are merged from a scan's observations in one
+lists the targets it left without a result as not covered.
+
+Coverage is counted per (target, protocol) pair over a resume chain: a scan started by `scan --resume` names the
+scan it continues (`resumes`), and the chain's first scan fixes what is owed: each of its targets, probed with each
+of its protocols. A pair is covered once any scan of the chain recorded a result for it (any status but aborted);
+a target is not covered while one of its pairs is not. Assets are merged from a scan's observations in one
 transaction when the scan finishes (complete, incomplete or interrupted), and each finished scan keeps a
 snapshot of the assets it saw: diffs compare snapshots.
 """
@@ -27,7 +32,7 @@ from otprobe.inventory.merge import MergedIdentity, merge
 from otprobe.inventory.store import AssetRecord, ScanRecord, SnapshotRow
 from otprobe.model import Identity, Observation, Status
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -63,6 +68,14 @@ MIGRATIONS: dict[int, str] = {
         scan_id TEXT NOT NULL REFERENCES scans(id), asset_id TEXT NOT NULL, ip TEXT NOT NULL,
         firmware TEXT, model TEXT, serial TEXT, PRIMARY KEY (scan_id, asset_id)
     );
+    """,
+    # Coverage per (target, protocol): a scan records its protocols and the scan it resumes. A scan from before this
+    # recorded no protocols: the ones it observed are the best account of what it ran.
+    2: """
+    ALTER TABLE scans ADD COLUMN protocols TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE scans ADD COLUMN resumes TEXT REFERENCES scans(id);
+    UPDATE scans SET protocols =
+        (SELECT json_group_array(DISTINCT protocol) FROM observations WHERE observations.scan_id = scans.id);
     """,
 }
 
@@ -146,20 +159,21 @@ class SqliteStore:
     def _mark_interrupted(self) -> None:
         """Close the books of scans whose process died (kill -9, power loss): what they saw still counts."""
         here = socket.gethostname()
-        for row in self.db.execute("SELECT id, pid, host, targets FROM scans WHERE status='running'").fetchall():
+        for row in self.db.execute("SELECT id, pid, host FROM scans WHERE status='running'").fetchall():
             if row["host"] == here and not _pid_alive(row["pid"]):
                 # `scan --resume` skips what such a scan observed, so its observations must reach the assets
-                seen = {o.target for o in self._observations(row["id"])}
-                missed = [ip for ip in json.loads(row["targets"]) if ip not in seen]
-                self.finish_scan(row["id"], "interrupted", missed)
+                self.finish_scan(row["id"], "interrupted", list(self._missing(row["id"])))
 
     # -- writing a scan --------------------------------------------------------------------------
 
     @_domain_errors
-    def begin_scan(self, scan_id: str, profile: str, targets: Iterable[str]) -> None:
+    def begin_scan(self, scan_id: str, profile: str, targets: Iterable[str], *, protocols: Iterable[str],
+                   resumes: str | None = None) -> None:
         self.db.execute(
-            "INSERT INTO scans (id, profile, started_at, status, pid, host, targets) VALUES (?,?,?,?,?,?,?)",
-            (scan_id, profile, _now(), "running", os.getpid(), socket.gethostname(), json.dumps(list(targets))),
+            "INSERT INTO scans (id, profile, started_at, status, pid, host, targets, protocols, resumes)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (scan_id, profile, _now(), "running", os.getpid(), socket.gethostname(), json.dumps(list(targets)),
+             json.dumps(list(protocols)), resumes),
         )
 
     @_domain_errors
@@ -194,6 +208,21 @@ class SqliteStore:
                 "UPDATE scans SET status=?, ended_at=?, not_covered=?, counts=? WHERE id=?",
                 (status, _now(), json.dumps(list(not_covered)), json.dumps(counts), scan_id),
             )
+
+    def _missing(self, scan_id: str) -> dict[str, list[str]]:
+        """The pairs of `scan_id`'s resume chain (up to it) that have no result yet: target -> protocols."""
+        chain = [row["id"] for row in self.db.execute(_CHAIN, (scan_id,))]
+        marks = ",".join("?" * len(chain))
+        first = self.db.execute(
+            f"SELECT targets, protocols FROM scans WHERE id IN ({marks}) AND resumes IS NULL", chain
+        ).fetchone()
+        done = {(row["ip"], row["protocol"]) for row in self.db.execute(
+            f"SELECT DISTINCT ip, protocol FROM observations WHERE status<>? AND scan_id IN ({marks})",
+            (str(Status.ABORTED), *chain),
+        )}
+        owed = json.loads(first["protocols"])
+        missing = {ip: [p for p in owed if (ip, p) not in done] for ip in json.loads(first["targets"])}
+        return {ip: protocols for ip, protocols in missing.items() if protocols}
 
     def _observations(self, scan_id: str) -> list[Observation]:
         rows = self.db.execute("SELECT * FROM observations WHERE scan_id=? ORDER BY id", (scan_id,)).fetchall()
@@ -274,6 +303,10 @@ class SqliteStore:
         return self._observations(scan_id)
 
     @_domain_errors
+    def missing(self, scan_id: str) -> dict[str, list[str]]:
+        return self._missing(scan_id)
+
+    @_domain_errors
     def assets(self, include_retired: bool = False) -> list[AssetRecord]:
         sql = "SELECT * FROM assets" + ("" if include_retired else " WHERE retired=0") + " ORDER BY ip"
         return [_row_to_asset(r) for r in self.db.execute(sql).fetchall()]
@@ -309,6 +342,15 @@ class SqliteStore:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+# A scan and the scans it resumes, back to the chain's first (UNION, not UNION ALL: a cycle cannot loop).
+_CHAIN = """
+WITH RECURSIVE chain(id, resumes) AS (
+    SELECT id, resumes FROM scans WHERE id=?
+    UNION SELECT scans.id, scans.resumes FROM scans JOIN chain ON scans.id = chain.resumes
+) SELECT id FROM chain
+"""
+
+
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (Ctrl-C included)."""
 
@@ -331,7 +373,7 @@ def _replaced(current: sqlite3.Row, serial: str | None, model: str | None) -> bo
 
 def _row_to_scan(r: sqlite3.Row) -> ScanRecord:
     return ScanRecord(r["id"], r["profile"], r["started_at"], r["ended_at"], r["status"], json.loads(r["targets"]),
-                      json.loads(r["not_covered"]), json.loads(r["counts"]))
+                      json.loads(r["not_covered"]), json.loads(r["counts"]), json.loads(r["protocols"]), r["resumes"])
 
 
 def _row_to_asset(r: sqlite3.Row) -> AssetRecord:

@@ -23,6 +23,8 @@ class ScanRecord:
     targets: list[str] = field(default_factory=list)
     not_covered: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    protocols: list[str] = field(default_factory=list)  # probed on each target (the first scan's bind a chain)
+    resumes: str | None = None  # the scan this one continues (`scan --resume`)
 
 
 @dataclass
@@ -56,13 +58,18 @@ class SnapshotRow:
 
 
 class Store(Protocol):
-    def begin_scan(self, scan_id: str, profile: str, targets: Iterable[str]) -> None: ...
+    def begin_scan(self, scan_id: str, profile: str, targets: Iterable[str], *, protocols: Iterable[str],
+                   resumes: str | None = None) -> None: ...
 
     def add_observation(self, scan_id: str, observation: Observation) -> None: ...
 
     def finish_scan(self, scan_id: str, status: str, not_covered: Iterable[str] = ()) -> None: ...
 
     def observations(self, scan_id: str) -> list[Observation]: ...
+
+    def missing(self, scan_id: str) -> dict[str, list[str]]:
+        """Target -> protocols still without a result across `scan_id`'s resume chain, up to and including it."""
+        ...
 
     def scans(self) -> list[ScanRecord]: ...
 

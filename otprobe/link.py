@@ -3,7 +3,9 @@
 A probe announces each operation to its Link before the library call that sends it. The link
 refuses what is undeclared or not read-only, refuses to go past the probe's declared packet budget,
 waits on the pacer (token buckets, connection gap, deadline), and writes the audit record: the intent
-before the packet leaves, the outcome after. A pacer that also has `observe` is told how long each successful
+before the packet leaves, the outcome after. The one packet that may leave without its intent is a close, once the
+audit log has failed: closing an open connection is still the safest act, so it goes, and a warning on stderr
+stands in for the record. A pacer that also has `observe` is told how long each successful
 operation took (for adaptive slowdown); one that has `note_closed` learns when the device ended a connection
 itself (`connection_ended`), so that the connection gap counts from that end too. Every probe runs on asyncio
 streams, so a cancellation (session limit, deadline, second Ctrl-C) always reaches the probe and its close.
@@ -12,12 +14,13 @@ streams, so a cancellation (session limit, deadline, second Ctrl-C) always reach
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from otprobe.errors import BudgetExceeded, PolicyViolation, ProbeContractError
+from otprobe.errors import AuditError, BudgetExceeded, PolicyViolation, ProbeContractError
 from otprobe.probes.base import Category, Kind, Operation
 from otprobe.safety import require_read_only
 
@@ -26,10 +29,19 @@ if TYPE_CHECKING:
     from otprobe.probes.base import Probe
 
 
+log = logging.getLogger(__name__)
+
+
 class Pacer(Protocol):
-    """Grants packets to one device: token buckets, connection gap, deadline. May raise ScanAborted."""
+    """Grants packets to one device: token buckets, connection gap, deadline. May raise ScanAborted.
+
+    `acquire` waits for the grant; `depart` clears the granted packets to leave now and stamps their departure,
+    and returns in the same loop step as the send that follows it.
+    """
 
     async def acquire(self, kind: Kind, packets: int) -> None: ...
+
+    async def depart(self, kind: Kind, packets: int) -> None: ...
 
 
 @runtime_checkable
@@ -56,6 +68,9 @@ class AuditSink(Protocol):
 
 class _Unpaced:
     async def acquire(self, kind: Kind, packets: int) -> None:
+        return None
+
+    async def depart(self, kind: Kind, packets: int) -> None:
         return None
 
 
@@ -86,6 +101,7 @@ class Link:
         self.timeouts = timeouts or Timeouts()
         self.budget = probe.max_packets()
         self.packets_sent = 0
+        self.unaudited_closes = 0  # closes sent after the audit log failed (see _intent)
         self._enabled_intrusive = enabled_intrusive
         self._in_scope = in_scope
 
@@ -111,11 +127,21 @@ class Link:
 
     @asynccontextmanager
     async def op(self, name: str) -> AsyncIterator[Operation]:
-        """Announce, pace and audit one operation; the body performs the library call that sends it."""
+        """Announce, pace and audit one operation; the body performs the library call that sends it.
+
+        The body's first statement must put the packets on the wire with no await before them (a write, a
+        connect, a shutdown): their departure is stamped right before the body runs, and the next packet to the
+        device, its class and the scan is spaced from that stamp.
+        """
         op = self._check(name)
         await self.pacer.acquire(op.kind, op.packets)
-        self.packets_sent += op.packets
         record = self._intent(op)
+        try:
+            await self.pacer.depart(op.kind, op.packets)
+        except BaseException as exc:
+            self._outcome(record, type(exc).__name__, str(exc) or None)
+            raise
+        self.packets_sent += op.packets
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -143,9 +169,21 @@ class Link:
     def _intent(self, op: Operation) -> int | None:
         if self.audit is None:
             return None
-        return self.audit.intent(
-            device=self.target.ip, protocol=self.probe.name, operation=op.name, code=op.code, packets=op.packets
-        )
+        try:
+            return self.audit.intent(
+                device=self.target.ip, protocol=self.probe.name, operation=op.name, code=op.code, packets=op.packets
+            )
+        except AuditError as exc:
+            if op.kind is not Kind.CLOSE:
+                raise  # nothing new leaves without its intent on disk
+            # Leaving the connection open is worse for the device than an unrecorded FIN: the close still goes
+            # (paced), and what the log could not hold is said on stderr instead.
+            log.warning(
+                "audit log failed (%s): closing the connection to %s (%s) anyway, without an intent record",
+                exc, self.target.ip, self.probe.name,
+            )
+            self.unaudited_closes += 1
+            return None
 
     def _outcome(self, record: int | None, outcome: str, detail: str | None = None) -> None:
         if self.audit is not None and record is not None:

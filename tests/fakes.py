@@ -89,5 +89,8 @@ class PacerLog:
     async def acquire(self, kind: Kind, packets: int) -> None:
         self.events.append(kind)
 
+    async def depart(self, kind: Kind, packets: int) -> None:
+        return None
+
     def note_closed(self) -> None:
         self.events.append("ended")

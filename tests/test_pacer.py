@@ -23,11 +23,17 @@ def make(pps: float = 10.0, **kwargs: object) -> tuple[Limiter, Pacer]:
     return limiter, Pacer(limiter, TokenBucket(pps), **kwargs)  # type: ignore[arg-type]
 
 
+async def send(pacer: Pacer, kind: Kind) -> None:
+    """What the Link does around each packet: wait for the grant, then clear and stamp the departure."""
+    await pacer.acquire(kind, 1)
+    await pacer.depart(kind, 1)
+
+
 async def grants(pacer: Pacer, kinds: list[Kind]) -> list[float]:
     loop = asyncio.get_running_loop()
     times = []
     for kind in kinds:
-        await pacer.acquire(kind, 1)
+        await send(pacer, kind)
         times.append(loop.time())
     return times
 
@@ -73,9 +79,9 @@ def test_no_operation_starts_that_cannot_finish_and_close_before_the_deadline() 
         granted = await grants(pacer, [C, R, R])  # START, +1, +2: each leaves >= 1 s for its reply/close
         loop = asyncio.get_running_loop()
         with pytest.raises(ScanAborted):
-            await pacer.acquire(R, 1)  # its token would come at +3: no room left
+            await send(pacer, R)  # its token would come at +3: no room left
         refused_at = loop.time()
-        await pacer.acquire(X, 1)
+        await send(pacer, X)
         return granted, refused_at, loop.time()
 
     granted, refused_at, closed_at = vtime.run(scenario())
@@ -87,11 +93,11 @@ def test_no_operation_starts_that_cannot_finish_and_close_before_the_deadline() 
 def test_close_is_granted_after_a_graceful_stop() -> None:
     async def scenario() -> float:
         limiter, pacer = make(2.0)
-        await pacer.acquire(C, 1)
+        await send(pacer, C)
         limiter.stop()
         with pytest.raises(ScanAborted):
-            await pacer.acquire(R, 1)
-        await pacer.acquire(X, 1)
+            await send(pacer, R)
+        await send(pacer, X)
         return asyncio.get_running_loop().time()
 
     assert vtime.run(scenario()) == pytest.approx(vtime.START + 0.5)

@@ -28,13 +28,19 @@ Why this shape:
 * A refusable waiter (anything but a close) carries `reserve`, the time it needs after its grant (its reply and
   its close). It is refused with ScanAborted as soon as it cannot be granted by `cutoff - reserve`: the deadline
   and a graceful stop are the same mechanism, a cutoff.
+* A grant is not a send. The granted task runs when the loop next gets to it, and on a busy machine that can be tens
+  of ms later, so a packet granted on time can leave late and land right before the next one. Each bucket therefore
+  keeps a second GCRA state over the real departures (`departed`): the sender stamps a packet in the same loop
+  step as the library call that writes it (`Limiter.depart`), a packet whose departure would not conform to the
+  earlier departures waits, and the grant clock is pushed to the departure clock, so the next grant is spaced from
+  the later of the grant and the send. The cap then holds over departures whatever the scheduling delay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from otprobe.errors import ScanAborted
@@ -52,7 +58,7 @@ def _interval(rate: float) -> float:
 class TokenBucket:
     """GCRA bucket: `rate` tokens per second (may be below 1), at most `burst` at once. Times come from the caller."""
 
-    __slots__ = ("_interval", "_tat", "burst", "rate")
+    __slots__ = ("_interval", "_sent_tat", "_tat", "burst", "rate")
 
     def __init__(self, rate: float, burst: int = 1) -> None:
         if burst < 1:
@@ -60,12 +66,14 @@ class TokenBucket:
         self.rate = rate
         self.burst = burst
         self._interval = _interval(rate)
-        self._tat = -math.inf
+        self._tat = -math.inf  # over grants (includes packets granted and not yet sent)
+        self._sent_tat = -math.inf  # over departures only
 
     def set_rate(self, rate: float) -> None:
         """Change the rate from the next packet on (adaptive slowdown); the pending spacing follows the new rate."""
         interval = _interval(rate)
         self._tat += interval - self._interval
+        self._sent_tat += interval - self._interval
         self.rate, self._interval = rate, interval
 
     def ready_at(self, count: int = 1) -> float:
@@ -74,6 +82,20 @@ class TokenBucket:
 
     def take(self, now: float, count: int = 1) -> None:
         self._tat = max(self._tat, now) + count * self._interval
+
+    def departs_at(self, count: int = 1) -> float:
+        """Earliest time `count` granted packets may leave together without crowding the packets that already left."""
+        return self._sent_tat + (count - self.burst) * self._interval
+
+    def departed(self, at: float, count: int = 1) -> None:
+        """`count` packets left at `at`: later grants and departures are spaced from here."""
+        self._sent_tat = max(self._sent_tat, at) + count * self._interval
+        self._tat = max(self._tat, self._sent_tat)
+
+    def follow(self, last_sent: float) -> None:
+        """Space what this bucket grants from a packet another pacer sent at `last_sent` (another scan's, same device)."""
+        self._sent_tat = max(self._sent_tat, last_sent + self._interval)
+        self._tat = max(self._tat, self._sent_tat)
 
 
 @dataclass(eq=False)
@@ -138,6 +160,23 @@ class Limiter:
         self._waiters.append(waiter)
         self._service()
         return waiter.future
+
+    async def depart(self, buckets: Sequence[TokenBucket], *, count: int = 1, reserve: float | None = 0.0) -> float:
+        """Wait until `count` granted packets may leave without crowding the packets that already left, stamp their
+        departure in every bucket and return it. Call it in the same loop step as the library call that sends them,
+        with no await in between: the stamp is then the send. Raises ScanAborted for a refusable packet (`reserve`
+        not None) that could no longer leave by `cutoff - reserve`."""
+        while True:
+            now = self.now()
+            ready = max(b.departs_at(count) for b in buckets)
+            if reserve is not None and max(ready, now) > self.cutoff - reserve:
+                raise ScanAborted("no time left before the scan's cutoff for this operation")
+            if ready <= now:
+                break
+            await asyncio.sleep(ready - now)
+        for b in buckets:
+            b.departed(now, count)
+        return now
 
     def stop(self, at: float | None = None) -> None:
         """Set the cutoff (now, or a later deadline): refusable requests that cannot be granted by then fail."""

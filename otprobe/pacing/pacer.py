@@ -8,6 +8,9 @@ step per normal reply (AIMD, as TCP does for congestion).
 
 An operation of n packets takes its n tokens at one instant, because the library sends them back to back: taking
 them one by one and then sending all at the last grant would put n packets right after the previous one.
+
+An operation is paced twice: `acquire` waits for its grant (fair queueing over the shared buckets), `depart`
+clears it to leave in the same loop step as the send and stamps it (otprobe.pacing.bucket: a grant is not a send).
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ class Pacer:
         self._timeouts = timeouts or Timeouts()
         self._slowdown = slowdown or Slowdown()
         self.cap = bucket.rate
-        self._last_connection = -math.inf  # grant time of the last connect or close, or when the device closed
+        self._last_connection = -math.inf  # when the last connect or close left, or when the device closed
+        self.last_sent = -math.inf  # when the last packet to this device left
         self._baseline: dict[Kind, float] = {}
         # Called when a connection (or a datagram exchange) is granted: the scheduler starts the session clock
         # there, so that time spent queueing for the first token does not count against `max_session_s`.
@@ -66,7 +70,7 @@ class Pacer:
         return self._bucket.rate
 
     async def acquire(self, kind: Kind, packets: int) -> None:
-        """Wait until `packets` may leave now. Raises ScanAborted for a non-close that cannot finish by the cutoff."""
+        """Wait for the grant of `packets`. Raises ScanAborted for a non-close that cannot finish by the cutoff."""
         not_before = self._last_connection + self._gap if kind is Kind.CONNECT else -math.inf
         future = self._limiter.submit(
             self._buckets,
@@ -77,13 +81,37 @@ class Pacer:
             group=self._group,
         )
         if kind is Kind.CLOSE:
-            granted = await _uncancellable(future)
+            await _uncancellable(future)
         else:
-            granted = await future
-        if kind in (Kind.CONNECT, Kind.CLOSE):
-            self._last_connection = granted
+            await future
         if kind in (Kind.CONNECT, Kind.DATAGRAM) and self.on_session is not None:
             self.on_session()
+
+    async def depart(self, kind: Kind, packets: int) -> None:
+        """Clear granted packets to leave now and stamp them; the caller sends them in this same loop step."""
+        reserve = self._reserve(kind)
+        while True:
+            try:
+                sent = await self._limiter.depart(self._buckets, count=packets, reserve=reserve)
+                break
+            except asyncio.CancelledError:
+                if kind is not Kind.CLOSE:
+                    raise
+                # a close still goes out (see _uncancellable); the Link delivers the cancellation after it
+        self.last_sent = sent
+        if kind in (Kind.CONNECT, Kind.CLOSE):
+            self._last_connection = sent
+
+    @property
+    def last_connection(self) -> float:
+        """When the last connection to this device started or ended (-inf: none yet)."""
+        return self._last_connection
+
+    def follow(self, last_sent: float, last_connection: float) -> None:
+        """Continue another scan's pacing of this device: its last packet and its last connection start or end."""
+        self._bucket.follow(last_sent)
+        self.last_sent = max(self.last_sent, last_sent)
+        self._last_connection = max(self._last_connection, last_connection)
 
     def note_closed(self) -> None:
         """The device ended the connection (FIN or RST) and gets no close from us: the gap runs from now."""

@@ -28,6 +28,7 @@ from otprobe.errors import (
     ScanAborted,
     ScanLocked,
     ScopeError,
+    TargetError,
     WindowError,
 )
 from otprobe.inventory import SqliteStore, default_db_path
@@ -46,6 +47,7 @@ class Exit(IntEnum):
 
 _EXIT_FOR: tuple[tuple[type[OtprobeError], Exit], ...] = (
     (ProfileError, Exit.USAGE),
+    (TargetError, Exit.USAGE),  # before its base ScopeError: a target that cannot be parsed is not a refusal
     (ScopeError, Exit.REFUSED),
     (WindowError, Exit.REFUSED),
     (ScanLocked, Exit.REFUSED),

@@ -15,6 +15,10 @@ class ScopeError(OtprobeError):
     """A target is outside the profile's scope or cannot be parsed."""
 
 
+class TargetError(ScopeError):
+    """A target, a target file or a --scope entry cannot be parsed or read: a usage error, not a refusal."""
+
+
 class PolicyViolation(OtprobeError):
     """An operation is not on the central read-only allowlist: it must never reach the wire."""
 

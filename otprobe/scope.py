@@ -6,6 +6,12 @@ one per line with `#` comments. Hostnames are refused: otprobe does no DNS at al
 multicast (224.0.0.0/4), 0.0.0.0/8 and link-local (169.254.0.0/16) are refused wherever they appear, and so are
 the network and broadcast addresses of every `include` network below /31 when a host or range names them.
 
+A target that cannot be parsed or read is a usage error (TargetError); a well-formed target that may not be
+probed is a refusal (ScopeError). A target file must be a regular file of at most 1 MiB (room for every address a
+scan may resolve, one per line, with comments); a FIFO, a device or a directory is refused without reading it.
+Messages quote at most the first few dozen characters of a target or a file's line: a file given by mistake (or
+a symlink to one) may hold secrets, and an error line must not print them.
+
 Resolution keeps everything as integer intervals, so planning a /16 costs a few intervals, not 65,534 objects;
 `TargetSet` yields `Target`s lazily. Exclusion always wins: an excluded address is reported, never probed, and is
 not checked against `include`. Every other address must lie inside `include`, or the whole request is refused
@@ -20,7 +26,8 @@ from dataclasses import dataclass
 from ipaddress import AddressValueError, IPv4Address, IPv4Network
 from pathlib import Path
 
-from otprobe.errors import ScopeError
+from otprobe import userfile
+from otprobe.errors import ScopeError, TargetError
 from otprobe.model import Target
 
 # One resolution may hold at most a /16 worth of addresses (targets plus excluded), SAFETY R15.
@@ -33,6 +40,14 @@ _REFUSED = (
     (IPv4Network("255.255.255.255/32"), "the broadcast address"),
 )
 _ADDRESS_CHARS = frozenset("0123456789./-")
+_LONGEST = len("255.255.255.255-255.255.255.255")
+TARGET_FILE_LIMIT = 1 << 20
+_SHOWN = 32  # characters of a target or a file's line quoted in a message
+
+
+def _shown(text: str) -> str:
+    """`text` cut to a few dozen characters for an error message."""
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -51,7 +66,7 @@ def _address(text: str, spec: str) -> int:
     try:
         return int(IPv4Address(text))
     except AddressValueError as exc:
-        raise ScopeError(f"invalid target {spec!r}: {exc}") from None
+        raise TargetError(f"invalid target {spec!r}: {exc}") from None
 
 
 def _interval(spec: str) -> tuple[int, int]:
@@ -59,7 +74,7 @@ def _interval(spec: str) -> tuple[int, int]:
         try:
             net = IPv4Network(spec)
         except ValueError as exc:  # includes "has host bits set"
-            raise ScopeError(f"invalid target {spec!r}: {exc}") from None
+            raise TargetError(f"invalid target {spec!r}: {exc}") from None
         first, last = int(net.network_address), int(net.broadcast_address)
         return (first + 1, last - 1) if net.prefixlen < 31 else (first, last)
     if "-" in spec:
@@ -67,12 +82,12 @@ def _interval(spec: str) -> tuple[int, int]:
         first = _address(left, spec)
         if right.isdigit():
             if int(right) > 255:
-                raise ScopeError(f"invalid target {spec!r}: last octet {right} is above 255")
+                raise TargetError(f"invalid target {spec!r}: last octet {right} is above 255")
             last = (first & 0xFFFFFF00) | int(right)
         else:
             last = _address(right, spec)
         if last < first:
-            raise ScopeError(f"invalid target {spec!r}: the range ends before it starts")
+            raise TargetError(f"invalid target {spec!r}: the range ends before it starts")
         return first, last
     address = _address(spec, spec)
     return address, address
@@ -87,37 +102,45 @@ def _refuse_special(first: int, last: int, origin: str) -> None:
 
 
 def parse_target(spec: str, origin: str | None = None) -> TargetRange:
-    """One host, CIDR block or range (not a file). Raises ScopeError with a clear message."""
+    """One host, CIDR block or range (not a file). Raises TargetError if it cannot be parsed, ScopeError if it
+    names an address that is never probed."""
     text = spec.strip()
-    where = origin or text
+    where = origin or _shown(text)
     if not text:
-        raise ScopeError(f"empty target in {where}")
+        raise TargetError(f"empty target in {where}")
     if ":" in text:
-        raise ScopeError(f"target {where!r}: IPv6 is not supported; give IPv4 addresses")
+        raise TargetError(f"target {where!r}: IPv6 is not supported; give IPv4 addresses")
     if not set(text) <= _ADDRESS_CHARS:
-        raise ScopeError(
+        raise TargetError(
             f"target {where!r} is not an IPv4 address, block, range or file; hostnames are refused "
             "because otprobe does no DNS: give the address"
         )
+    if len(text) > _LONGEST:  # beyond this it cannot be an address, and the parser would quote all of it
+        raise TargetError(f"target {where!r} is too long to be an IPv4 address, block or range")
     try:
         first, last = _interval(text)
-    except ScopeError as exc:
-        raise ScopeError(str(exc) if origin is None else f"{origin}: {exc}") from None
+    except TargetError as exc:
+        raise TargetError(str(exc) if origin is None else f"{origin}: {exc}") from None
     _refuse_special(first, last, where)
     return TargetRange(first, last, where)
 
 
 def _read_file(path: Path) -> Iterator[TargetRange]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ScopeError(f"cannot read target file {str(path)!r}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ScopeError(f"cannot read target file {str(path)!r}: not UTF-8 text (byte {exc.start})") from None
+        lines = userfile.read_text(path, TARGET_FILE_LIMIT).splitlines()
+    except userfile.UserFileError as exc:
+        raise TargetError(f"cannot read target file {str(path)!r}: {exc}") from None
     for number, line in enumerate(lines, start=1):
         text = line.split("#", 1)[0].strip()
         if text:
-            yield parse_target(text, origin=f"{path}:{number} {text}")
+            yield parse_target(text, origin=f"{path}:{number} {_shown(text)}")
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except OSError:  # e.g. a name too long for the file system: then it is no file either
+        return False
 
 
 def parse_targets(specs: Iterable[str]) -> Iterator[TargetRange]:
@@ -126,7 +149,7 @@ def parse_targets(specs: Iterable[str]) -> Iterator[TargetRange]:
         text = spec.strip()
         if text.startswith("@"):
             yield from _read_file(Path(text[1:]))
-        elif not set(text) <= _ADDRESS_CHARS and Path(text).is_file():
+        elif not set(text) <= _ADDRESS_CHARS and _is_file(text):
             yield from _read_file(Path(text))
         else:
             yield parse_target(text)
@@ -177,7 +200,7 @@ def _network(entry: str | IPv4Network) -> IPv4Network:
     try:
         return entry if isinstance(entry, IPv4Network) else IPv4Network(entry)
     except ValueError as exc:
-        raise ScopeError(f"invalid scope entry {entry!r}: {exc}") from None
+        raise TargetError(f"invalid scope entry {_shown(str(entry))!r}: {exc}") from None
 
 
 def _set_of(networks: Iterable[IPv4Network]) -> _IntervalSet:
@@ -294,7 +317,7 @@ class Scope:
                 seen.add(first, last)
                 total += last - first + 1
                 if total > MAX_TARGETS:
-                    raise ScopeError(
+                    raise TargetError(
                         f"more than {MAX_TARGETS:,} addresses requested (at {target.origin!r}); "
                         "split the scan into blocks of at most a /16"
                     )

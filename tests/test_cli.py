@@ -176,7 +176,7 @@ def test_a_target_file_that_is_not_utf8_is_refused_naming_it(tmp_path: Path) -> 
     targets = tmp_path / "targets.txt"
     targets.write_bytes(b"127.0.111.1\n# caf\xe9\n")
     result = invoke("plan", f"@{targets}", "--profile", "lab")
-    assert result.exit_code == 3
+    assert result.exit_code == 2  # a target file that cannot be read is a usage error
     assert f"cannot read target file {str(targets)!r}: not UTF-8" in one_error_line(result.stderr)
 
 

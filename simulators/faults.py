@@ -19,6 +19,15 @@ class FaultMode(StrEnum):
     ENDLESS = "endless_more_follows"  # Modbus FC43 that always says "more follows"
     WRONG_ID = "wrong_tid"  # reply carries the wrong transaction id / PDU reference / context
     CONN_LIMIT = "conn_limit"  # at most `limit` connections; beyond it refuse (RST) or drop the oldest
+    # The hostile senders: each answers the first request on a connection in its own way and then answers no
+    # more requests (it still reads and records them). Like a real embedded stack, it stops sending and closes
+    # (FIN) as soon as it reads the client's FIN, so a client that half-closes and then reads to EOF ends cleanly.
+    STREAM = "stream"  # the first reply, then zero bytes without end
+    HUGE_LENGTH = "huge_length"  # a first reply whose header claims 65,535 bytes, and that many bytes, in chunks
+    TRICKLE = "trickle"  # the first reply one byte at a time, 0.25 s apart
+
+
+HOSTILE_SENDERS = frozenset({FaultMode.STREAM, FaultMode.HUGE_LENGTH, FaultMode.TRICKLE})
 
 
 @dataclass(frozen=True)

@@ -197,6 +197,11 @@ class SqliteStore:
             by_ip: dict[str, list[Observation]] = defaultdict(list)
             for obs in observations:
                 by_ip[obs.target].append(obs)
+            # A resumed scan probes only the protocols its chain still owed a device: the device's identity is what
+            # the whole chain saw of it, or the asset would lose what an earlier (killed) scan read over the others.
+            for obs in self._observations(*self._chain(scan_id)[1:]):
+                if obs.target in by_ip:
+                    by_ip[obs.target].append(obs)
             identities = [(ip, group[0].device_class, m) for ip, group in by_ip.items()
                           if (m := merge(group)) is not None]
             # Moved serials claim their assets first: a newcomer merged earlier at a moved device's old address would
@@ -211,11 +216,9 @@ class SqliteStore:
 
     def _missing(self, scan_id: str) -> dict[str, list[str]]:
         """The pairs of `scan_id`'s resume chain (up to it) that have no result yet: target -> protocols."""
-        chain = [row["id"] for row in self.db.execute(_CHAIN, (scan_id,))]
+        chain = self._chain(scan_id)
         marks = ",".join("?" * len(chain))
-        first = self.db.execute(
-            f"SELECT targets, protocols FROM scans WHERE id IN ({marks}) AND resumes IS NULL", chain
-        ).fetchone()
+        first = self.db.execute("SELECT targets, protocols FROM scans WHERE id=?", (chain[-1],)).fetchone()
         done = {(row["ip"], row["protocol"]) for row in self.db.execute(
             f"SELECT DISTINCT ip, protocol FROM observations WHERE status<>? AND scan_id IN ({marks})",
             (str(Status.ABORTED), *chain),
@@ -224,9 +227,14 @@ class SqliteStore:
         missing = {ip: [p for p in owed if (ip, p) not in done] for ip in json.loads(first["targets"])}
         return {ip: protocols for ip, protocols in missing.items() if protocols}
 
-    def _observations(self, scan_id: str) -> list[Observation]:
-        rows = self.db.execute("SELECT * FROM observations WHERE scan_id=? ORDER BY id", (scan_id,)).fetchall()
-        return [_row_to_observation(r) for r in rows]
+    def _chain(self, scan_id: str) -> list[str]:
+        """`scan_id`, the scan it resumes, and so on back to the first of its chain."""
+        return [row["id"] for row in self.db.execute(_CHAIN, (scan_id,))]
+
+    def _observations(self, *scan_ids: str) -> list[Observation]:
+        marks = ",".join("?" * len(scan_ids))
+        rows = self.db.execute(f"SELECT * FROM observations WHERE scan_id IN ({marks}) ORDER BY id", scan_ids)
+        return [_row_to_observation(r) for r in rows.fetchall()]
 
     def _upsert_asset(self, scan_id: str, ip: str, device_class: str, m: MergedIdentity) -> None:
         now = _now()
@@ -342,12 +350,12 @@ class SqliteStore:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-# A scan and the scans it resumes, back to the chain's first (UNION, not UNION ALL: a cycle cannot loop).
+# A scan resumes an earlier one, so following `resumes` ends at the chain's first scan.
 _CHAIN = """
-WITH RECURSIVE chain(id, resumes) AS (
-    SELECT id, resumes FROM scans WHERE id=?
-    UNION SELECT scans.id, scans.resumes FROM scans JOIN chain ON scans.id = chain.resumes
-) SELECT id FROM chain
+WITH RECURSIVE chain(id, resumes, depth) AS (
+    SELECT id, resumes, 0 FROM scans WHERE id=?
+    UNION ALL SELECT scans.id, scans.resumes, chain.depth + 1 FROM scans JOIN chain ON scans.id = chain.resumes
+) SELECT id FROM chain ORDER BY depth
 """
 
 

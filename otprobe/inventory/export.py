@@ -1,10 +1,15 @@
-"""Inventory exports: JSON, CSV (one row per asset) and CycloneDX 1.6 (devices with nested firmware)."""
+"""Inventory exports: JSON, CSV (one row per asset) and CycloneDX 1.6 (devices with nested firmware).
+
+CSV is opened in spreadsheets, which run a cell starting with `=`, `+`, `-`, `@`, TAB or CR as a formula, and the
+cells hold what devices said about themselves: see `csv_cell`.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import re
 import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -23,14 +28,33 @@ def to_json(assets: list[AssetRecord]) -> str:
     return json.dumps([asdict(a) for a in assets], indent=2, default=str)
 
 
+# Leading characters that make Excel, LibreOffice Calc or Google Sheets read a cell as a formula: a device naming
+# itself `=cmd|' /C calc'!A0` or `=HYPERLINK(...)` would run it on the machine of whoever opens the export. NUL is
+# added as OWASP's verification standard (ASVS) lists it beside them.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\0")
+# A cell that is a plain number ("-1", "+3.5", "-2e3") is left alone: a spreadsheet reads it as that number and
+# runs nothing, and a quote would turn it into text. Anything more ("-1+1", "-1.2.3") is not a plain number.
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def csv_cell(value: Any) -> str:
+    """A cell a spreadsheet shows as text: a formula start is prefixed with `'`, which spreadsheets take as
+    "text follows" (OWASP's CSV Injection advice). Separators, quotes and line breaks inside are left to CSV
+    quoting: every cell is quoted and its quotes are doubled."""
+    text = "" if value is None else str(value)
+    if text.startswith(FORMULA_STARTS) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
 def to_csv(assets: list[AssetRecord]) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
+    writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    writer.writerow(CSV_COLUMNS)
     for a in assets:
         row = {k: getattr(a, k) for k in CSV_COLUMNS}
         row["protocols"] = " ".join(f"{p}/{port}" for p, port in sorted(a.protocols.items()))
-        writer.writerow(row)
+        writer.writerow([csv_cell(row[k]) for k in CSV_COLUMNS])
     return out.getvalue()
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from simulators import enip_wire as w
 from simulators.faults import Fault, FaultMode
-from simulators.front import ConnState, Framing, TcpFront
+from simulators.front import HUGE_LENGTH, ConnState, Framing, TcpFront
 from simulators.recorder import Recorder
 
 PROTOCOL = "enip"
@@ -181,6 +181,10 @@ class EnipFraming(Framing):
         h = w.Header.parse(reply)
         body = reply[w.HEADER_LEN:] + bytes(OVERSIZE)
         return w.encap(h.command, body, h.session, h.status, h.context)
+
+    def huge_length(self, reply: bytes) -> bytes:
+        h = w.Header.parse(reply)
+        return w.encap(h.command, reply[w.HEADER_LEN:].ljust(HUGE_LENGTH, b"\x00"), h.session, h.status, h.context)
 
 
 # -- the device ------------------------------------------------------------------------------------------------------

@@ -13,13 +13,22 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from itertools import chain, repeat
 from typing import Any
 
-from simulators.faults import Fault, FaultMode
+from simulators.faults import HOSTILE_SENDERS, Fault, FaultMode
 from simulators.recorder import Connection, Recorder
 
 MAX_FRAME = 65_536 + 64
+HUGE_LENGTH = 0xFFFF  # what the huge_length fault's reply header claims
+SEND_CHUNK = 1024  # the hostile senders write this much at a time...
+SEND_PAUSE_S = 0.001  # ...this often (about 1 MB/s, a fast embedded stack), except trickle:
+TRICKLE_PAUSE_S = 0.25  # one byte this often
+# After the client's FIN the device closes too and watches, at most this long, until the connection is fully
+# closed, to see whether the client reset it after all.
+RESET_WATCH_S = 1.0
+_TCP_CLOSE = 7  # tcpi_state of a connection fully closed (Linux TCP_INFO)
 
 
 class Framing:
@@ -48,6 +57,10 @@ class Framing:
     def endless(self, request: bytes, reply: bytes) -> bytes:
         return reply
 
+    def huge_length(self, reply: bytes) -> bytes:
+        """The reply with its header claiming HUGE_LENGTH bytes, padded to what the header claims."""
+        raise NotImplementedError
+
 
 class ConnState:
     """Per-connection state a handler may keep (session handle, negotiated PDU, backend socket...)."""
@@ -56,10 +69,39 @@ class ConnState:
         self.conn = conn
         self.peer = peer
         self.data: dict[str, Any] = {}
+        self.sender: asyncio.Task[None] | None = None  # a hostile sender's writing, stopped by the client's FIN
+
+    async def stop_sending(self) -> None:
+        if self.sender is not None:
+            self.sender.cancel()
+            await asyncio.gather(self.sender, return_exceptions=True)
 
 
 Handler = Callable[[bytes, ConnState], Awaitable[list[bytes]]]
 Closer = Callable[[ConnState], Awaitable[None]]
+
+
+def _chunks(data: bytes, size: int = SEND_CHUNK) -> Iterator[bytes]:
+    return (data[i : i + size] for i in range(0, len(data), size))
+
+
+async def _reset_after_fin(writer: asyncio.StreamWriter) -> bool:
+    """After the client's FIN: send ours and tell whether the client reset the connection before it fully closed.
+
+    A client that closes with bytes of ours unread in its receive queue resets the connection even after its FIN;
+    the kernel reports it as a pending socket error once the connection is closed.
+    """
+    sock = writer.get_extra_info("socket")
+    try:
+        writer.write_eof()
+        deadline = time.monotonic() + RESET_WATCH_S
+        while sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != _TCP_CLOSE:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0
+    except OSError:
+        return True  # asyncio already dropped the socket: only a failed write does that here
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
@@ -138,12 +180,14 @@ class TcpFront:
             # the client reset the connection while we were replying
             self.recorder.connection_closed(conn, "rst")
         finally:
+            await state.stop_sending()
             self._live.pop(conn.id, None)
             self._tasks.discard(task)
             if self.on_close is not None:
                 await self.on_close(state)
             if not writer.is_closing():
                 writer.close()
+            self.recorder.connection_released(conn)
 
     def _over_limit(self) -> bool:
         if self.fault.mode is not FaultMode.CONN_LIMIT or len(self._live) < self.fault.limit:
@@ -169,6 +213,9 @@ class TcpFront:
                 self.recorder.connection_closed(conn, "fin")
                 if exc.partial:
                     self.recorder.request(framing.protocol, "incomplete-frame", len(exc.partial), False, conn)
+                await state.stop_sending()
+                if await _reset_after_fin(writer):
+                    self.recorder.reset_after_fin(conn)
                 return
             except ConnectionResetError:
                 self.recorder.connection_closed(conn, "rst")
@@ -181,6 +228,11 @@ class TcpFront:
             operation, allowed, detail = framing.classify(frame)
             self.recorder.request(framing.protocol, operation, len(frame), allowed, conn, **detail)
             if fault.mode is FaultMode.SILENT:
+                continue
+            if fault.mode in HOSTILE_SENDERS:
+                if state.sender is None:  # the first request only; the device is too busy for any other
+                    replies = await self.handler(frame, state)
+                    state.sender = asyncio.create_task(self._send_hostile(writer, b"".join(replies)))
                 continue
             replies = await self.handler(frame, state)
             if fault.mode is FaultMode.SLOW:
@@ -199,6 +251,24 @@ class TcpFront:
                 if state.data["close_after_reply"] == "rst":  # e.g. an S7 CPU refusing a wrong rack/slot
                     _reset(writer)
                 return
+
+    async def _send_hostile(self, writer: asyncio.StreamWriter, reply: bytes) -> None:
+        """Write the hostile sender's bytes until they end (huge_length) or the client's FIN stops them."""
+        mode, pause = self.fault.mode, SEND_PAUSE_S
+        pieces: Iterator[bytes]
+        if mode is FaultMode.TRICKLE:
+            pieces, pause = _chunks(reply, 1), TRICKLE_PAUSE_S
+        elif mode is FaultMode.HUGE_LENGTH:
+            pieces = _chunks(self.framing.huge_length(reply))
+        else:
+            pieces = chain(_chunks(reply), repeat(bytes(SEND_CHUNK)))
+        try:
+            for piece in pieces:
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(pause)
+        except ConnectionError:
+            return  # the client reset the connection: the reading side records it
 
     def _mutate(self, request: bytes, reply: bytes) -> bytes:
         mode = self.fault.mode

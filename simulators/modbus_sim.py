@@ -31,7 +31,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from pymodbus.transport.transport import NULLMODEM_HOST, NullModem
 
 from simulators.faults import Fault, FaultMode
-from simulators.front import ConnState, Framing, TcpFront
+from simulators.front import HUGE_LENGTH, ConnState, Framing, TcpFront
 from simulators.recorder import Recorder
 
 PROTOCOL = "modbus"
@@ -264,6 +264,10 @@ class ModbusFraming(Framing):
     def oversized(self, reply: bytes) -> bytes:
         pdu = reply[7:].ljust(OVERSIZED_PDU, b"\x00")
         return reply[:4] + struct.pack(">H", 1 + len(pdu)) + reply[6:7] + pdu
+
+    def huge_length(self, reply: bytes) -> bytes:
+        # the MBAP length counts the bytes after itself: the unit id and the PDU
+        return (reply[:4] + struct.pack(">H", HUGE_LENGTH) + reply[6:]).ljust(6 + HUGE_LENGTH, b"\x00")
 
     def wrong_id(self, reply: bytes) -> bytes:
         tid = struct.unpack(">H", reply[:2])[0]

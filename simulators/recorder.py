@@ -25,6 +25,10 @@ class Connection:
     opened_wall: float
     closed_mono: float | None = None
     close_kind: str | None = None  # "fin" (client closed), "rst" (client reset), "server" (we closed it)
+    # A client whose FIN came first can still reset the connection (it closed with our bytes unread): the device
+    # watches for that after the FIN, until the connection is fully closed, and then lets go of it (released).
+    reset_after_fin: bool = False
+    released_mono: float | None = None  # nothing more is recorded about this connection after this time
 
     @property
     def duration_s(self) -> float | None:
@@ -86,6 +90,17 @@ class Recorder:
             self._open -= 1
             self._emit("close", asdict(conn))
 
+    def reset_after_fin(self, conn: Connection) -> None:
+        with self._lock:
+            conn.reset_after_fin = True
+
+    def connection_released(self, conn: Connection) -> None:
+        """The device let go of the connection's socket; the event carries the connection as it finally is."""
+        with self._lock:
+            if conn.released_mono is None:
+                conn.released_mono = time.monotonic()
+                self._emit("release", asdict(conn))
+
     def request(
         self,
         protocol: str,
@@ -134,6 +149,9 @@ class Recorder:
             for key, value in payload.items():
                 setattr(conn, key, value)
             self._open -= 1
+        elif kind == "release":
+            conn = next(c for c in self.connections if c.id == payload["id"])
+            conn.reset_after_fin, conn.released_mono = payload["reset_after_fin"], payload["released_mono"]
         elif kind == "request":
             self.requests.append(Request(**payload))
         elif kind == "session":
@@ -152,6 +170,10 @@ class Recorder:
 
     def violations(self) -> list[Request]:
         return [r for r in self.requests if not r.allowed]
+
+    def resets(self) -> list[Connection]:
+        """Connections the client reset, before its FIN or after it."""
+        return [c for c in self.connections if c.close_kind == "rst" or c.reset_after_fin]
 
     def operations(self) -> list[str]:
         return [r.operation for r in self.requests]

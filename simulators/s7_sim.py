@@ -31,7 +31,7 @@ from snap7.type import SrvArea
 
 from simulators import s7_wire as wire
 from simulators.faults import Fault
-from simulators.front import ConnState, Framing, TcpFront
+from simulators.front import HUGE_LENGTH, ConnState, Framing, TcpFront
 from simulators.recorder import Recorder
 from simulators.s7_identity import S7Config, S7Mode, parse_config, szl_001c, szl_0011, szl_0424
 
@@ -63,7 +63,11 @@ class S7Framing(Framing):
 
     def oversized(self, reply: bytes) -> bytes:
         """A TPKT claiming the largest length there is, and that many bytes."""
-        return b"\x03\x00\xff\xff" + reply[4:].ljust(0xFFFF - 4, b"\x00")
+        return self.huge_length(reply)
+
+    def huge_length(self, reply: bytes) -> bytes:
+        """The TPKT length counts the whole frame, its own header included."""
+        return b"\x03\x00" + HUGE_LENGTH.to_bytes(2, "big") + reply[4:].ljust(HUGE_LENGTH - 4, b"\x00")
 
     def wrong_id(self, reply: bytes) -> bytes:
         """Another PDU reference in an S7 reply; another destination reference in a CC."""

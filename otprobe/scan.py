@@ -22,6 +22,7 @@ from pathlib import Path
 from otprobe.audit import AuditLog
 from otprobe.errors import ProfileError, ScanLocked, ScopeError
 from otprobe.inventory.store import Store
+from otprobe.leases import Leases
 from otprobe.link import AuditSink, Timeouts
 from otprobe.model import Observation, Status, Target
 from otprobe.pacing.config import ClassLimits, ScanConfig
@@ -258,6 +259,7 @@ class ScanRun:
         now: datetime,
         on_observation: Callable[[Observation], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        leases: Leases | None = None,
     ) -> None:
         self.prepared = prepared
         self.store = store
@@ -280,6 +282,7 @@ class ScanRun:
         self.scheduler = Scheduler(
             prepared.targets, prepared.probes, scan_config(prepared.profile, deadline),
             audit=self.audit, on_observation=self._record, clock=clock, in_scope=prepared.scope.allows, jobs=jobs,
+            leases=leases or Leases(),  # host-wide: no other otprobe process has a device of this scan in flight
         )
 
     def _record(self, observation: Observation) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
 import struct
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -15,6 +17,7 @@ from typing import IO, Any
 
 import pytest
 
+from otprobe.leases import LEASE_DIR_ENV
 from simulators.plant import Plant, PlantSource, running_plant
 from simulators.recorder import Recorder
 
@@ -42,6 +45,10 @@ def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
 
 for _name in ("connect", "connect_ex", "sendto"):
     setattr(socket.socket, _name, _guard(getattr(socket.socket, _name)))
+
+# Scans in tests (and the otprobe processes they start, which inherit this) take their host-wide device leases in a
+# directory of the test run's own, so a test never waits for, or holds up, a real scan on this machine.
+os.environ[LEASE_DIR_ENV] = tempfile.mkdtemp(prefix="otprobe-test-leases-")
 
 
 @pytest.fixture

@@ -9,6 +9,9 @@ Why it is shaped this way:
 * A session is bounded by `max_session_s`, counted from its connection (or datagram) grant: queueing for the first
   token is our doing, not the device's. The probe is then cancelled and its `finally` still closes (a close is
   never refused and survives a second cancellation).
+* Given `leases` (otprobe.leases), a device task first takes the device's host-wide lease, waiting while another
+  otprobe process holds it, and continues that process's spacing of the device; it passes the lease on when its
+  last close has gone out.
 * Only a timeout or a reset is retried, with exponential backoff and jitter: a device that answered, refused or
   spoke garbage has said all it will say. `breaker_failures` consecutive timeouts/resets open the device's breaker:
   it gets nothing more this scan.
@@ -21,10 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from otprobe.errors import ProtocolError, ScanAborted
+from otprobe.leases import Lease, Leases
 from otprobe.link import AuditSink, Link
 from otprobe.model import Observation, Status, Target
 from otprobe.pacing.bucket import Limiter, TokenBucket
@@ -62,10 +67,13 @@ class Scheduler:
         slowdown: Slowdown | None = None,
         in_scope: Callable[[str], bool] | None = None,
         jobs: Mapping[str, Sequence[Probe]] | None = None,
+        leases: Leases | None = None,
     ) -> None:
         ips = [t.ip for t in targets]
         if len(set(ips)) != len(ips):
             raise ValueError("each target may appear only once")
+        if leases is not None and clock not in (None, time.monotonic):
+            raise ValueError("leases hand over CLOCK_MONOTONIC times: a scheduler with leases runs on the loop's clock")
         self.targets = list(targets)
         self.probes = list(probes)
         # a resumed scan runs only the (device, protocol) pairs its predecessors left without a result
@@ -74,6 +82,7 @@ class Scheduler:
         self._audit = audit
         self._on_observation = on_observation
         self._in_scope = in_scope
+        self._leases = leases
         self._rng = rng or random.Random(0)
         self._limiter = Limiter(clock)
         self._global = TokenBucket(config.effective(config.global_pps))
@@ -157,7 +166,16 @@ class Scheduler:
 
     async def _device(self, target: Target, slots: asyncio.Semaphore) -> None:
         pending = list(self.jobs[target.ip])
+        pacer = self.pacers[target.ip]
+        lease: Lease | None = None
         try:
+            if self._leases is not None:
+                # before the slot: a device another process holds must not keep this scan's other devices waiting
+                lease = await self._leases.acquire(target.ip, self._stopping)
+                if lease is None:
+                    return
+                if lease.handover is not None:
+                    pacer.follow(lease.handover.last_sent, lease.handover.last_connection)
             async with slots:
                 failures = 0
                 while pending and not self._stopping():
@@ -173,6 +191,8 @@ class Scheduler:
                             self._emit(_observation(target, probe, Status.TRIPPED, "circuit breaker open"))
                         pending.clear()
         finally:
+            if lease is not None:
+                lease.release(pacer.last_sent, pacer.last_connection)
             # Not started, or cut short by the deadline, a stop or a cancellation.
             if pending and target.ip not in self.not_covered:
                 self.not_covered.append(target.ip)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from otprobe.errors import InventoryError
-from otprobe.inventory.merge import MergedIdentity, merge
+from otprobe.inventory.merge import KnownAsset, Match, MergedIdentity, Sighting, match_assets, merge
 from otprobe.inventory.store import AssetRecord, ScanRecord, SnapshotRow
 from otprobe.model import Identity, Observation, Status
 
@@ -204,11 +204,12 @@ class SqliteStore:
                     by_ip[obs.target].append(obs)
             identities = [(ip, group[0].device_class, m) for ip, group in by_ip.items()
                           if (m := merge(group)) is not None]
-            # Moved serials claim their assets first: a newcomer merged earlier at a moved device's old address would
-            # retire that asset as replaced, and the move would then re-create it as new, losing its history.
-            identities.sort(key=lambda item: not self._moves(item[0], item[2]))
+            # every address is matched against the assets as they were before this scan, then the matches applied
+            known = [KnownAsset(r["id"], r["ip"], r["serial"], r["model"])
+                     for r in self.db.execute("SELECT id, ip, serial, model FROM assets WHERE retired=0")]
+            matches = match_assets([Sighting(ip, m.get("serial"), _model(m)) for ip, _, m in identities], known)
             for ip, device_class, merged in identities:
-                self._upsert_asset(scan_id, ip, device_class, merged)
+                self._upsert_asset(scan_id, ip, device_class, merged, matches[ip])
             self.db.execute(
                 "UPDATE scans SET status=?, ended_at=?, not_covered=?, counts=? WHERE id=?",
                 (status, _now(), json.dumps(list(not_covered)), json.dumps(counts), scan_id),
@@ -236,21 +237,17 @@ class SqliteStore:
         rows = self.db.execute(f"SELECT * FROM observations WHERE scan_id IN ({marks}) ORDER BY id", scan_ids)
         return [_row_to_observation(r) for r in rows.fetchall()]
 
-    def _upsert_asset(self, scan_id: str, ip: str, device_class: str, m: MergedIdentity) -> None:
+    def _upsert_asset(self, scan_id: str, ip: str, device_class: str, m: MergedIdentity, match: Match) -> None:
+        """Apply `match` (decided by merge.match_assets) and record what this scan saw of the asset."""
         now = _now()
-        serial, model = m.get("serial"), m.get("model") or m.get("product_code")
-        asset = self._find_by_serial(serial) if serial else None
-        if asset is not None and asset["ip"] != ip:
-            self._event(asset["id"], scan_id, "moved", asset["ip"], ip)
-            # whatever stood at the new address before is no longer there under that address
-            self.db.execute("UPDATE assets SET ip=NULL WHERE ip=? AND id<>? AND retired=0", (ip, asset["id"]))
-        if asset is None:
-            current = self.db.execute("SELECT * FROM assets WHERE ip=? AND retired=0", (ip,)).fetchone()
-            if current is not None and _replaced(current, serial, model):
-                self.db.execute("UPDATE assets SET retired=1, ip=NULL WHERE id=?", (current["id"],))
-                self._event(current["id"], scan_id, "replaced", current["model"] or current["serial"], model or serial)
-                current = None
-            asset = current
+        serial, model = m.get("serial"), _model(m)
+        if match.retire is not None:
+            self.db.execute("UPDATE assets SET retired=1, ip=NULL WHERE id=?", (match.retire,))
+        if match.unaddress is not None:
+            self.db.execute("UPDATE assets SET ip=NULL WHERE id=?", (match.unaddress,))
+        asset = None
+        if match.asset_id is not None:
+            asset = self.db.execute("SELECT * FROM assets WHERE id=?", (match.asset_id,)).fetchone()
         if asset is None:
             asset_id = uuid.uuid4().hex[:12]
             self.db.execute(
@@ -261,6 +258,8 @@ class SqliteStore:
             old_firmware, old_ip = None, None
         else:
             asset_id, old_firmware, old_ip = asset["id"], asset["firmware"], asset["ip"]
+        for event in match.events:
+            self._event(event.asset_id or asset_id, scan_id, event.kind, event.old, event.new)
         firmware = m.get("firmware") or old_firmware  # a scan that could not read firmware does not erase it
         if asset is not None and firmware != old_firmware:
             self._event(asset_id, scan_id, "firmware_changed", old_firmware, firmware)
@@ -279,15 +278,6 @@ class SqliteStore:
         self.db.execute(
             "INSERT OR REPLACE INTO scan_assets VALUES (?,?,?,?,?,?)", (scan_id, asset_id, ip, firmware, model, serial)
         )
-
-    def _moves(self, ip: str, m: MergedIdentity) -> bool:
-        """True when `m` carries the serial of an active asset last seen at another address."""
-        serial = m.get("serial")
-        asset = self._find_by_serial(serial) if serial else None
-        return asset is not None and asset["ip"] != ip
-
-    def _find_by_serial(self, serial: str) -> sqlite3.Row | None:
-        return self.db.execute("SELECT * FROM assets WHERE serial=? AND retired=0", (serial,)).fetchone()
 
     def _event(self, asset_id: str, scan_id: str, kind: str, old: Any, new: Any) -> None:
         self.db.execute("INSERT INTO asset_events VALUES (?,?,?,?,?,?)", (asset_id, scan_id, kind, old, new, _now()))
@@ -317,7 +307,8 @@ class SqliteStore:
     @_domain_errors
     def assets(self, include_retired: bool = False) -> list[AssetRecord]:
         sql = "SELECT * FROM assets" + ("" if include_retired else " WHERE retired=0") + " ORDER BY ip"
-        return [_row_to_asset(r) for r in self.db.execute(sql).fetchall()]
+        shared = self._shared_serials()
+        return [_row_to_asset(r, shared) for r in self.db.execute(sql).fetchall()]
 
     @_domain_errors
     def asset(self, key: str) -> AssetRecord:
@@ -326,7 +317,12 @@ class SqliteStore:
         ).fetchall()
         if not rows:
             raise InventoryError(f"no asset matches {key!r} (give an asset id, an address or a serial)")
-        return _row_to_asset(rows[0])
+        return _row_to_asset(rows[0], self._shared_serials())
+
+    def _shared_serials(self) -> set[str]:
+        """Serials that several active assets carry: each of them is flagged as a duplicate serial."""
+        return {r[0] for r in self.db.execute(
+            "SELECT serial FROM assets WHERE retired=0 AND serial IS NOT NULL GROUP BY serial HAVING count(*) > 1")}
 
     @_domain_errors
     def snapshot(self, scan_id: str) -> list[SnapshotRow]:
@@ -373,10 +369,8 @@ class _Transaction:
         self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
-def _replaced(current: sqlite3.Row, serial: str | None, model: str | None) -> bool:
-    if serial and current["serial"] and serial != current["serial"]:
-        return True
-    return bool(model and current["model"] and model != current["model"])
+def _model(m: MergedIdentity) -> str | None:
+    return m.get("model") or m.get("product_code")  # what the inventory keeps as an asset's model
 
 
 def _row_to_scan(r: sqlite3.Row) -> ScanRecord:
@@ -384,10 +378,11 @@ def _row_to_scan(r: sqlite3.Row) -> ScanRecord:
                       json.loads(r["not_covered"]), json.loads(r["counts"]), json.loads(r["protocols"]), r["resumes"])
 
 
-def _row_to_asset(r: sqlite3.Row) -> AssetRecord:
+def _row_to_asset(r: sqlite3.Row, shared_serials: set[str]) -> AssetRecord:
     return AssetRecord(r["id"], r["ip"], r["device_class"], r["vendor"], r["model"], r["product_code"], r["serial"],
                        r["firmware"], r["hardware_version"], json.loads(r["protocols"]), json.loads(r["identity"]),
-                       json.loads(r["conflicts"]), r["first_seen"], r["last_seen"], bool(r["retired"]))
+                       json.loads(r["conflicts"]), r["first_seen"], r["last_seen"], bool(r["retired"]),
+                       not r["retired"] and r["serial"] in shared_serials)
 
 
 def _row_to_observation(r: sqlite3.Row) -> Observation:

@@ -44,6 +44,7 @@ class AssetRecord:
     first_seen: str
     last_seen: str
     retired: bool = False
+    duplicate_serial: bool = False  # another active asset reports the same serial
 
 
 @dataclass

@@ -4,6 +4,12 @@ Shipped profiles live in `profiles/` at the repository root (`default`, `mainten
 `lab`); `load_profile("lab")` finds them by name, `load_profile("site.yaml")` loads a user's file. Line numbers
 come from composing the YAML node tree (every key and list item keeps its start mark) and mapping each pydantic
 error location to the nearest node that exists.
+
+A profile is a file a user hands over, so reading it is bounded before anything walks it: the file is at most
+64 KiB (a real profile is a few KiB), and while the YAML is composed the loader refuses nesting deeper than 32
+levels (the composer recurses once per level) and documents of more than 10,000 values once aliases are
+expanded (a "billion laughs" file of a few hundred bytes otherwise expands into gigabytes when the document is
+walked). Each refusal is one `file:line` error like any other.
 """
 
 from __future__ import annotations
@@ -20,12 +26,17 @@ from typing import Annotated, Any, get_args, get_origin
 import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from otprobe import userfile
 from otprobe.cautions import CAUTION_OPERATIONS
 from otprobe.errors import ProfileError
 from otprobe.scope import Scope
 from otprobe.windows import Window
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+MAX_PROFILE_BYTES = 64 * 1024
+MAX_DEPTH = 32  # nesting levels; the deepest key a profile has is 4 levels down
+MAX_ALIASES = 100
+MAX_VALUES = 10_000  # YAML nodes once every alias is expanded; a real profile has a few hundred
 
 
 class _At(ValueError):
@@ -221,7 +232,64 @@ class Profile(_Strict):
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads an unquoted clock time (02:00) as text, not as YAML 1.1's base-60 integer 120."""
+    """SafeLoader that reads an unquoted clock time (02:00) as text, not as YAML 1.1's base-60 integer 120, and
+    refuses, while composing and so before anything walks the document, too deep nesting and alias bombs."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+        self._values = 0  # nodes composed so far, an alias counting as every node it stands for
+        # id(node) -> how many nodes it stands for once its aliases are expanded; absent while it is being composed
+        self._expanded: dict[int, int] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        mark = self.peek_event().start_mark
+        is_alias = self.check_event(yaml.AliasEvent)
+        if is_alias:
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise _Refused(f"more than {MAX_ALIASES} YAML aliases: refused", mark)
+        elif self._depth >= MAX_DEPTH:
+            raise _Refused(f"YAML nested deeper than {MAX_DEPTH} levels: refused", mark)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if is_alias and id(node) not in self._expanded:
+            raise _Refused("a YAML alias inside its own anchor (a recursive value): refused", mark)
+        if not is_alias:
+            children: list[yaml.Node] = []
+            if isinstance(node, yaml.SequenceNode):
+                children = node.value
+            elif isinstance(node, yaml.MappingNode):
+                children = [part for pair in node.value for part in pair]
+            self._expanded[id(node)] = 1 + sum(self._expanded[id(child)] for child in children)
+        self._values += self._expanded[id(node)] if is_alias else 1
+        if self._values > MAX_VALUES:
+            raise _Refused(f"more than {MAX_VALUES:,} YAML values (aliases expanded): refused", mark)
+        return node
+
+    def fetch_flow_collection_start(self, TokenClass: type) -> None:
+        # A limit in the scanner too: on a run of thousands of `[` it would otherwise keep a possible key for each
+        # level and take seconds, before the composer is asked for the first node below them.
+        if self.flow_level >= MAX_DEPTH:
+            raise _Refused(f"YAML nested deeper than {MAX_DEPTH} levels: refused", self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except ValueError as exc:  # e.g. an integer beyond Python's 4300-digit limit, a timestamp out of range
+            raise yaml.constructor.ConstructorError(None, None, f"unreadable value: {exc}", node.start_mark) from None
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A document over one of the loader's limits; the mark is where the limit was crossed."""
+
+    def __init__(self, problem: str, mark: yaml.Mark) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
 
 
 _Loader.yaml_implicit_resolvers = {key: list(value) for key, value in yaml.SafeLoader.yaml_implicit_resolvers.items()}
@@ -318,7 +386,8 @@ def parse_profile(text: str, source: str, default_name: str = "profile") -> Prof
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
-        raise ProfileValidationError([f"{source}:{line} YAML syntax error: {exc.problem or exc.context}"]) from None
+        kind = "" if isinstance(exc, _Refused) else "YAML syntax error: "
+        raise ProfileValidationError([f"{source}:{line} {kind}{exc.problem or exc.context}"]) from None
     except yaml.YAMLError as exc:
         raise ProfileValidationError([f"{source}:1 YAML error: {exc}"]) from None
     finally:
@@ -367,9 +436,9 @@ def load_profile(name_or_path: str | Path) -> Profile:
     is_path = _is_path(name_or_path)
     path = Path(text) if is_path else _shipped_path(text)
     try:
-        content = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{text}: cannot read profile: {getattr(exc, 'strerror', None) or exc}") from None
+        content = userfile.read_text(path, MAX_PROFILE_BYTES)
+    except userfile.UserFileError as exc:
+        raise ProfileError(f"{text}: cannot read profile: {exc}") from None
     return parse_profile(content, str(path) if is_path else f"profiles/{path.name}", default_name=path.stem)
 
 

@@ -93,7 +93,7 @@ class TokenBucket:
         self._tat = max(self._tat, self._sent_tat)
 
     def follow(self, last_sent: float) -> None:
-        """Space what this bucket grants from a packet another pacer sent at `last_sent` (another scan's, same device)."""
+        """Space this bucket's packets from one another pacer sent at `last_sent` (another scan, same device)."""
         self._sent_tat = max(self._sent_tat, last_sent + self._interval)
         self._tat = max(self._tat, self._sent_tat)
 

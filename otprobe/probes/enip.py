@@ -53,6 +53,7 @@ from pycomm3.cip.status_info import PRODUCT_TYPES, VENDORS
 from otprobe.errors import ProfileError, ProtocolError, ScanAborted
 from otprobe.model import Identity, Observation, Status, Target
 from otprobe.probes import enip_wire as wire
+from otprobe.probes import tcp_close
 from otprobe.probes.base import Category, Kind, Operation, Probe
 
 if TYPE_CHECKING:
@@ -290,17 +291,7 @@ class EnipProbe(Probe):
             # already read stays the result.
             pass
         finally:
-            try:
-                if conn.dead:
-                    link.connection_ended()
-                else:
-                    async with link.op("close"):
-                        conn.writer.close()
-                        await asyncio.wait_for(conn.writer.wait_closed(), link.timeouts.response_s)
-            except (OSError, TimeoutError):
-                pass
-            finally:
-                conn.writer.close()
+            await tcp_close.close(link, conn.writer.transport, device_ended=conn.dead)
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> bytes:

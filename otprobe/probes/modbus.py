@@ -20,7 +20,7 @@ One TCP connection; one request in flight; every packet announced to the link be
    - 0x02 / 0x03 (the device refuses stream access): read_object `... 2B 0E 04 <id>` for objects
      0, 1, 2, stopping at the first exception                                                     <= 3
    - anything else (0x04 failure, 0x06 busy, 0x0A/0x0B gateway): no identity, nothing more to that unit.
-3. close                                      FIN (pymodbus `close()`)          1 packet
+3. close                                      FIN, then drain (otprobe.probes.tcp_close)  1 packet
 
 max_packets() = 2 + 8 x (unit ids tried). A timeout, a reset or an unparseable reply ends the run (SAFETY R7:
 close rather than reuse). Intrusive `unit_id_sweep` (enabled with `intrusive: {unit_id_sweep: <reason>}` in the
@@ -66,6 +66,7 @@ from pymodbus.exceptions import ConnectionException
 
 from otprobe.errors import ProfileError, ProtocolError
 from otprobe.model import Identity, Observation, Status
+from otprobe.probes import tcp_close
 from otprobe.probes.base import Category, Kind, Operation, Probe
 from otprobe.probes.modbus_wire import (
     FC_DEVICE_ID,
@@ -165,7 +166,6 @@ class _Session:
         self._pending: asyncio.Future[Adu] | None = None
         self._sent: tuple[int, int] | None = None  # (tid, unit) of the request in flight
         self._received = 0  # bytes of the current reply seen so far
-        self._socket: Any = None  # asyncio's socket wrapper, to see when the close has really happened
         self.opened = False  # a connection was established (it may since have been closed by the device)
 
     @property
@@ -178,15 +178,15 @@ class _Session:
             raise ConnectionRefusedError("connection refused")
         self.opened = True
 
-    def close(self) -> None:
-        self.client.close()  # idempotent; an orderly close (FIN)
-
-    async def closed(self) -> None:
-        """Yield until the socket is really shut (asyncio closes it a loop turn after close()): the FIN has left."""
-        for _ in range(100):
-            if self._socket is None or self._socket.fileno() == -1:
-                return
-            await asyncio.sleep(0)
+    async def close(self, link: Link) -> None:
+        """FIN and drain through the shared close (pymodbus' transport is an asyncio one), then pymodbus forgets
+        the connection; when the device ended it first, pymodbus already has."""
+        if not self.opened:
+            return
+        try:
+            await tcp_close.close(link, self.client.ctx.transport, device_ended=not self.connected)
+        finally:
+            self.client.close()  # idempotent; the socket itself is closed by now
 
     async def request(self, send: Callable[[], Awaitable[object]]) -> Adu:
         """Send one request through pymodbus and wait for its reply frame, at most `response_s`."""
@@ -233,8 +233,6 @@ class _Session:
         return b""
 
     def _trace_connect(self, connected: bool) -> None:
-        if connected and self.client.ctx.transport is not None:
-            self._socket = self.client.ctx.transport.get_extra_info("socket")
         pending = self._pending
         if connected or pending is None:
             return
@@ -303,7 +301,7 @@ class ModbusProbe(Probe):
         except ProtocolError as exc:
             failure = (Status.PROTOCOL_ERROR, str(exc))
         finally:
-            await _close(link, session)
+            await session.close(link)
         return Observation(
             target=target.ip,
             protocol=self.name,
@@ -401,20 +399,6 @@ class _Exchange:
             return _UnitResult(unit, identity)
         assert isinstance(reply, ExceptionReply)
         return _UnitResult(unit, note=f"unit {unit}: FC43 {refused.text}; FC17 {reply.text}")
-
-
-async def _close(link: Link, session: _Session) -> None:
-    """FIN on every path; the close is announced, but happens even if the link refuses to pace it."""
-    if not session.connected:
-        if session.opened:
-            link.connection_ended()  # the device closed or reset first: nothing to send, but the gap starts now
-        return
-    try:
-        async with link.op("close"):
-            session.close()
-            await session.closed()
-    finally:
-        session.close()
 
 
 def _verdict(results: list[_UnitResult], failure: tuple[Status, str] | None) -> dict[str, Any]:

@@ -47,13 +47,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import suppress
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from otprobe import cautions
 from otprobe.errors import ProbeContractError, ProfileError, ProtocolError
 from otprobe.model import Identity, Observation, Status, Target
 from otprobe.probes import s7_wire as wire
+from otprobe.probes import tcp_close
 from otprobe.probes.base import Kind, Operation, Probe
 
 if TYPE_CHECKING:
@@ -117,17 +117,7 @@ class _Connection:
             raise _PeerGone("connection closed by the device") from None
 
     async def close(self, link: Link) -> None:
-        if self.peer_gone:
-            link.connection_ended()
-            self.writer.close()
-            return
-        try:
-            async with link.op("close"):
-                self.writer.close()
-        finally:
-            self.writer.close()  # closing is always allowed, even when the link refuses the announcement
-        with suppress(OSError):
-            await asyncio.wait_for(self.writer.wait_closed(), self.response_s)
+        await tcp_close.close(link, self.writer.transport, device_ended=self.peer_gone)
 
 
 class S7Probe(Probe):

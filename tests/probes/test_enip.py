@@ -474,6 +474,9 @@ class StopRequestsAfter:
                 raise ScanAborted("deadline")
             self.n -= packets
 
+    async def depart(self, kind: Kind, packets: int) -> None:
+        return None
+
 
 async def test_scan_abort_propagates_after_a_clean_close() -> None:
     async with simulated(L18ER) as (host, recorder, _):

@@ -554,6 +554,9 @@ class _GrantLog:
         await asyncio.sleep(0.02)
         self.grants.extend([(time.monotonic(), kind)] * packets)
 
+    async def depart(self, kind: Kind, packets: int) -> None:
+        return None
+
 
 async def test_every_packet_reaches_the_device_after_its_own_grant() -> None:
     pacer = _GrantLog()

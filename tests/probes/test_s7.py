@@ -469,6 +469,9 @@ class _Spacing:
         self._last = loop.time()
         self.granted.append((kind, packets))
 
+    async def depart(self, kind: Kind, packets: int) -> None:
+        return None
+
 
 async def test_every_packet_is_paced_separately_at_the_receiver() -> None:
     gap = 0.1

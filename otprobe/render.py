@@ -123,8 +123,15 @@ def observations_table(observations: Sequence[Observation]) -> None:
                                  "firmware", "serial", "note"), rows))
 
 
+def _serial(asset: AssetRecord) -> Text:
+    # a serial several devices report identifies none of them: said next to it, wherever it is shown
+    if asset.duplicate_serial:
+        return _text(f"{asset.serial} (duplicate serial)", "yellow")
+    return _text(asset.serial)
+
+
 def assets_table(assets: Sequence[AssetRecord], title: str = "Inventory") -> None:
-    rows = [(a.id, a.ip, a.device_class, a.vendor, a.model, a.product_code, a.firmware, a.serial,
+    rows = [(a.id, a.ip, a.device_class, a.vendor, a.model, a.product_code, a.firmware, _serial(a),
              " ".join(sorted(a.protocols)), a.last_seen[:16].replace("T", " ")) for a in assets]
     out.print(_table(title, ("asset", "ip", "class", "vendor", "model", "order/product code", "firmware", "serial",
                              "protocols", "last seen"), rows))
@@ -132,7 +139,7 @@ def assets_table(assets: Sequence[AssetRecord], title: str = "Inventory") -> Non
 
 def asset_detail(asset: AssetRecord, history: dict[str, list[dict[str, Any]]]) -> None:
     fields = [("asset", asset.id), ("address", asset.ip), ("class", asset.device_class), ("vendor", asset.vendor),
-              ("model", asset.model), ("order/product code", asset.product_code), ("serial", asset.serial),
+              ("model", asset.model), ("order/product code", asset.product_code), ("serial", _serial(asset)),
               ("firmware", asset.firmware), ("hardware", asset.hardware_version),
               ("protocols", ", ".join(f"{p}/{port}" for p, port in sorted(asset.protocols.items()))),
               ("first seen", asset.first_seen), ("last seen", asset.last_seen)]
@@ -143,6 +150,8 @@ def asset_detail(asset: AssetRecord, history: dict[str, list[dict[str, Any]]]) -
                      [(h["scan_id"], h["firmware"], h["observed_at"]) for h in history["firmware"]]))
     out.print(_table("Address history", ("scan", "ip", "seen"),
                      [(h["scan_id"], h["ip"], h["observed_at"]) for h in history["addresses"]]))
+    out.print(_table("Events", ("scan", "event", "old", "new", "at"),
+                     [(h["scan_id"], h["kind"], h["old"], h["new"], h["at"]) for h in history["events"]]))
 
 
 def scans_table(scans: Sequence[ScanRecord]) -> None:

@@ -14,6 +14,7 @@ import pytest
 from cli_helpers import plain_env, run_otprobe, write_profile
 
 from otprobe.inventory import SqliteStore
+from otprobe.inventory.diff import diff_scans
 from otprobe.inventory.merge import Event, KnownAsset, Sighting, match_assets
 from otprobe.model import Identity, Observation, Status
 from simulators.plant import running_plant
@@ -85,6 +86,11 @@ def scan(store: SqliteStore, scan_id: str, serial_at: dict[str, str]) -> None:
     store.finish_scan(scan_id, "complete")
 
 
+def changes(store: SqliteStore, old: str | None, new: str) -> list[tuple[str, str, str | None, str | None]]:
+    diff = diff_scans(store, store.scan(old) if old else None, store.scan(new))
+    return sorted((c.kind, c.ip, c.old, c.new) for c in diff.changes)
+
+
 def events(store: SqliteStore, kind: str) -> list[tuple[str, ...]]:
     return [tuple(r) for r in store.db.execute("SELECT asset_id, scan_id, old, new FROM asset_events WHERE kind=?",
                                                (kind,))]
@@ -98,11 +104,14 @@ def test_the_store_keeps_eleven_assets_for_eleven_devices_sharing_a_serial(store
     assert events(store, "moved") == []
     assert sorted(e[0] for e in events(store, "duplicate_serial")) == sorted(a.id for a in assets)
     assert store.asset(ELEVEN[0]).duplicate_serial
+    assert changes(store, None, "s1") == sorted([("duplicate_serial", ip, None, SERIAL) for ip in ELEVEN]
+                                                + [("new", ip, None, f"1756-ENBT/A {SERIAL}") for ip in ELEVEN])
 
     scan(store, "s2", dict.fromkeys(ELEVEN, SERIAL))  # the same plant again: the same assets, nothing new
     assert sorted(a.id for a in store.assets()) == sorted(a.id for a in assets)
     assert events(store, "moved") == [] and len(events(store, "duplicate_serial")) == 11
     assert {e[1] for e in events(store, "new")} == {"s1"}
+    assert changes(store, "s1", "s2") == []
 
 
 def test_the_store_still_sees_a_real_move(store: SqliteStore) -> None:
@@ -114,6 +123,7 @@ def test_the_store_still_sees_a_real_move(store: SqliteStore) -> None:
     assert events(store, "moved") == [(moved_id, "s2", "127.0.1.10", "127.0.1.20")]
     assert events(store, "duplicate_serial") == []
     assert len(store.assets()) == 2
+    assert changes(store, "s1", "s2") == [("moved", "127.0.1.20", "127.0.1.10", "127.0.1.20")]
 
 
 # --- end to end -------------------------------------------------------------------------------------------

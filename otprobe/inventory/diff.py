@@ -1,4 +1,4 @@
-"""What changed between two scans: new, missing, firmware changed, replaced, moved.
+"""What changed between two scans: new, missing, firmware changed, replaced, moved, duplicate serial.
 
 Diffs compare the per-scan snapshots of assets. A device counts as missing only when the later
 scan was complete and covered its address: an incomplete scan (deadline, Ctrl-C) marks nothing missing.
@@ -6,6 +6,8 @@ scan was complete and covered its address: an incomplete scan (deadline, Ctrl-C)
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,7 +17,7 @@ from otprobe.inventory.store import ScanRecord, SnapshotRow, Store
 
 @dataclass
 class Change:
-    kind: str  # new | missing | firmware_changed | replaced | moved
+    kind: str  # new | missing | firmware_changed | replaced | moved | duplicate_serial
     asset_id: str
     ip: str
     old: str | None = None
@@ -71,12 +73,22 @@ def diff_scans(store: Store, old: ScanRecord | None, new: ScanRecord) -> Diff:
             result.changes.append(Change("moved", asset_id, row.ip, was.ip, row.ip))
         if was.firmware != row.firmware and row.firmware is not None:
             result.changes.append(Change("firmware_changed", asset_id, row.ip, was.firmware, row.firmware))
+    # a serial that became shared by several assets identifies none of them any more: each one is reported
+    newly_shared = _shared_serials(after.values()) - _shared_serials(before.values())
+    for asset_id, row in after.items():
+        if row.serial in newly_shared:
+            result.changes.append(Change("duplicate_serial", asset_id, row.ip, None, row.serial))
     if new.status == "complete":
         for asset_id, row in before.items():
             if asset_id not in after and row.ip in covered and row.ip not in after_ips:
                 result.changes.append(Change("missing", asset_id, row.ip, _label(row), None))
     result.changes.sort(key=lambda c: (c.kind, c.ip))
     return result
+
+
+def _shared_serials(rows: Iterable[SnapshotRow]) -> set[str]:
+    counts = Counter(row.serial for row in rows if row.serial)
+    return {serial for serial, n in counts.items() if n > 1}
 
 
 def _label(row: SnapshotRow) -> str:

@@ -196,6 +196,75 @@ async def test_recorder_tells_fin_from_rst(start_plant: Any, modbus_raw: Any, ev
     assert recorder.packet_count() == 5
 
 
+async def finish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+    """Our FIN, then every byte the device still sends until its own FIN; how many there were."""
+    writer.write_eof()
+    drained = 0
+    while chunk := await asyncio.wait_for(reader.read(65536), 1.0):
+        drained += len(chunk)
+    writer.close()
+    return drained
+
+
+async def released(recorder: Any, eventually: Any) -> None:
+    await eventually(lambda: all(c.released_mono is not None for c in recorder.connections))
+
+
+async def test_stream_sends_the_reply_then_zeros_until_our_fin(
+    start_plant: Any, modbus_raw: Any, eventually: Any
+) -> None:
+    plant = await start_plant(device("127.0.26.15", "stream"))
+    reader, writer = await connect("127.0.26.15")
+    assert (await ask(modbus_raw, reader, writer))[7:] == HEALTHY_PDU
+    assert await asyncio.wait_for(reader.readexactly(8192), 1.0) == bytes(8192)
+    await finish(reader, writer)  # returns: the device stopped and closed once it read our FIN
+    recorder = plant["dev-15"].recorder
+    await released(recorder, eventually)
+    assert [c.close_kind for c in recorder.connections] == ["fin"] and recorder.resets() == []
+
+
+async def test_huge_length_claims_and_sends_65535_bytes(start_plant: Any, eventually: Any) -> None:
+    plant = await start_plant(device("127.0.26.16", "huge_length"))
+    reader, writer = await connect("127.0.26.16")
+    writer.write(struct.pack(">HHHB", 1, 0, 5, 1) + READ_BASIC)
+    header = await asyncio.wait_for(reader.readexactly(7), 1.0)
+    assert struct.unpack(">H", header[4:6])[0] == 0xFFFF
+    assert (await asyncio.wait_for(reader.readexactly(0xFFFF - 1), 2.0)).startswith(HEALTHY_PDU)
+    assert await finish(reader, writer) == 0  # the claimed bytes and nothing more
+    recorder = plant["dev-16"].recorder
+    await released(recorder, eventually)
+    assert [c.close_kind for c in recorder.connections] == ["fin"] and recorder.resets() == []
+
+
+async def test_trickle_sends_one_byte_every_quarter_second(start_plant: Any, modbus_raw: Any) -> None:
+    await start_plant(device("127.0.26.17", "trickle"))
+    reader, writer = await connect("127.0.26.17")
+    writer.write(modbus_raw.frame(READ_BASIC, tid=3))
+    first = await asyncio.wait_for(reader.readexactly(1), 1.0)
+    began = time.monotonic()
+    second = await asyncio.wait_for(reader.readexactly(1), 1.0)
+    assert 0.2 <= time.monotonic() - began < 0.4
+    assert first + second == struct.pack(">H", 3)  # the transaction id of the healthy reply, byte by byte
+    await finish(reader, writer)
+
+
+async def test_recorder_sees_a_reset_that_follows_the_fin(start_plant: Any, modbus_raw: Any, eventually: Any) -> None:
+    plant = await start_plant(device("127.0.26.18", "stream"))
+    recorder = plant["dev-18"].recorder
+    loop = asyncio.get_running_loop()
+    with socket.socket() as sock:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.26.18", PORT))
+        await loop.sock_sendall(sock, modbus_raw.frame(READ_BASIC))
+        await asyncio.sleep(0.3)  # the stream fills our receive window, unread: the device's FIN waits behind it
+        sock.shutdown(socket.SHUT_WR)  # our FIN...
+        await eventually(lambda: recorder.connections[0].close_kind is not None)
+    # ...then a close with bytes unread: RST, while the device still holds the connection
+    await released(recorder, eventually)
+    assert [c.close_kind for c in recorder.connections] == ["fin"]
+    assert recorder.connections[0].reset_after_fin and recorder.resets() == recorder.connections
+
+
 def test_every_fault_mode_has_a_test() -> None:
     """Each mode's name (underscores dropped) must appear in the name of a test of this module."""
     tests = " ".join(name.replace("_", "") for name in globals() if name.startswith("test_"))

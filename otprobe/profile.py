@@ -21,14 +21,25 @@ from dataclasses import dataclass
 from inspect import isclass
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, ClassVar, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    model_validator,
+)
 
 from otprobe import userfile
 from otprobe.cautions import CAUTION_OPERATIONS
 from otprobe.errors import ProfileError
+from otprobe.probes import Category, probe_class
+from otprobe.safety import is_read_only
 from otprobe.scope import Scope
 from otprobe.windows import Window
 
@@ -87,8 +98,38 @@ def _caution_operation(value: str) -> str:
     return value
 
 
+def _number(value: object) -> object:
+    # YAML reads true, yes and on as booleans, and pydantic would take a boolean as 1: never as a rate or a count
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not a boolean (got {str(value).lower()})")
+    return value
+
+
+def _intrusive_problem(protocol: str, name: str) -> str | None:
+    """Why `name` cannot be enabled as an intrusive operation of `protocol`'s probe, or None if it can.
+
+    The same rules the link applies on the wire, checked when the profile is read: `profiles check` and a scan
+    load profiles through the same code, so a profile either passes both or neither."""
+    operations = {op.name: op for op in probe_class(protocol).operations}
+    intrusive = sorted(n for n, op in operations.items() if op.category is Category.INTRUSIVE)
+    known = f"its intrusive operations: {', '.join(intrusive)}" if intrusive else "it has no intrusive operation"
+    op = operations.get(name)
+    if op is None:
+        close = difflib.get_close_matches(name, intrusive, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"not an operation of the {protocol} probe ({known}){hint}"
+    if op.category is not Category.INTRUSIVE:
+        return f"{name!r} is a safe operation, always sent; only intrusive operations are enabled here ({known})"
+    if not is_read_only(protocol, op.code):
+        return f"{name!r} sends {op.code}, which is not on the read-only allowlist: it is never sent"
+    return None
+
+
 Cidr = Annotated[IPv4Network, BeforeValidator(_cidr)]
-Rate = Annotated[float, Field(gt=0, le=10_000)]
+Int = Annotated[int, BeforeValidator(_number)]
+Float = Annotated[float, BeforeValidator(_number)]
+Flag = Annotated[bool, Strict()]  # and a number is no boolean: `enabled: 1` is refused, not read as true
+Rate = Annotated[Float, Field(gt=0, le=10_000)]
 
 
 class _Strict(BaseModel):
@@ -106,10 +147,10 @@ class ClassLimits(_Strict):
     """Caps for one device class: per device (`pps`, `burst`), the class in aggregate, and connection pacing."""
 
     pps: Rate
-    burst: int = Field(1, ge=1, le=2)  # SAFETY R8: burst 1 by default, at most 2
+    burst: Int = Field(1, ge=1, le=2)  # burst 1 by default, at most 2
     class_pps: Rate | None = None
-    connect_gap_s: float = Field(2.0, ge=0, le=3600)
-    max_session_s: float = Field(10.0, gt=0, le=3600)
+    connect_gap_s: Float = Field(2.0, ge=0, le=3600)
+    max_session_s: Float = Field(10.0, gt=0, le=3600)
 
 
 class AssignRule(_Strict):
@@ -118,29 +159,40 @@ class AssignRule(_Strict):
 
 
 class _ProtocolOptions(_Strict):
-    enabled: bool = True
-    port: int = Field(ge=1, le=65_535)
+    protocol: ClassVar[str]  # the probe these options are for
+    enabled: Flag = True
+    port: Int = Field(ge=1, le=65_535)
     # operation name -> the written reason it is enabled; intrusive operations not named here are refused.
     intrusive: dict[str, Annotated[str, AfterValidator(_reason)]] = {}
 
+    @model_validator(mode="after")
+    def _intrusive_declared(self) -> _ProtocolOptions:
+        for name in self.intrusive:
+            if problem := _intrusive_problem(self.protocol, name):
+                raise _At(("intrusive", name), problem)
+        return self
+
 
 class ModbusOptions(_ProtocolOptions):
-    port: int = Field(502, ge=1, le=65_535)
-    unit_ids: list[Annotated[int, AfterValidator(_unit_id)]] = Field(default=[1], min_length=1, max_length=16)
+    protocol = "modbus"
+    port: Int = Field(502, ge=1, le=65_535)
+    unit_ids: list[Annotated[Int, AfterValidator(_unit_id)]] = Field(default=[1], min_length=1, max_length=16)
 
 
 class S7Options(_ProtocolOptions):
-    port: int = Field(102, ge=1, le=65_535)
-    rack_slots: list[tuple[Annotated[int, Field(ge=0, le=7)], Annotated[int, Field(ge=0, le=31)]]] = Field(
+    protocol = "s7"
+    port: Int = Field(102, ge=1, le=65_535)
+    rack_slots: list[tuple[Annotated[Int, Field(ge=0, le=7)], Annotated[Int, Field(ge=0, le=31)]]] = Field(
         default=[(0, 2), (0, 1)], min_length=1, max_length=8
     )
-    read_cpu_state: bool = False  # SZL 0x0424 is opt-in (SAFETY R19)
+    read_cpu_state: Flag = False  # SZL 0x0424 is opt-in
 
 
 class EnipOptions(_ProtocolOptions):
-    port: int = Field(44818, ge=1, le=65_535)
-    udp: bool = True  # try one unicast ListIdentity datagram before any TCP connection
-    max_response_delay_ms: int = Field(500, ge=1, le=2000)  # ListIdentity's Max Response Delay, in the context
+    protocol = "enip"
+    port: Int = Field(44818, ge=1, le=65_535)
+    udp: Flag = True  # try one unicast ListIdentity datagram before any TCP connection
+    max_response_delay_ms: Int = Field(500, ge=1, le=2000)  # ListIdentity's Max Response Delay, in the context
 
 
 class Protocols(_Strict):
@@ -150,12 +202,12 @@ class Protocols(_Strict):
 
 
 class TimeoutConfig(_Strict):
-    connect_s: float = Field(2.0, gt=0, le=60)
-    response_s: float = Field(3.0, gt=0, le=60)
+    connect_s: Float = Field(2.0, gt=0, le=60)
+    response_s: Float = Field(3.0, gt=0, le=60)
 
 
 class BreakerConfig(_Strict):
-    failures: int = Field(2, ge=1, le=10)
+    failures: Int = Field(2, ge=1, le=10)
 
 
 class Caution(_Strict):
@@ -188,10 +240,10 @@ class Profile(_Strict):
     assign: list[AssignRule] = []
     protocols: Protocols = Protocols()
     timeouts: TimeoutConfig = TimeoutConfig()
-    retries: int = Field(1, ge=0, le=3)
+    retries: Int = Field(1, ge=0, le=3)
     breaker: BreakerConfig = BreakerConfig()
     windows: list[Window] = []
-    max_devices_in_flight: int = Field(8, ge=1, le=256)
+    max_devices_in_flight: Int = Field(8, ge=1, le=256)
     cautions: list[Caution] = []
 
     @model_validator(mode="after")

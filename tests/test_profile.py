@@ -77,12 +77,12 @@ assign: [{cidr: 127.0.1.0/24, class: plc}]
 protocols:
   modbus:
     unit_ids: [1, 255]
-    intrusive: {sweep_unit_ids: "gateway 7 behind serial line, agreed with operations (ticket 42)"}
+    intrusive: {unit_id_sweep: "gateway 7 behind serial line, agreed with operations (ticket 42)"}
 """
     profile = parse_profile(text, "site.yaml")
     assert profile.limits("plc").class_pps == 10
     assert profile.limits("hmi") == profile.classes["unknown"]
-    assert profile.enabled_intrusive("modbus") == frozenset({"sweep_unit_ids"})
+    assert profile.enabled_intrusive("modbus") == frozenset({"unit_id_sweep"})
     assert profile.protocol_options("modbus")["unit_ids"] == [1, 255]
     targets = profile.target_scope(["127.0.0.0/8"]).resolve(["127.0.1.1", "127.0.2.1"]).targets
     assert [target.device_class for target in targets] == ["plc", "unknown"]
@@ -111,7 +111,7 @@ def test_name_defaults_to_the_file_stem(tmp_path: Path) -> None:
         ("bad_day.yaml", 3, "windows[0].days", "unknown day 'sonday'"),
         ("unit_id_zero.yaml", 5, "protocols.modbus.unit_ids[0]", "unit id 0 is the broadcast id"),
         ("burst_too_high.yaml", 3, "classes.unknown.burst", "must be less than or equal to 2 (got 5)"),
-        ("intrusive_without_reason.yaml", 5, "protocols.modbus.intrusive.sweep_unit_ids", "needs a written reason"),
+        ("intrusive_without_reason.yaml", 5, "protocols.modbus.intrusive.unit_id_sweep", "needs a written reason"),
         ("unknown_class.yaml", 7, "assign[1].class", "unknown class 'rtu' (defined: plc, unknown)"),
         ("missing_unknown_class.yaml", 2, "classes", "must define the class 'unknown'"),
         ("duplicate_key.yaml", 5, "global_pps", "duplicate key"),

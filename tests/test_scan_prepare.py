@@ -123,13 +123,12 @@ async def test_an_intrusive_operation_is_enabled_for_its_own_protocol_only():
     from otprobe.link import Link
     from otprobe.model import Target
     from otprobe.probes.modbus import ModbusProbe
-    from otprobe.scan import scan_config
 
     reason = '"a reason, written for s7"'
-    profile = parse_profile(LAB + f"protocols:\n  s7: {{intrusive: {{unit_id_sweep: {reason}}}}}\n", "t.yaml")
-    config = scan_config(profile)
-    assert config.enabled_intrusive == frozenset({("s7", "unit_id_sweep")})
-    link = Link(ModbusProbe(), Target("127.0.1.10"), enabled_intrusive=config.enabled_intrusive)
+    with pytest.raises(ProfileError, match=r"protocols\.s7\.intrusive\.unit_id_sweep: not an operation of the s7"):
+        parse_profile(LAB + f"protocols:\n  s7: {{intrusive: {{unit_id_sweep: {reason}}}}}\n", "t.yaml")
+    # and were it enabled for s7 all the same, the link still refuses it for modbus
+    link = Link(ModbusProbe(), Target("127.0.1.10"), enabled_intrusive=frozenset({("s7", "unit_id_sweep")}))
     with pytest.raises(ProbeContractError, match=r"modbus\.unit_id_sweep is not enabled"):
         async with link.op("unit_id_sweep"):
             raise AssertionError("the operation body must not run")

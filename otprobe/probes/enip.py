@@ -13,7 +13,8 @@ Probe card
     5.      only if 4 got an error status: ListIdentity 0x63 over TCP (1); skipped when step 1 already got an
             explicit error status to ListIdentity, or when RegisterSession was refused (4 is then skipped too)
     6.      UnRegisterSession 0x66, after the last reply, only with a session and no request outstanding (1)
-    7.      FIN, none if the device closed or reset first  (1)
+    7.      FIN, then what the device still sends is drained (otprobe.probes.tcp_close); none if the
+            device closed or reset first  (1)
   Cost: 1 when UDP answers; 6 on the usual TCP path (1 + 5); max_packets = (1 if udp) + 6 = 7.
   Example: 1769-L18ER/A LOGIX5318ER, vendor 1 (Rockwell Automation/Allen-Bradley), type 14 (Programmable Logic
   Controller), product code "154", firmware "21.11", serial "6043BF65", raw status 0x0030, state 3.

@@ -45,7 +45,8 @@ a reply cut off by the device closing -> protocol_error. Endless More Follows en
 the objects read so far (identified, with a note in `raw["notes"]`).
 
 How pymodbus is used: `AsyncModbusTcpClient(retries=0, reconnect_delay=0)` connects once, builds, frames and
-sends each request, and closes. Replies never reach pymodbus' decoders: on hostile bytes (a cut-off object
+sends each request; the connection ends through the shared close (otprobe.probes.tcp_close: FIN, drain,
+close) on pymodbus' own asyncio transport. Replies never reach pymodbus' decoders: on hostile bytes (a cut-off object
 list) they raise ModbusIOException inside asyncio's `data_received`, which logs a traceback and drops the
 connection. Instead its `trace_packet` hook hands each reply to `modbus_wire` (hardened, only `ProtocolError`)
 and gives pymodbus nothing, and the library's pending request is cancelled once the reply is in. Its own

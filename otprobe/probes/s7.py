@@ -25,7 +25,8 @@ Exchange, one packet per line, each announced to the link before it is sent (PDU
                                         32 07 0000 <ref> 000C 0004 | 00 01 12 08 12 44 01 <seq> 00000000 | 0A 000000
  8. close                tcp:close      FIN. No COTP DR: a CPU handles a FIN as a normal disconnect, and DR would cost
                                         the device one more packet. When the device closed or reset first, our
-                                        close is no packet it must handle and is not announced.
+                                        close is no packet it must handle and is not announced. What the device
+                                        still sends after our FIN is drained (otprobe.probes.tcp_close).
 
 Cost: a refused candidate costs at most 3 (connect, CR, FIN); the answering one 3 + setup + each read with its
 continuations. max_packets = 3 x candidates + 1 + reads x (1 + max_continuations), reads = 2 (3 with cpu state):

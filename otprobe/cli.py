@@ -371,9 +371,12 @@ def scan(
         until = parse_deadline(deadline, now) if deadline else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--deadline") from None
+    except OverflowError:  # 99999999999999999999h, or a year-1 time that UTC cannot hold
+        raise typer.BadParameter(f"{deadline!r} is beyond the dates otprobe can represent",
+                                 param_hint="--deadline") from None
     if until is not None and until <= now:
         # it would only open a scan that aborts every device at once
-        raise typer.BadParameter(f"--deadline {deadline} is in the past ({until.astimezone():%Y-%m-%d %H:%M %Z})",
+        raise typer.BadParameter(f"--deadline {deadline} is in the past ({until:%Y-%m-%d %H:%M} UTC)",
                                  param_hint="--deadline")
     db_path = db or default_db_path()
     with _closing(SqliteStore(db_path)) as store:

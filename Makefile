@@ -20,7 +20,13 @@ test: $(STAMP)
 	$(PY) -m ruff check otprobe simulators tests bench
 	$(PY) -m pytest
 
+# bench_stress.py takes kernel packet stamps when tcpdump can capture on lo: installed here only as root with
+# apt-get, and never needed (without it the bench uses the simulated devices' own stamps)
 bench: $(STAMP)
+	@if ! command -v tcpdump >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -qq tcpdump >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && \
+		apt-get install -y -qq tcpdump >/dev/null 2>&1; } || echo "tcpdump not installed: bench_stress.py uses the devices' stamps"; \
+	fi
 	$(PY) bench/run_all.py
 
 clean:

@@ -26,9 +26,8 @@ class Connection:
     closed_mono: float | None = None
     close_kind: str | None = None  # "fin" (client closed), "rst" (client reset), "server" (we closed it)
     # A client whose FIN came first can still reset the connection (it closed with our bytes unread): the device
-    # watches for that after the FIN, until the connection is fully closed, and then lets go of it (released).
+    # watches for that after the FIN, until the connection is fully closed, and only then lets go of it.
     reset_after_fin: bool = False
-    released_mono: float | None = None  # nothing more is recorded about this connection after this time
 
     @property
     def duration_s(self) -> float | None:
@@ -62,6 +61,7 @@ class Recorder:
         self.sessions_unregistered = 0
         self.max_concurrent = 0
         self._open = 0
+        self._held: set[int] = set()  # ids of the connections whose socket the device still holds
         self._lock = threading.Lock()
         self._sink = sink
 
@@ -76,6 +76,7 @@ class Recorder:
         with self._lock:
             conn = Connection(len(self.connections) + 1, peer, time.monotonic(), time.time())
             self.connections.append(conn)
+            self._held.add(conn.id)
             self._open += 1
             self.max_concurrent = max(self.max_concurrent, self._open)
             self._emit("connect", asdict(conn))
@@ -93,13 +94,13 @@ class Recorder:
     def reset_after_fin(self, conn: Connection) -> None:
         with self._lock:
             conn.reset_after_fin = True
+            self._emit("reset_after_fin", {"id": conn.id, "mono": time.monotonic()})
 
     def connection_released(self, conn: Connection) -> None:
-        """The device let go of the connection's socket; the event carries the connection as it finally is."""
+        """The device let go of the connection's socket: nothing more will be recorded about it, an RST after its FIN
+        included. Kept in this process only (no event): in-process tests wait for it."""
         with self._lock:
-            if conn.released_mono is None:
-                conn.released_mono = time.monotonic()
-                self._emit("release", asdict(conn))
+            self._held.discard(conn.id)
 
     def request(
         self,
@@ -149,9 +150,8 @@ class Recorder:
             for key, value in payload.items():
                 setattr(conn, key, value)
             self._open -= 1
-        elif kind == "release":
-            conn = next(c for c in self.connections if c.id == payload["id"])
-            conn.reset_after_fin, conn.released_mono = payload["reset_after_fin"], payload["released_mono"]
+        elif kind == "reset_after_fin":
+            next(c for c in self.connections if c.id == payload["id"]).reset_after_fin = True
         elif kind == "request":
             self.requests.append(Request(**payload))
         elif kind == "session":
@@ -167,6 +167,11 @@ class Recorder:
     @property
     def open_connections(self) -> int:
         return self._open
+
+    @property
+    def held_connections(self) -> int:
+        """Connections whose socket the device still holds (this process's recorder only; 0 when rebuilt)."""
+        return len(self._held)
 
     def violations(self) -> list[Request]:
         return [r for r in self.requests if not r.allowed]

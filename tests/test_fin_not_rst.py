@@ -72,7 +72,7 @@ async def scan(
     link = Link(probe, Target(host, "plc"), timeouts=TIMEOUTS, pacer=PacedClose(close_wait_s))
     observation = await probe.run(link, Target(host, "plc"))
     # the device has let go of every connection: an RST after the FIN would have been recorded by then
-    await eventually(lambda: all(c.released_mono is not None for c in recorder.connections), timeout=3.0)
+    await eventually(lambda: recorder.held_connections == 0, timeout=3.0)
     return observation, link, recorder
 
 

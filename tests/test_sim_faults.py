@@ -4,6 +4,8 @@ view of how connections end (FIN, RST, closed by the device)."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import socket
 import struct
 import time
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from simulators.faults import Fault, FaultMode
+from simulators.recorder import Recorder
 
 PORT = 15020
 READ_BASIC = bytes([0x2B, 0x0E, 0x01, 0x00])  # Read Device Identification, basic stream, from object 0
@@ -207,7 +210,7 @@ async def finish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
 
 
 async def released(recorder: Any, eventually: Any) -> None:
-    await eventually(lambda: all(c.released_mono is not None for c in recorder.connections))
+    await eventually(lambda: recorder.held_connections == 0)
 
 
 async def test_stream_sends_the_reply_then_zeros_until_our_fin(
@@ -249,7 +252,8 @@ async def test_trickle_sends_one_byte_every_quarter_second(start_plant: Any, mod
 
 
 async def test_recorder_sees_a_reset_that_follows_the_fin(start_plant: Any, modbus_raw: Any, eventually: Any) -> None:
-    plant = await start_plant(device("127.0.26.18", "stream"))
+    sink = io.StringIO()
+    plant = await start_plant(device("127.0.26.18", "stream"), record_to=sink)
     recorder = plant["dev-18"].recorder
     loop = asyncio.get_running_loop()
     with socket.socket() as sock:
@@ -263,6 +267,8 @@ async def test_recorder_sees_a_reset_that_follows_the_fin(start_plant: Any, modb
     await released(recorder, eventually)
     assert [c.close_kind for c in recorder.connections] == ["fin"]
     assert recorder.connections[0].reset_after_fin and recorder.resets() == recorder.connections
+    rebuilt = Recorder.from_events("dev-18", [json.loads(line) for line in sink.getvalue().splitlines()])
+    assert [(c.close_kind, c.reset_after_fin) for c in rebuilt.connections] == [("fin", True)]
 
 
 def test_every_fault_mode_has_a_test() -> None:

@@ -431,7 +431,11 @@ class ProfileValidationError(ProfileError):
 
 def parse_profile(text: str, source: str, default_name: str = "profile") -> Profile:
     """Validate profile YAML `text`; `source` is the file name used in messages."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:  # the reader checks every character before a node exists
+        line = text.count("\n", 0, exc.position) + 1
+        raise ProfileValidationError([f"{source}:{line} YAML error: {exc.reason} (U+{exc.character:04X})"]) from None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None

@@ -144,3 +144,11 @@ def test_a_device_or_a_fifo_given_as_profile_is_refused_without_blocking(tmp_pat
                               env={**os.environ, "NO_COLOR": "1"})
         assert done.returncode == 2, done.stderr
         assert done.stderr == f"otprobe: error: {path}: cannot read profile: {kind}, not a regular file\n"
+
+
+def test_a_control_character_is_a_line_error_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "control.yaml"
+    path.write_text("name: x\nretries: 1\x1f\n")
+    code, stderr = check(path)
+    assert code == 2
+    assert stderr == f"otprobe: error: {path}:2 YAML error: special characters are not allowed (U+001F)\n"

@@ -208,8 +208,9 @@ class EnipProbe(Probe):
 
     async def _tcp(self, link: Link, ip: str, context: bytes, *, try_list_identity: bool) -> _Outcome:
         try:
-            async with link.op("connect"):
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, self.port), link.timeouts.connect_s)
+            # asyncio.timeout, not wait_for: the SYN must leave in the link's step, not from a task a loop turn later
+            async with link.op("connect"), asyncio.timeout(link.timeouts.connect_s):
+                reader, writer = await asyncio.open_connection(ip, self.port)
         except ConnectionRefusedError:
             return _Outcome(Status.REFUSED, error="TCP connection refused")
         except TimeoutError:

@@ -44,13 +44,13 @@ an unparseable reply, one for another transaction or unit, an oversized MBAP len
 a reply cut off by the device closing -> protocol_error. Endless More Follows ends after the follow-up cap with
 the objects read so far (identified, with a note in `raw["notes"]`).
 
-How pymodbus is used: `AsyncModbusTcpClient(retries=0, reconnect_delay=0)` connects once, builds, frames and
-sends each request; the connection ends through the shared close (otprobe.probes.tcp_close: FIN, drain,
-close) on pymodbus' own asyncio transport. Replies never reach pymodbus' decoders: on hostile bytes (a cut-off object
-list) they raise ModbusIOException inside asyncio's `data_received`, which logs a traceback and drops the
-connection. Instead its `trace_packet` hook hands each reply to `modbus_wire` (hardened, only `ProtocolError`)
-and gives pymodbus nothing, and the library's pending request is cancelled once the reply is in. Its own
-timeout is only a backstop; the probe enforces `link.timeouts`.
+How pymodbus is used: `AsyncModbusTcpClient(retries=0, reconnect_delay=0)`'s transport connects once (its
+`call_create`, awaited in the probe's own task) and frames and sends each request PDU (`pdu_send`), so each packet
+leaves in the loop step the link cleared it in; the connection ends through the shared close
+(otprobe.probes.tcp_close: FIN, drain, close) on pymodbus' own asyncio transport. Replies never reach pymodbus'
+decoders: on hostile bytes (a cut-off object list) they raise ModbusIOException inside asyncio's `data_received`,
+which logs a traceback and drops the connection. Instead its `trace_packet` hook hands each reply to `modbus_wire`
+(hardened, only `ProtocolError`) and gives pymodbus nothing. The probe enforces `link.timeouts`.
 """
 
 from __future__ import annotations
@@ -58,12 +58,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException
+from pymodbus.pdu import ModbusPDU
+from pymodbus.pdu.mei_message import ReadDeviceInformationRequest
+from pymodbus.pdu.other_message import ReportDeviceIdRequest
 
 from otprobe.errors import ProfileError, ProtocolError
 from otprobe.model import Identity, Observation, Status
@@ -157,8 +159,7 @@ class _Session:
             port=port,
             retries=0,
             reconnect_delay=0,
-            # a backstop only: the probe's own deadlines below always expire first
-            timeout=timeouts.connect_s + timeouts.response_s + 1.0,
+            timeout=timeouts.connect_s,  # pymodbus' own connect and execute are never called: the probe times both
             trace_packet=self._trace_packet,
             trace_connect=self._trace_connect,
         )
@@ -174,9 +175,20 @@ class _Session:
         return self.client.connected
 
     async def connect(self) -> None:
-        if not await asyncio.wait_for(self.client.connect(), self.timeouts.connect_s):
-            # pymodbus reports every failed connect as False; within our deadline that is a refusal
-            raise ConnectionRefusedError("connection refused")
+        """Open the connection, the SYN leaving before the first await (the link stamps the departure just before).
+
+        pymodbus' own connect() wraps the socket connect in `wait_for`, a task that runs a loop turn later; its
+        transport's `call_create` (loop.create_connection with pymodbus' protocol) is awaited here directly instead.
+        """
+        ctx = self.client.ctx
+        ctx.is_closing = False
+        try:
+            async with asyncio.timeout(self.timeouts.connect_s):
+                ctx.transport, _ = await ctx.call_create()
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            raise ConnectionRefusedError(exc.strerror or "connection refused") from None
         self.opened = True
 
     async def close(self, link: Link) -> None:
@@ -189,33 +201,29 @@ class _Session:
         finally:
             self.client.close()  # idempotent; the socket itself is closed by now
 
-    async def request(self, send: Callable[[], Awaitable[object]]) -> Adu:
-        """Send one request through pymodbus and wait for its reply frame, at most `response_s`."""
+    async def request(self, pdu: ModbusPDU) -> Adu:
+        """Send one request PDU and wait for its reply frame, at most `response_s`.
+
+        pymodbus frames and writes it (`pdu_send`) before the first await, in the loop step the link cleared it in;
+        its `execute()` would write a loop turn later, from a task of its own.
+        """
+        if not self.client.connected:
+            raise ConnectionResetError("connection closed by the device")
         self._pending = pending = asyncio.get_running_loop().create_future()
         self._sent, self._received = None, 0
         started = time.monotonic()
-        task = asyncio.create_task(self._send(send, pending))
+        ctx = self.client.ctx
+        pdu.transaction_id = ctx.getNextTID()
+        ctx.pdu_send(pdu)
         try:
             adu = await asyncio.wait_for(pending, self.timeouts.response_s)
         finally:
             self._pending = None
-            task.cancel()  # pymodbus still waits for the reply the guard kept from it
-            await asyncio.gather(task, return_exceptions=True)
         if self._sent is None or (adu.tid, adu.unit) != self._sent:
             raise ProtocolError(f"reply for transaction {adu.tid} unit {adu.unit}, expected {self._sent}")
         if self.first_reply_s is None:
             self.first_reply_s = time.monotonic() - started
         return adu
-
-    async def _send(self, send: Callable[[], Awaitable[object]], pending: asyncio.Future[Adu]) -> None:
-        # No loop turn between this check and pymodbus' write, so a lost connection is never re-opened by it.
-        if not self.client.connected:
-            _fail(pending, ConnectionResetError("connection closed by the device"))
-            return
-        try:
-            await send()
-        except ConnectionException as exc:
-            _fail(pending, ConnectionResetError(f"connection lost: {exc}"))
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
         if sending:
@@ -320,21 +328,16 @@ class _Exchange:
     def __init__(self, link: Link, session: _Session) -> None:
         self.link, self.session = link, session
 
-    async def ask(self, op: str, function: int, send: Callable[[], Awaitable[object]]) -> Reply:
+    async def ask(self, op: str, function: int, pdu: ModbusPDU) -> Reply:
         # checked before announcing, so that a connection the device already dropped costs no phantom packet
         if not self.session.connected:
             raise ConnectionResetError("connection closed by the device")
         async with self.link.op(op):
-            adu = await self.session.request(send)
+            adu = await self.session.request(pdu)
         return parse_reply(adu.pdu, function)
 
     async def device_id(self, op: str, unit: int, read_code: int, object_id: int) -> DeviceIdPage | ExceptionReply:
-        client = self.session.client
-        reply = await self.ask(
-            op,
-            FC_DEVICE_ID,
-            lambda: client.read_device_information(read_code=read_code, object_id=object_id, device_id=unit),
-        )
+        reply = await self.ask(op, FC_DEVICE_ID, ReadDeviceInformationRequest(read_code, object_id, dev_id=unit))
         assert not isinstance(reply, ServerIdReply)  # parse_reply(FC_DEVICE_ID) gives a page or an exception
         return reply
 
@@ -392,8 +395,7 @@ class _Exchange:
 
     async def server_id(self, unit: int, refused: ExceptionReply) -> _UnitResult:
         """FC43 unsupported (0x01): one Report Server ID."""
-        client = self.session.client
-        reply = await self.ask("report_server_id", FC_SERVER_ID, lambda: client.report_device_id(device_id=unit))
+        reply = await self.ask("report_server_id", FC_SERVER_ID, ReportDeviceIdRequest(dev_id=unit))
         if isinstance(reply, ServerIdReply):
             identity = identity_from_server_id(reply, unit)
             identity.raw["fc43"] = refused.text

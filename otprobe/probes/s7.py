@@ -206,10 +206,9 @@ class _Session:
         refusals: list[str] = []
         refused_by_device = False
         for rack, slot in self.probe.rack_slots:
-            async with self.link.op("connect"):
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.ip, self.probe.port), self.link.timeouts.connect_s
-                )
+            # asyncio.timeout, not wait_for: the SYN must leave in the link's step, not from a task a loop turn later
+            async with self.link.op("connect"), asyncio.timeout(self.link.timeouts.connect_s):
+                reader, writer = await asyncio.open_connection(self.ip, self.probe.port)
             conn = _Connection(reader, writer, self.link.timeouts.response_s)
             try:
                 tsap = wire.called_tsap(rack, slot)

@@ -30,7 +30,7 @@ from otprobe import userfile
 from otprobe.errors import ScopeError, TargetError
 from otprobe.model import Target
 
-# One resolution may hold at most a /16 worth of addresses (targets plus excluded), SAFETY R15.
+# One resolution may hold at most a /16 worth of addresses (targets plus excluded): a bigger scan is split.
 MAX_TARGETS = 65_536
 
 _REFUSED = (

@@ -1,6 +1,7 @@
 """Caution rules: read-only operations a probe must not send to particular models.
 
-Read-only is not always harmless: one SZL 0x001C read sent S7-300 CPUs 315F/317F to DEFECT (SAFETY.md I8).
+Read-only is not always harmless: one SZL 0x001C read sent S7-300 CPUs 315F/317F to DEFECT (python-snap7 #467;
+docs/safety.md#caution-rules-for-fragile-devices).
 The shipped rules live in otprobe/data/cautions.yaml; a profile adds its own in the same shape. A probe reads
 the cheapest identity first, then asks `forbidding(...)` before each further operation and records the rule
 it obeyed, so the inventory shows what was skipped and why.

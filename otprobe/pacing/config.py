@@ -23,7 +23,7 @@ class ClassLimits:
             raise ValueError(f"invalid class limits {self}")
 
 
-# The profile issue's default for devices whose class is not configured: slow and careful.
+# Devices whose class the profile does not configure get the slowest rate: an unknown device is treated as fragile.
 UNKNOWN = ClassLimits(pps=0.5)
 
 

@@ -2,7 +2,7 @@
 
 Pure functions over untrusted bytes. Each raises only `ProtocolError` on bad input, and reads only what the
 bytes carry: an object list is bounded by the frame, not by its count field (the Modbus spec's own
-multi-transaction example declares 3 objects and carries 2). Layouts: PROTOCOLS.md §1.
+multi-transaction example declares 3 objects and carries 2). Layouts: docs/protocols.md#modbustcp.
 """
 
 from __future__ import annotations

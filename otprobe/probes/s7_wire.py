@@ -6,7 +6,7 @@ continuation); this module adds the two framing layers snap7 keeps inside its bl
 
 Replies: every parser here is a pure function of bytes that raises only `ProtocolError`; a well-formed
 refusal (COTP DR, S7 error class, SZL "object does not exist") raises its subclass `DeviceRefusal`, so the
-probe can tell "the device said no" from "the device said garbage". Byte layouts: PROTOCOLS.md §2.
+probe can tell "the device said no" from "the device said garbage". Byte layouts: docs/protocols.md#s7comm.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ for _name in ("snap7", "s7"):
     logging.getLogger(_name).propagate = False
 
 TPKT_HEADER = 4
-# R16: no reply of a read-only identity exchange is anywhere near this; longer claims are hostile.
+# No reply of a read-only identity exchange is anywhere near this; longer claims are hostile
+# (docs/safety.md#hostile-replies-are-bounded).
 MAX_FRAME = 4096
 COTP_CR, COTP_CC, COTP_DR, COTP_DT, COTP_ER = 0xE0, 0xD0, 0x80, 0xF0, 0x70
 ROSCTR_JOB, ROSCTR_ACK, ROSCTR_ACK_DATA, ROSCTR_USERDATA = 0x01, 0x02, 0x03, 0x07
-CONNECTION_BASIC = 0x03  # high byte of the called TSAP: S7-basic, leaves the PG and OP slots free (SAFETY R19)
+CONNECTION_BASIC = 0x03  # high byte of the called TSAP: S7-basic, leaves the PG and OP slots free (docs/safety.md)
 TPDU_1024 = 0x0A
 SZL_GROUP = 0x04
 SZL_READ = 0x01
@@ -292,7 +293,7 @@ def parse_szl_list(data: bytes, *, complete: bool = True) -> tuple[SzlList, int]
 
 
 class SzlReassembly:
-    """Joins the fragments of one SZL answer: continuations resume mid-record with no SZL header (PROTOCOLS §2.4)."""
+    """Joins the fragments of one SZL answer: continuations resume mid-record with no SZL header."""
 
     def __init__(self, szl_id: int) -> None:
         self.szl_id = szl_id

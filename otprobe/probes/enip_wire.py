@@ -1,12 +1,12 @@
 """EtherNet/IP and CIP bytes for the identity probe: the requests it sends and pure parsers for the replies.
 
-Requests are built with pycomm3's own packet classes (the library the issue names for CIP), with otprobe's
+Requests are built with pycomm3's own packet classes (otprobe's CIP library), with otprobe's
 sender context. Replies are parsed here from raw bytes, never through pycomm3's identity dicts (they replace
 vendor and device type ids with names and lose the numbers). Every parser raises only `ProtocolError`;
 `DeviceRefusal` is the subclass for a well-formed reply that carries an error status (the device speaks
 EtherNet/IP but will not give its identity that way).
 
-Layouts (PROTOCOLS.md §3): a 24-byte little-endian encapsulation header, then Common Packet Format items walked
+Layouts (docs/protocols.md#ethernetip): a 24-byte little-endian encapsulation header, then Common Packet Format items walked
 by their own lengths (never fixed offsets: nmap enip-info's bug). The one big-endian field is the ListIdentity
 socket address, a raw `sockaddr_in`; read little-endian it gives icsnpp-enip's "164.1.1.10 port 4783".
 """
@@ -30,7 +30,7 @@ from otprobe.errors import ProtocolError
 HEADER = struct.Struct("<HHII8sI")  # command, length, session handle, status, sender context, options
 HEADER_LEN = HEADER.size
 # No identity reply comes near this (a ListIdentity reply with a 255-character name is 24 + 6 + 294 bytes);
-# a length field above it is hostile or broken, and is refused before anything is read (SAFETY R16).
+# a length field above it is hostile or broken, and is refused before anything is read (docs/safety.md#hostile-replies-are-bounded).
 MAX_REPLY = 4096
 
 LIST_IDENTITY = 0x63
@@ -41,7 +41,7 @@ ITEM_IDENTITY = 0x000C
 ITEM_UNCONNECTED_DATA = 0x00B2
 
 SERVICE_REPLY = 0x80
-TAG = b"otprob"  # context bytes 2-7: a constant, attributable tag (SAFETY R21); bytes 0-1 are the delay
+TAG = b"otprob"  # context bytes 2-7: a constant, attributable tag (docs/safety.md); bytes 0-1 are the delay
 
 ENCAP_STATUS = {
     0x0001: "invalid or unsupported command",
@@ -170,7 +170,7 @@ def parse_encapsulation(frame: bytes, command: int, context: bytes, session: int
     """Header and body of one whole reply frame, checked against what was asked.
 
     The length must match the bytes present, the command and sender context must echo the request's, and for
-    session commands the handle must be ours (a reply meant for someone else is not our identity: SAFETY R7).
+    session commands the handle must be ours (a reply meant for someone else is not our identity).
     A non-zero encapsulation status raises DeviceRefusal.
     """
     header = parse_header(frame)
@@ -195,7 +195,7 @@ _ITEM = struct.Struct("<HH")
 def walk_cpf(data: bytes) -> list[tuple[int, bytes]]:
     """Common Packet Format: item count, then (type, length, data) per item, each walked by its own length.
 
-    Bytes after the last item are tolerated (some devices miscount; PROTOCOLS.md §3.4); an item running past
+    Bytes after the last item are tolerated (some devices miscount: docs/protocols.md, EtherNet/IP device quirks); an item running past
     the end is not.
     """
     (count,) = _unpack(_U16, data, 0, "CPF item count")

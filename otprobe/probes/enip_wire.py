@@ -6,9 +6,9 @@ vendor and device type ids with names and lose the numbers). Every parser raises
 `DeviceRefusal` is the subclass for a well-formed reply that carries an error status (the device speaks
 EtherNet/IP but will not give its identity that way).
 
-Layouts (docs/protocols.md#ethernetip): a 24-byte little-endian encapsulation header, then Common Packet Format items walked
-by their own lengths (never fixed offsets: nmap enip-info's bug). The one big-endian field is the ListIdentity
-socket address, a raw `sockaddr_in`; read little-endian it gives icsnpp-enip's "164.1.1.10 port 4783".
+Layouts (docs/protocols.md#ethernetip): a 24-byte little-endian encapsulation header, then Common Packet Format
+items walked by their own lengths (never fixed offsets: nmap enip-info's bug). The one big-endian field is the
+ListIdentity socket address, a raw `sockaddr_in`; read little-endian it gives icsnpp-enip's "164.1.1.10 port 4783".
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from otprobe.errors import ProtocolError
 HEADER = struct.Struct("<HHII8sI")  # command, length, session handle, status, sender context, options
 HEADER_LEN = HEADER.size
 # No identity reply comes near this (a ListIdentity reply with a 255-character name is 24 + 6 + 294 bytes);
-# a length field above it is hostile or broken, and is refused before anything is read (docs/safety.md#hostile-replies-are-bounded).
+# a length field above it is hostile or broken, and is refused before anything is read
+# (docs/safety.md#hostile-replies-are-bounded).
 MAX_REPLY = 4096
 
 LIST_IDENTITY = 0x63
@@ -195,8 +196,8 @@ _ITEM = struct.Struct("<HH")
 def walk_cpf(data: bytes) -> list[tuple[int, bytes]]:
     """Common Packet Format: item count, then (type, length, data) per item, each walked by its own length.
 
-    Bytes after the last item are tolerated (some devices miscount: docs/protocols.md, EtherNet/IP device quirks); an item running past
-    the end is not.
+    Bytes after the last item are tolerated (some devices miscount: docs/protocols.md, EtherNet/IP device
+    quirks); an item running past the end is not.
     """
     (count,) = _unpack(_U16, data, 0, "CPF item count")
     items: list[tuple[int, bytes]] = []

@@ -1,8 +1,8 @@
 """S7comm wire format for the simulated S7 CPU: TPKT/COTP frames, S7 headers, SZL userdata replies.
 
 Pure functions over bytes, with no sockets and no device state, so that the operation the front records and the
-reply the device sends come from one reading of the frame. Layouts follow PROTOCOLS.md §2 and captures of a real
-CPU 315-2 PN/DP (tests/vectors/s7_captures.py). Constants that python-snap7 already names are taken from it.
+reply the device sends come from one reading of the frame. Layouts follow docs/protocols.md#s7comm and captures of a
+real CPU 315-2 PN/DP (tests/vectors/s7_captures.py). Constants that python-snap7 already names are taken from it.
 """
 
 from __future__ import annotations

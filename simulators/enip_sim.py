@@ -2,8 +2,8 @@
 
 It owns the `enip:` plant section (parse_config), the classification of each request against the read-only
 allowlist, the replies a real adapter gives (including its error replies), and the UDP ListIdentity endpoint on the
-same address and port. Wire encoding lives in simulators.enip_wire. Written from the ODVA layouts in PROTOCOLS.md §3;
-no cpppo code (GPLv3).
+same address and port. Wire encoding lives in simulators.enip_wire. Written from the ODVA
+layouts (docs/protocols.md#ethernetip); no cpppo code (GPLv3).
 
 Supported, as on the allowlist: ListIdentity 0x63 (TCP and UDP), RegisterSession 0x65, UnRegisterSession 0x66,
 SendRRData 0x6F carrying Get_Attributes_All 0x01 or Get_Attribute_Single 0x0E to Identity class 1 instance 1, directly

@@ -2,7 +2,7 @@
 
 Pure functions over bytes, no I/O, so that the golden vectors from captures test them directly. Everything is
 little-endian except the ListIdentity socket address, which is big-endian as in a `sockaddr_in`.
-Layouts follow PROTOCOLS.md §3 (ODVA Vol 2 encapsulation, Vol 1 CIP), checked against captured replies.
+Layouts follow docs/protocols.md#ethernetip (ODVA Vol 2 encapsulation, Vol 1 CIP), checked against captured replies.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ request for a unit id the device answers is forwarded, over one backend link per
 private pymodbus `ModbusTcpServer` reached through pymodbus' in-process null modem, so the device shows
 no listening port besides its own. pymodbus keeps the FC 0x2B/0x0E and FC 0x11 identity in a process-wide
 singleton, so every device hands its server its own request classes (`custom_pdu`) answering from that
-device's config (LIBRARIES.md §1.4). Those classes also add what pymodbus lacks: a configurable conformity
+device's config. Those classes also add what pymodbus lacks: a configurable conformity
 level, "no FC43 support", stream restart at object 0 for an unknown object id, and an FC 0x11 reply laid
 out as real devices send it (`<server id> <run indicator> <data>`).
 

@@ -1,6 +1,6 @@
 """Identity of a simulated S7 CPU: the `s7:` plant section, its validation, and the SZL lists built from it.
 
-Record layouts follow PROTOCOLS.md §2.6-2.8 and the replies of a real CPU 315-2 PN/DP
+Record layouts follow docs/protocols.md#s7comm and the replies of a real CPU 315-2 PN/DP
 (tests/vectors/s7_captures.py): 0x0011 module identification (LENTHDR 28), 0x001C component identification
 (LENTHDR 34, ten records, index 6 absent), 0x0424 current mode (one 20-byte record).
 """

@@ -1,4 +1,4 @@
-"""The command line as a user meets it (issue 6): help with an example everywhere, the documented exit codes,
+"""The command line as a user meets it: help with an example everywhere, the documented exit codes,
 machine output on stdout only, NO_COLOR and --quiet.
 
 Exit codes (otprobe/cli.py): 0 success, 1 changes found or a broken audit chain, 2 usage or profile error,

@@ -2,8 +2,8 @@
 
 Captured frames (full MBAP frames, hex): derived from ITI/ICS-Security-Tools pcaps/ModbusTCP/modbus_test_data_part1.pcap
 and pcaps/ModbusTCP/modbus_test_data_part2.pcap (commit 9b826091e7ba3fbdd5997d31e116f29e09cbbb48), CC-BY-4.0.
-Those captures hold no successful FC43 reply (PROTOCOLS.md §4 caveats), so the FC43 identity replies below are
-built byte by byte from the layouts in PROTOCOLS.md §1.1/§1.2, the MODBUS Application Protocol Specification
+Those captures hold no successful FC43 reply (no public capture we know of does), so the FC43 identity replies below are
+built byte by byte from the layouts in docs/protocols.md#modbustcp, the MODBUS Application Protocol Specification
 V1.1b3 §6.21 examples, and the KBR multicomp manual's example reply (reframed from RTU to MBAP: address and CRC
 dropped). They are PDUs (function code first) unless named *_FRAME.
 """
@@ -32,12 +32,12 @@ WRITE_REQUESTS = {
     0x05: bytes.fromhex("0001000000060a0500020000"),
 }
 
-# -- PROTOCOLS.md §1.1 --------------------------------------------------------------------------------------------
+# -- FC 0x2B / MEI 0x0E, Read Device Identification -------------------------------------------------------------
 
 # "frame 00 01 00 00 00 05 01 2B 0E 01 00 = TID 1, unit 1, basic, from object 0": the probe's first request.
 BASIC_REQUEST_FRAME = bytes.fromhex("000100000005012b0e0100")
 
-# KBR multicomp F144-3 (PROTOCOLS.md §4 row 21, KBR manual): basic only, conformity 0x01, padding kept.
+# KBR multicomp F144-3 (KBR manual): basic only, conformity 0x01, padding kept.
 KBR_BASIC = bytes.fromhex("2b0e0101000003") + _objects(
     (0x00, b"KBR GmbH"), (0x01, b"multicomp F144-3  "), (0x02, b" 2.00r016")
 )
@@ -54,7 +54,7 @@ SPEC_PAGE_1 = bytes.fromhex("2b0e0101ff0203") + _objects(
 )
 SPEC_PAGE_2 = bytes.fromhex("2b0e0101000001") + _objects((0x02, b"V2.11"))
 
-# M340 with the regular objects (PROTOCOLS.md §4 row 18), conformity 0x83.
+# M340 with the regular objects (as Greenbone's detection script reports them), conformity 0x83.
 M340_REGULAR = bytes.fromhex("2b0e0283000004") + _objects(
     (0x03, b"http://www.schneider-electric.com"),
     (0x04, b"Modicon M340"),
@@ -62,7 +62,7 @@ M340_REGULAR = bytes.fromhex("2b0e0283000004") + _objects(
     (0x06, b"MCC_HALL_A"),
 )
 
-# -- PROTOCOLS.md §1.2 ------------------------------------------------------------------------------------------------
+# -- FC 0x11, Report Server ID -----------------------------------------------------------------------------------
 
 # PM710 power meter (nmap modbus-discover documentation): server id 0xFA, run 0xFF, then its name.
 PM710_SERVER_ID = bytes.fromhex("1111faff") + b"PM710PowerMeter"

@@ -6,8 +6,9 @@ pcaps/EthernetIP/cip_stop_plc.pcap, CC-BY-4.0.
 
 No public capture here holds a Get_Attributes_All reply (pcaps/openics/EIP-ViewDeviceStatus.pcap carries DNP3 and
 another protocol, no EtherNet/IP), so the Get_Attributes_All replies below are written out by hand, byte by byte,
-from the layout in PROTOCOLS.md §3.3 with identities from PROTOCOLS.md §4 (row 9, a captured 1756-L61/B; row 15, the
-PowerFlex 753 whose name is space padded to 32). They are hex literals on purpose: not produced by the code under test.
+from the Identity object layout (docs/protocols.md#ethernetip) with two real identities: a captured 1756-L61/B and
+the PowerFlex 753 of cpppo's test vectors, whose name is space padded to 32. They are hex literals on purpose:
+not produced by the code under test.
 The IPv4 addresses below are data inside captured replies (the devices' own configured addresses): nothing is
 ever sent to them; every test talks to 127.0.0.0/8 only.
 """

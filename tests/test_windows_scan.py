@@ -1,4 +1,4 @@
-"""Maintenance windows as a scan meets them (issue 6): refused outside, overridden with a recorded reason,
+"""Maintenance windows as a scan meets them: refused outside, overridden with a recorded reason,
 and inside a window the deadline is the window's end unless --deadline is earlier.
 
 `prepare()` takes the clock as `now`, so the window rules are checked at fixed instants. The CLI reads the real

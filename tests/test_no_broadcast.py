@@ -1,4 +1,6 @@
-"""No broadcast, ever (SAFETY R9): proved on full EtherNet/IP probe runs, UDP path and TCP path.
+"""No broadcast, ever: proved on full EtherNet/IP probe runs, UDP path and TCP path.
+
+The rule and its reasons: docs/safety.md#no-broadcast-no-multicast.
 
 Every socket method that could broadcast is patched on the `socket.socket` class itself, so the guard sees sockets
 made by otprobe, by asyncio (open_connection, datagram endpoints) and by pycomm3 (`socket.socket(...)` inside

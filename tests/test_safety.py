@@ -1,4 +1,7 @@
-"""The read-only allowlist is binding: a declared write still never reaches the wire (SAFETY R1)."""
+"""The read-only allowlist is binding: a declared write still never reaches the wire.
+
+The rule and its reasons: docs/safety.md#read-only-allowlist.
+"""
 
 from __future__ import annotations
 

@@ -107,7 +107,7 @@ class Link:
 
     def _check(self, name: str) -> Operation:
         # Scope was enforced when the targets were resolved; checking again here means no code path can reach
-        # an excluded or out-of-scope address, whatever the caller did (SAFETY R15).
+        # an excluded or out-of-scope address, whatever the caller did (docs/safety.md#scope-and-exclusions).
         if self._in_scope is not None and not self._in_scope(self.target.ip):
             raise PolicyViolation(f"{self.target.ip} is outside the scan's scope or excluded; refused")
         try:

@@ -34,7 +34,7 @@ Decisions
     blocked in recv cannot be cancelled by the scheduler. Awaiting asyncio streams gives one announced op per packet,
     wait_for timeouts from the profile, and a `finally` that always closes.
   * UnRegisterSession is skipped when a request is still unanswered (a timeout): it would be a second outstanding
-    request (SAFETY R7, pylogix #117). The FIN then ends the session.
+    request (one request in flight: docs/safety.md; pylogix #117). The FIN then ends the session.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ logging.getLogger("pycomm3").addHandler(logging.NullHandler())
 logging.getLogger("pycomm3").propagate = False
 
 UDP_MARGIN_S = 0.25  # how long past the advertised Max Response Delay the probe keeps listening
-DEFAULT_DELAY_MS = 500  # OpENer raises 1-499 ms to 500 (PROTOCOLS.md §3.2)
+DEFAULT_DELAY_MS = 500  # OpENer raises 1-499 ms to 500 (docs/protocols.md, EtherNet/IP)
 
 
 @functools.cache

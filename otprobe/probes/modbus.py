@@ -22,10 +22,10 @@ One TCP connection; one request in flight; every packet announced to the link be
    - anything else (0x04 failure, 0x06 busy, 0x0A/0x0B gateway): no identity, nothing more to that unit.
 3. close                                      FIN, then drain (otprobe.probes.tcp_close)  1 packet
 
-max_packets() = 2 + 8 x (unit ids tried). A timeout, a reset or an unparseable reply ends the run (SAFETY R7:
-close rather than reuse). Intrusive `unit_id_sweep` (enabled with `intrusive: {unit_id_sweep: <reason>}` in the
+max_packets() = 2 + 8 x (unit ids tried). A timeout, a reset or an unparseable reply ends the run (close
+rather than reuse). Intrusive `unit_id_sweep` (enabled with `intrusive: {unit_id_sweep: <reason>}` in the
 options AND by the link) then tries ids 1..247 not in `unit_ids`, each one's first request announced as
-`unit_id_sweep`, and stops at exception 0x0A/0x0B or the first timeout (SAFETY R10).
+`unit_id_sweep`, and stops at exception 0x0A/0x0B or the first timeout (docs/safety.md#modbus-unit-id-0-is-never-sent).
 
 Example result: `identified`, vendor "Schneider Electric", product_code and model "BMX P34 2020", firmware "v2.8",
 raw {"unit_id": 1, "access": "stream", "conformity": "0x83", "objects": {"vendor_name": ..., ...}}.
@@ -97,7 +97,7 @@ _pymodbus_log.addHandler(logging.NullHandler())
 _pymodbus_log.propagate = False
 
 FC43 = "fc:0x2B/mei:0x0E"
-MAX_FOLLOW_UPS = 3  # More Follows pages per stream read (SAFETY R16)
+MAX_FOLLOW_UPS = 3  # More Follows pages per stream read: hostile replies are bounded
 INDIVIDUAL_OBJECTS = (0x00, 0x01, 0x02)
 PACKETS_PER_UNIT = 2 + 2 * MAX_FOLLOW_UPS  # basic and regular streams, each with its follow-ups
 SWEEP_IDS = range(1, 248)  # serial addresses behind a gateway
@@ -431,7 +431,7 @@ def _unit_ids(value: Any) -> tuple[int, ...]:
         if not isinstance(unit, int) or isinstance(unit, bool) or not 0 <= unit <= 255:
             raise ProfileError(f"modbus.unit_ids: {unit!r} is not a unit id (1-255)")
         if unit == 0:
-            raise ProfileError("modbus.unit_ids: unit id 0 is the serial broadcast id and is never sent (SAFETY R10)")
+            raise ProfileError("modbus.unit_ids: unit id 0 is the serial broadcast id and is never sent")
         if unit not in units:
             units.append(unit)
     return tuple(units)

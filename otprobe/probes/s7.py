@@ -8,7 +8,7 @@ Exchange, one packet per line, each announced to the link before it is sent (PDU
  2. cotp_connect         cotp:CR        03 00 00 16 | 11 E0 0000 0001 00 | C1 02 0100 | C2 02 03 <rack*32+slot> |
                                         C0 01 0A
         called TSAP type 0x03, an S7-basic connection: the CPU's reserved PG slot stays free for the engineering
-        station (SAFETY R19). RST, FIN or COTP DR instead of a CC: this rack/slot is refused; close, next candidate.
+        station (docs/safety.md). RST, FIN or COTP DR instead of a CC: this rack/slot is refused; close, next candidate.
  3. setup_communication  s7:setup_communication
                                         03 00 00 19 02 F0 80 | 32 01 0000 0001 0008 0000 | F0 00 0001 0001 00F0
         PDU 240, the smallest size CPUs grant: the least buffer asked of the device. A ten-record 0x001C answer
@@ -66,7 +66,7 @@ SRC_REF = 0x0001
 DEFAULT_MAX_CONTINUATIONS = 2
 
 # Model names for CPUs whose SZL 0x001C is not read (S7-1200, caution rules), keyed by the order code up to the
-# product version; the realistic identities of PROTOCOLS.md §4. Other order codes stand for themselves.
+# product version; identities of real CPUs (captures, python-snap7 issues). Other order codes stand for themselves.
 _MODELS = {
     "6ES7 315-2EH14": "CPU 315-2 PN/DP",
     "6ES7 315-2AG10": "CPU 315-2 DP",

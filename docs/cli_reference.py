@@ -1,9 +1,9 @@
-"""Regenerate the README's command reference from the `--help` of every otprobe command.
+"""Regenerate docs/cli.md, the command reference, from the `--help` of every otprobe command.
 
-`python docs/cli_reference.py` rewrites the README section between the `cli-reference` markers (appending the
-section under "## Command reference" when the markers are missing); `--check` only compares and exits 1 when
-the README is stale. The help is rendered in-process, plain (no escape codes) at a fixed width of 100 columns,
-so the text does not depend on the terminal it was generated in. tests/test_docs.py keeps README and help equal.
+`python docs/cli_reference.py` rewrites docs/cli.md; `--check` only compares and exits 1 when the file is stale.
+The whole file is generated: the help is rendered in-process, plain (no escape codes) at a fixed width of 100
+columns, so the text does not depend on the terminal it was generated in. tests/test_docs.py keeps the file and
+the help equal.
 """
 
 from __future__ import annotations
@@ -20,11 +20,16 @@ import typer.rich_utils
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
-START, END = "<!-- cli-reference:start -->", "<!-- cli-reference:end -->"
-HEADING = "## Command reference"
+CLI_MD = ROOT / "docs" / "cli.md"
 WIDTH = 100
 _ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+INTRO = (
+    "# Command reference\n\n"
+    "<!-- Generated from --help by docs/cli_reference.py; edit the help texts in otprobe/cli.py, then run "
+    "`.venv/bin/python docs/cli_reference.py`. -->\n\n"
+    "The `--help` of every otprobe command, as the installed version prints it. Exit codes, the same for every\n"
+    "command, are in the [README](../README.md#exit-codes); profiles and their keys in the shipped `profiles/`.\n"
+)
 
 
 def command_paths(app: typer.Typer) -> list[tuple[str, ...]]:
@@ -53,46 +58,26 @@ def help_text(app: typer.Typer, path: tuple[str, ...]) -> str:
 
 
 def reference(app: typer.Typer) -> str:
-    """The README section between the markers (markers included)."""
-    parts = [
-        START,
-        "<!-- Generated from --help by docs/cli_reference.py; edit the help texts in otprobe/cli.py, then run "
-        "`.venv/bin/python docs/cli_reference.py`. -->",
-    ]
+    """The whole of docs/cli.md: the intro, then one section per command."""
+    parts = [INTRO]
     for path in command_paths(app):
-        parts += ["", f"### `{' '.join(('otprobe', *path))}`", "", "```text", help_text(app, path), "```"]
-    parts.append(END)
+        parts += [f"## `{' '.join(('otprobe', *path))}`", "", "```text", help_text(app, path), "```", ""]
     return "\n".join(parts)
-
-
-def readme_section(text: str) -> str | None:
-    """The current section (markers included), or None when the README has no markers."""
-    start, end = text.find(START), text.find(END)
-    if start < 0 or end < start:
-        return None
-    return text[start:end + len(END)]
-
-
-def updated_readme(text: str, section: str) -> str:
-    current = readme_section(text)
-    if current is not None:
-        return text.replace(current, section, 1)
-    return f"{text.rstrip()}\n\n{HEADING}\n\n{section}\n"
 
 
 def main(argv: list[str]) -> int:
     from otprobe.cli import app
 
-    text = README.read_text(encoding="utf-8")
-    new = updated_readme(text, reference(app))
+    new = reference(app)
+    current = CLI_MD.read_text(encoding="utf-8") if CLI_MD.exists() else ""
     if "--check" in argv:
-        if new != text:
-            print(f"{README.name}: the command reference is stale; run python docs/cli_reference.py", file=sys.stderr)
+        if new != current:
+            print(f"docs/{CLI_MD.name} is stale; run python docs/cli_reference.py", file=sys.stderr)
             return 1
         return 0
-    if new != text:
-        README.write_text(new, encoding="utf-8")
-        print(f"{README.name}: command reference updated")
+    if new != current:
+        CLI_MD.write_text(new, encoding="utf-8")
+        print(f"docs/{CLI_MD.name} updated")
     return 0
 
 

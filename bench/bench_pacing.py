@@ -12,6 +12,7 @@ import asyncio
 import sys
 import time
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -29,8 +30,9 @@ async def scheduler_cpu() -> tuple[int, float]:
     wire = Wire()
     probes = [ScriptedProbe(wire, default=0.0) for _ in range(PROBES)]
     targets = [Target(f"127.1.{i // 250}.{i % 250 + 1}", "plc") for i in range(DEVICES)]
-    fast = ClassLimits(pps=1e6, burst=1, connect_gap_s=0.0)
-    config = ScanConfig(global_pps=1e7, classes={"plc": fast}, max_devices_in_flight=64)
+    fast = ClassLimits(pps=1e6, burst=1, class_pps=None, connect_gap_s=0.0, max_session_s=10.0)
+    defaults = ScanConfig.from_profile()
+    config = replace(defaults, global_pps=1e7, classes={**defaults.classes, "plc": fast}, max_devices_in_flight=64)
     cpu = time.process_time()
     result = await Scheduler(targets, probes, config).run()
     return result.packets_sent, time.process_time() - cpu
@@ -38,7 +40,9 @@ async def scheduler_cpu() -> tuple[int, float]:
 
 def plan_slash16() -> tuple[float, float, float]:
     targets = [Target(f"127.{i // 256}.{i % 256}.1", "plc" if i % 2 else "unknown") for i in range(65536)]
-    config = ScanConfig(classes={"plc": ClassLimits(pps=2, class_pps=10)})
+    defaults = ScanConfig.from_profile()
+    plc = ClassLimits(pps=2, burst=1, class_pps=10, connect_gap_s=1.0, max_session_s=10.0)
+    config = replace(defaults, global_pps=50.0, classes={**defaults.classes, "plc": plc})
     probes = [ScriptedProbe(Wire()) for _ in range(3)]
     tracemalloc.start()
     start = time.perf_counter()

@@ -23,9 +23,9 @@ from otprobe.audit import AuditLog
 from otprobe.errors import ProfileError, ScanLocked, ScopeError
 from otprobe.inventory.store import Store
 from otprobe.leases import Leases
-from otprobe.link import AuditSink, Timeouts
+from otprobe.link import AuditSink
 from otprobe.model import Observation, Status, Target
-from otprobe.pacing.config import ClassLimits, ScanConfig
+from otprobe.pacing.config import ScanConfig
 from otprobe.pacing.plan import Plan, plan_scan
 from otprobe.pacing.scheduler import ScanResult, Scheduler
 from otprobe.probes import PROBES, Probe, probe_class
@@ -79,31 +79,13 @@ def build_probes(profile: Profile, protocols: Sequence[str] | None = None,
     return probes
 
 
-def scan_config(profile: Profile, deadline: float | None = None) -> ScanConfig:
-    classes = {
-        name: ClassLimits(c.pps, c.burst, c.class_pps, c.connect_gap_s, c.max_session_s)
-        for name, c in profile.classes.items()
-    }
-    intrusive = frozenset((p.name, op) for p in PROBES for op in profile.enabled_intrusive(p.name))
-    return ScanConfig(
-        global_pps=profile.global_pps,
-        classes=classes,
-        timeouts=Timeouts(profile.timeouts.connect_s, profile.timeouts.response_s),
-        retries=profile.retries,
-        breaker_failures=profile.breaker.failures,
-        max_devices_in_flight=profile.max_devices_in_flight,
-        deadline=deadline,
-        enabled_intrusive=intrusive,
-    )
-
-
 def check_sessions_fit(profile: Profile, profile_ref: str, probes: Sequence[Probe], classes: Iterable[str]) -> None:
     """Refuse a class whose pacing makes a worst-case session longer than its own session limit.
 
     Such a profile would time out healthy devices (and trip their breakers) for no fault of theirs. The scheduler
     paces each device at its cap less the config's headroom, so a session takes that much longer.
     """
-    config = scan_config(profile)
+    config = ScanConfig.from_profile(profile)
     for name in classes:
         limits = profile.limits(name)
         for probe in probes:
@@ -173,7 +155,7 @@ def prepare(
     if resume is not None and not protocols:
         protocols = sorted({name for names in resume.jobs.values() for name in names})
     probes = build_probes(profile, protocols, ports)
-    plan = plan_scan(list(resolution.targets), probes, scan_config(profile))
+    plan = plan_scan(list(resolution.targets), probes, ScanConfig.from_profile(profile))
     check_sessions_fit(profile, profile_ref, probes, plan.classes)
     ends = [d for d in (deadline, window_end) if d is not None]
     return Prepared(profile, profile_ref, resolution, scope, probes, plan, min(ends) if ends else None, window_end,
@@ -280,7 +262,7 @@ class ScanRun:
             owed = prepared.resume.jobs
             jobs = {t.ip: [p for p in prepared.probes if p.name in owed.get(t.ip, ())] for t in prepared.targets}
         self.scheduler = Scheduler(
-            prepared.targets, prepared.probes, scan_config(prepared.profile, deadline),
+            prepared.targets, prepared.probes, ScanConfig.from_profile(prepared.profile, deadline=deadline),
             audit=self.audit, on_observation=self._record, clock=clock, in_scope=prepared.scope.allows, jobs=jobs,
             leases=leases or Leases(),  # host-wide: no other otprobe process has a device of this scan in flight
         )

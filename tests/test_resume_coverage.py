@@ -15,6 +15,7 @@ import random
 import signal
 import sqlite3
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import plantgen
@@ -237,7 +238,9 @@ def test_the_scheduler_runs_only_each_targets_listed_probes() -> None:
     wire = Wire()
     first, second = ScriptedProbe(wire), ScriptedProbe(wire)
     devices = [Target("127.0.99.20", "plc"), Target("127.0.99.21", "plc"), Target("127.0.99.22", "plc")]
-    config = ScanConfig(global_pps=50.0, classes={"plc": ClassLimits(pps=10.0, connect_gap_s=0.0)})
+    defaults = ScanConfig.from_profile()
+    plc = ClassLimits(pps=10.0, burst=1, class_pps=None, connect_gap_s=0.0, max_session_s=10.0)
+    config = replace(defaults, global_pps=50.0, classes={**defaults.classes, "plc": plc})
     jobs = {"127.0.99.20": [second], "127.0.99.21": []}  # .22 is not listed: it gets every probe
 
     async def go() -> Scheduler:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
+from dataclasses import replace
 
 import pytest
 import vtime
@@ -16,8 +17,12 @@ from otprobe.model import Observation, Status, Target
 from otprobe.pacing import ClassLimits, ScanConfig, ScanResult, Scheduler, plan_scan
 from otprobe.probes.base import Kind
 
-PLC = ClassLimits(pps=2.0, class_pps=5.0, connect_gap_s=1.0, max_session_s=5.0)
-CONFIG = ScanConfig(global_pps=8.0, classes={"plc": PLC, "unknown": ClassLimits(pps=1.0)}, backoff_s=1.0)
+DEFAULTS = ScanConfig.from_profile()  # the profile's defaults; each config below sets what its tests measure
+PLC = ClassLimits(pps=2.0, burst=1, class_pps=5.0, connect_gap_s=1.0, max_session_s=5.0)
+# global and in-flight caps too wide to bind, so that the plc class's own caps are what a test sees
+LOOSE = replace(DEFAULTS, global_pps=50.0, max_devices_in_flight=64, classes={**DEFAULTS.classes, "plc": PLC})
+SLOW = ClassLimits(pps=1.0, burst=1, class_pps=None, connect_gap_s=1.0, max_session_s=10.0)
+CONFIG = replace(LOOSE, global_pps=8.0, classes={"plc": PLC, "unknown": SLOW}, backoff_s=1.0)
 
 
 def targets(n: int, device_class: str = "plc", subnet: int = 1) -> list[Target]:
@@ -127,7 +132,7 @@ def test_no_retry_after_a_definitive_answer(answer: Status) -> None:
 
 def test_retries_are_bounded_and_back_off_exponentially() -> None:
     ip = targets(1)[0].ip
-    config = ScanConfig(classes={"plc": PLC}, retries=2, breaker_failures=10, backoff_s=3.0, jitter=0.5)
+    config = replace(LOOSE, retries=2, breaker_failures=10, backoff_s=3.0, jitter=0.5)
     result, wire, fakes, _ = scan(targets(1), {ip: [Status.RESET] * 5}, config=config, probes=1)
     assert [o.status for o in result.observations] == [Status.RESET]
     assert attempts(fakes, ip) == 3
@@ -140,7 +145,7 @@ def test_retries_are_bounded_and_back_off_exponentially() -> None:
 
 def test_a_session_is_cut_at_max_session_s_and_still_closes() -> None:
     ip = targets(1)[0].ip
-    config = ScanConfig(classes={"plc": PLC}, retries=0)
+    config = replace(LOOSE, retries=0)
     result, wire, _, _ = scan(targets(1), {ip: [Status.TIMEOUT]}, config=config, probes=1)
     (observation,) = result.observations
     assert observation.status is Status.TIMEOUT
@@ -152,7 +157,7 @@ def test_a_session_is_cut_at_max_session_s_and_still_closes() -> None:
 
 def test_deadline_makes_the_result_incomplete_and_lists_what_was_not_covered() -> None:
     deadline = vtime.START + 6.0
-    config = ScanConfig(classes={"plc": PLC}, max_devices_in_flight=2, deadline=deadline)
+    config = replace(LOOSE, max_devices_in_flight=2, deadline=deadline)
     devices = targets(6)
     result, wire, _, _ = scan(devices, config=config)
     assert not result.complete
@@ -186,7 +191,8 @@ def test_graceful_stop_starts_nothing_new_and_lets_sessions_close() -> None:
 def test_stop_now_cancels_hanging_sessions_which_still_close() -> None:
     devices = targets(3)
     scripts = {t.ip: [Status.TIMEOUT] for t in devices}
-    config = ScanConfig(classes={"plc": ClassLimits(pps=2.0, max_session_s=60.0)})
+    patient = ClassLimits(pps=2.0, burst=1, class_pps=None, connect_gap_s=1.0, max_session_s=60.0)
+    config = replace(LOOSE, classes={**DEFAULTS.classes, "plc": patient})
     result, wire, _, _ = scan(devices, scripts, config=config, control=lambda s: _stop_after(s, 3.0, now=True))
     assert result.elapsed_s < 5.0  # did not wait for the 60 s session limit
     assert set(result.not_covered) == {t.ip for t in devices}
@@ -245,13 +251,13 @@ def test_plan_counts_worst_case_packets_and_lower_bounds_without_io(monkeypatch:
 
 def test_plan_of_a_16_bit_network_is_quick() -> None:
     devices = [Target(f"127.{i // 256}.{i % 256}.1") for i in range(65536)]
-    plan = plan_scan(devices, [ScriptedProbe(Wire())], ScanConfig())
+    plan = plan_scan(devices, [ScriptedProbe(Wire())], replace(DEFAULTS, global_pps=50.0))
     assert plan.total_packets == 65536 * 6
     assert plan.min_seconds >= 65536 * 3 / 50 - 1  # the global cap dominates
 
 
 def test_at_most_max_devices_in_flight_have_connections_open() -> None:
-    config = ScanConfig(classes={"plc": PLC}, max_devices_in_flight=3)
+    config = replace(LOOSE, max_devices_in_flight=3)
     result, wire, _, _ = scan(targets(8), config=config)
     assert result.complete
     open_devices: set[str] = set()

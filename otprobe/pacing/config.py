@@ -1,42 +1,49 @@
-"""The pacing limits a scan runs under, named as in the profile YAML (global_pps, classes, timeouts, retries...)."""
+"""The pacing limits a scan runs under, named as in the profile YAML (global_pps, classes, timeouts, retries...).
+
+Safety defaults live in one place, the profile model (`otprobe.profile.Profile`). These dataclasses take every
+safety-relevant value as a required argument and `ScanConfig.from_profile()` fills them from a profile, by default
+one that sets nothing: a library caller is paced exactly like a profile file that leaves every limit unset, never
+looser. What stays defaulted here is what no profile configures (retry backoff, jitter, headroom, deadline).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from otprobe.link import Timeouts
+from otprobe.probes import PROBES
+from otprobe.profile import Profile
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ClassLimits:
     """Caps for one device class: per device (`pps`, `burst`), in aggregate (`class_pps`), and per session."""
 
     pps: float
-    burst: int = 1
-    class_pps: float | None = None
-    connect_gap_s: float = 1.0  # from the end of one connection to a device to the start of the next
-    max_session_s: float = 10.0
+    burst: int
+    class_pps: float | None  # None: the class as a whole is capped only by the global rate
+    connect_gap_s: float  # from the end of one connection to a device to the start of the next
+    max_session_s: float
 
     def __post_init__(self) -> None:
         if not self.pps > 0 or self.burst < 1 or (self.class_pps is not None and not self.class_pps > 0):
             raise ValueError(f"invalid class limits {self}")
 
 
-# Devices whose class the profile does not configure get the slowest rate: an unknown device is treated as fragile.
-UNKNOWN = ClassLimits(pps=0.5)
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScanConfig:
-    """Everything the scheduler needs besides targets and probes. `deadline` is on the scheduler's clock."""
+    """Everything the scheduler needs besides targets and probes. `deadline` is on the scheduler's clock.
 
-    global_pps: float = 50.0
-    classes: Mapping[str, ClassLimits] = field(default_factory=dict)
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    retries: int = 1
-    breaker_failures: int = 2
-    max_devices_in_flight: int = 64
+    `classes` must define "unknown", the class of every device no other class is configured for (as a profile must).
+    """
+
+    global_pps: float
+    classes: Mapping[str, ClassLimits]
+    timeouts: Timeouts
+    retries: int
+    breaker_failures: int
+    max_devices_in_flight: int
     deadline: float | None = None
     backoff_s: float = 1.0  # first retry waits backoff_s * (1 + jitter), then doubles
     jitter: float = 0.5
@@ -45,12 +52,32 @@ class ScanConfig:
     headroom: float = 0.02
     enabled_intrusive: frozenset[tuple[str, str]] = frozenset()  # (protocol, operation name)
 
+    def __post_init__(self) -> None:
+        if "unknown" not in self.classes:
+            raise ValueError("classes must define 'unknown' (devices of no configured class are paced as it)")
+
+    @classmethod
+    def from_profile(cls, profile: Profile | None = None, *, deadline: float | None = None) -> ScanConfig:
+        """The config `profile` asks for; without one, the profile model's defaults (the library's defaults)."""
+        if profile is None:
+            profile = Profile(name="defaults")
+        return cls(
+            global_pps=profile.global_pps,
+            classes={name: ClassLimits(**limits.model_dump()) for name, limits in profile.classes.items()},
+            timeouts=Timeouts(profile.timeouts.connect_s, profile.timeouts.response_s),
+            retries=profile.retries,
+            breaker_failures=profile.breaker.failures,
+            max_devices_in_flight=profile.max_devices_in_flight,
+            deadline=deadline,
+            enabled_intrusive=frozenset((p.name, op) for p in PROBES for op in profile.enabled_intrusive(p.name)),
+        )
+
     def class_key(self, device_class: str) -> str:
         """The configured class a device is paced as: its own, else "unknown"."""
         return device_class if device_class in self.classes else "unknown"
 
     def limits_for(self, device_class: str) -> ClassLimits:
-        return self.classes.get(self.class_key(device_class), UNKNOWN)
+        return self.classes[self.class_key(device_class)]
 
     def effective(self, pps: float) -> float:
         return pps / (1.0 + self.headroom)

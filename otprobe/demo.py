@@ -20,9 +20,9 @@ from otprobe.audit import verify
 from otprobe.inventory import AssetRecord, SqliteStore
 from otprobe.profile import load_profile
 from otprobe.scan import Prepared, ScanOutcome, ScanRun, prepare
-from simulators.plant import running_plant
+from simulators.plant import bundled_plant, running_plant
 
-DEMO_PLANT = Path(__file__).resolve().parent.parent / "simulators" / "plants" / "demo.yaml"
+DEMO_PLANT = bundled_plant("demo")
 
 
 def max_in_window(times: Sequence[float], window_s: float = 1.0) -> int:

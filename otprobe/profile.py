@@ -1,9 +1,9 @@
 """Profiles: a YAML file becomes a validated `Profile`, or one ProfileError line naming file, line and key.
 
 Shipped profiles live in `profiles/` at the repository root (`default`, `maintenance-window`, `inventory-refresh`,
-`lab`); `load_profile("lab")` finds them by name, `load_profile("site.yaml")` loads a user's file. Line numbers
-come from composing the YAML node tree (every key and list item keeps its start mark) and mapping each pydantic
-error location to the nearest node that exists.
+`lab`) and install as the package `otprobe.profiles`; `load_profile("lab")` finds them by name,
+`load_profile("site.yaml")` loads a user's file. Line numbers come from composing the YAML node tree (every key
+and list item keeps its start mark) and mapping each pydantic error location to the nearest node that exists.
 
 A profile is a file a user hands over, so reading it is bounded before anything walks it: the file is at most
 64 KiB (a real profile is a few KiB), and while the YAML is composed the loader refuses nesting deeper than 32
@@ -18,6 +18,7 @@ import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from inspect import isclass
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -43,7 +44,9 @@ from otprobe.safety import is_read_only
 from otprobe.scope import Scope
 from otprobe.windows import Window
 
-PROFILES_DIR = Path(__file__).resolve().parent.parent / "profiles"
+# pip unpacks a wheel (and an editable install maps profiles/ in place), so the shipped profiles are plain files
+# with a path, which the bounded reader needs and ProfileInfo shows
+PROFILES_DIR = Path(str(resources.files("otprobe.profiles")))
 MAX_PROFILE_BYTES = 64 * 1024
 MAX_DEPTH = 32  # nesting levels; the deepest key a profile has is 4 levels down
 MAX_ALIASES = 100

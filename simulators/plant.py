@@ -4,7 +4,8 @@
 `PlantError` line naming the file and the key, e.g. `plants/bad.yaml: devices[3].address: 10.0.0.1 is not in
 127.0.0.0/8`. Protocol sections are validated by their simulator modules (`modbus_sim`, `s7_sim`,
 `enip_sim`, each exposing PROTOCOL, parse_config and a Device class). `running_plant` starts every device
-concurrently and stops them all on exit; `relocate` moves a plant onto other addresses or ports for tests.
+concurrently and stops them all on exit; `relocate` moves a plant onto other addresses or ports for tests;
+`bundled_plant` finds a plant file shipped in `simulators/plants/`, from a checkout or an installed package.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import re
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any, Protocol
@@ -94,6 +96,12 @@ def read_plant(source: PlantSource) -> tuple[str, dict[str, Any]]:
     if not isinstance(raw, dict):
         raise PlantError(f"{label}: must be a mapping with a devices list")
     return label, raw
+
+
+def bundled_plant(name: str) -> Path:
+    """The file of a plant shipped with the simulators (`demo`, `standard`), wherever the package is installed."""
+    # pip unpacks the package, so a bundled plant is a plain file that read_plant opens and messages name by path
+    return Path(str(resources.files("simulators").joinpath("plants", f"{name}.yaml")))
 
 
 def protocol_module(protocol: str) -> ModuleType:

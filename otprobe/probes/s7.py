@@ -194,6 +194,13 @@ def _rack_slots(value: Any) -> tuple[tuple[int, int], ...]:
     return tuple(pairs)
 
 
+def _note_partial(raw: dict[str, Any], lst: wire.SzlList, notes: tuple[str, ...], read: list[str]) -> None:
+    """A list read other than its header says (python-snap7's stock server, say): what was read, and why, in raw."""
+    if lst.notes or notes:
+        entry = {"szl": f"0x{lst.szl_id:04X}", "read": read, "why": [*lst.notes, *notes]}
+        raw.setdefault("partial", []).append(entry)
+
+
 class _Session:
     """One run against one device; `identity` holds whatever was learned, also when a later step fails."""
 
@@ -237,10 +244,14 @@ class _Session:
     async def _read_identity(self, conn: _Connection, where: dict[str, Any]) -> None:
         setup = self.requests.setup_communication(PDU_SIZE)
         pdu_size = wire.parse_setup_ack(await self._request(conn, "setup_communication", setup), self.requests.ref)
-        module = wire.parse_module_id(await self._read_szl(conn, "read_module_id", 0x0011))
+        module_list = await self._read_szl(conn, "read_module_id", 0x0011)
+        module = wire.parse_module_id(module_list)
         if not module.order_code and not module.firmware:
             raise wire.DeviceRefusal("SZL 0x0011 holds neither an order code nor a firmware version")
         raw: dict[str, Any] = {**where, "pdu_size": pdu_size}
+        read = {"product_code": module.order_code, "firmware": module.firmware,
+                "hardware_version": module.hardware_version}
+        _note_partial(raw, module_list, module.notes, [name for name, value in read.items() if value is not None])
         if module.firmware_ext:
             raw["firmware_ext"] = module.firmware_ext
         self.identity = ident = Identity(
@@ -255,6 +266,7 @@ class _Session:
             components = await self._optional(conn, "read_component_id", 0x001C)
             if components is not None:
                 fields = wire.parse_component_id(components)
+                _note_partial(raw, components, (), sorted(fields))
                 ident.serial = fields.pop("serial", None)
                 ident.model = fields.pop("module_type_name", None) or ident.model
                 raw.update(fields)

@@ -263,6 +263,9 @@ class SzlList:
     index: int
     record_length: int
     records: tuple[bytes, ...]
+    # Why the records were not taken as the list header describes them (a header giving no lengths, records without
+    # an index): the observation is then partial and says so.
+    notes: tuple[str, ...] = ()
 
     def by_index(self) -> dict[int, bytes]:
         """Records keyed by their leading u16 index, first occurrence wins (parse by index, never by offset)."""
@@ -272,24 +275,64 @@ class SzlList:
         return keyed
 
 
-def parse_szl_list(data: bytes, *, complete: bool = True) -> tuple[SzlList, int]:
+@dataclass(frozen=True)
+class _Layout:
+    record_length: int
+    order: tuple[int, ...]  # record indexes in the order a CPU sends them; () when records carry no index
+
+
+# The identity lists as real CPUs send them (tests/vectors/s7_captures.py). Used only when a device's list does not
+# describe itself: python-snap7's stock server answers 0x001C with a header of 0 records of 0 bytes followed by
+# records whose index is left 0x0000; its clients read such lists at fixed offsets, so the records are where a CPU
+# puts them.
+_LAYOUTS = {
+    0x11: _Layout(28, (0x0001, 0x0006, 0x0007, 0x0081)),
+    0x1C: _Layout(34, (0x0001, 0x0002, 0x0003, 0x0004, 0x0005, 0x0007, 0x0008, 0x0009, 0x000A, 0x000B)),
+    0x24: _Layout(20, ()),
+}
+
+
+def parse_szl_list(data: bytes, *, complete: bool = True) -> tuple[SzlList, int | None]:
     """SZL-ID, index, LENTHDR, N_DR and records from the reassembled fragments.
 
     Returns the list and the number of bytes still missing (LENTHDR x N_DR minus what is there); with
-    `complete` (the device said "last data unit") anything but an exact fit is an error.
+    `complete` (the device said "last data unit") anything but an exact fit is an error. A header that gives no
+    record length or no record count although records follow is read with the record length CPUs use for that
+    list, and nothing can be missing then (None): only the last-data-unit flag tells the end. Either way a note
+    in `notes` says so.
     """
     if len(data) < 8:
         raise ProtocolError(f"SZL list header needs 8 bytes, got {len(data)}")
     szl_id, index, lenthdr, count = struct.unpack_from(">HHHH", data)
+    body = data[8:]
+    layout = _LAYOUTS.get(szl_id & 0x00FF)
+    if (lenthdr == 0 or count == 0) and body and layout is not None:
+        whole, rest = divmod(len(body), layout.record_length)
+        records = tuple(body[i * layout.record_length : (i + 1) * layout.record_length] for i in range(whole))
+        note = (f"SZL 0x{szl_id:04X} header announces {count} records of {lenthdr} bytes, yet {len(body)} bytes "
+                f"follow: read as {whole} records of {layout.record_length} bytes, the length CPUs use"
+                + (f" ({rest} trailing bytes ignored)" if rest else ""))
+        return _indexed(SzlList(szl_id, index, layout.record_length, records, (note,)), layout), None
     if lenthdr < 2:
         raise ProtocolError(f"SZL record length {lenthdr} cannot hold a record index")
-    body = data[8:]
     missing = lenthdr * count - len(body)
     if missing < 0 or (complete and missing):
         raise ProtocolError(f"SZL 0x{szl_id:04X}: {count} x {lenthdr} bytes announced, {len(body)} received")
     whole = len(body) // lenthdr
     records = tuple(body[i * lenthdr : (i + 1) * lenthdr] for i in range(whole))
-    return SzlList(szl_id, index, lenthdr, records), missing
+    return _indexed(SzlList(szl_id, index, lenthdr, records), layout), missing
+
+
+def _indexed(lst: SzlList, layout: _Layout | None) -> SzlList:
+    """The list with records that all carry index 0x0000 given the indexes a CPU sends in that order, noted."""
+    if layout is None or not layout.order or not lst.records or any(r[:2] != b"\x00\x00" for r in lst.records):
+        return lst
+    records = tuple(
+        (layout.order[i].to_bytes(2, "big") + r[2:]) if i < len(layout.order) else r for i, r in enumerate(lst.records)
+    )
+    note = (f"SZL 0x{lst.szl_id:04X} records all carry index 0x0000: taken in the order CPUs send them "
+            f"({', '.join(f'0x{i:04X}' for i in layout.order[: len(records)])})")
+    return SzlList(lst.szl_id, lst.index, lst.record_length, records, (*lst.notes, note))
 
 
 class SzlReassembly:
@@ -314,6 +357,8 @@ class SzlReassembly:
         lst, missing = parse_szl_list(self._data, complete=False)
         if lst.szl_id != self.szl_id:
             raise ProtocolError(f"asked for SZL 0x{self.szl_id:04X}, got 0x{lst.szl_id:04X}")
+        if missing is None:
+            return  # the header counts nothing: the last-data-unit flag alone tells the end
         if self.done and missing:
             raise ProtocolError(f"SZL 0x{self.szl_id:04X} ended with {missing} bytes missing")
         if not self.done and not missing:
@@ -344,21 +389,38 @@ class ModuleId:
     hardware_version: int | None
     firmware: str | None  # record 0x0007
     firmware_ext: str | None  # record 0x0081: S7-1500 firmware (V3.3.0) or S7-300 boot loader (A32.9.9)
+    notes: tuple[str, ...] = ()  # what a short record left out, and where a firmware found elsewhere came from
+
+
+MODULE_RECORD = 28  # index, MLFB (20), BGTyp, Ausbg (hardware version), Ausbe: the record CPUs send
+MLFB_END = 22
 
 
 def parse_module_id(lst: SzlList) -> ModuleId:
-    """Module (0x0001, else 0x0006 basic hardware), basic firmware 0x0007, boot loader/firmware 0x0081."""
-    if lst.szl_id & 0x00FF != 0x11 or lst.record_length < 28:
+    """Module (0x0001, else 0x0006 basic hardware), basic firmware 0x0007, boot loader/firmware 0x0081.
+
+    Records shorter than 28 bytes still give the order code when they hold the whole MLFB (22 bytes and more).
+    python-snap7's stock server sends one 26-byte record 0x0001 ending in a reserved byte and three version bytes,
+    which its own clients read as the firmware version: without a record 0x0007, so does this parser, noted.
+    """
+    if lst.szl_id & 0x00FF != 0x11 or lst.record_length < MLFB_END:
         raise ProtocolError(f"SZL 0x{lst.szl_id:04X} ({lst.record_length}-byte records) is not module identification")
     records = lst.by_index()
+    full = lst.record_length >= MODULE_RECORD
     module = records.get(0x0001) or records.get(0x0006)
-    if module is None:
-        order_code, hardware = None, None
-    else:
-        order_code, hardware = _text(module[2:22]) or None, struct.unpack_from(">H", module, 24)[0]
-    firmware = version_text(records[0x0007][24:28]) if 0x0007 in records else None
-    firmware_ext = version_text(records[0x0081][24:28]) if 0x0081 in records else None
-    return ModuleId(order_code, hardware, firmware, firmware_ext)
+    order_code = (_text(module[2:MLFB_END]) or None) if module is not None else None
+    hardware = struct.unpack_from(">H", module, 24)[0] if module is not None and full else None
+    firmware = version_text(records[0x0007][24:28]) if full and 0x0007 in records else None
+    firmware_ext = version_text(records[0x0081][24:28]) if full and 0x0081 in records else None
+    notes: list[str] = []
+    if not full:
+        why = f"SZL 0x0011 records are {lst.record_length} bytes, not {MODULE_RECORD}: no hardware version"
+        trailer = module[MLFB_END + 1 : MLFB_END + 4] if module is not None else b""
+        if len(trailer) == 3 and any(trailer):
+            firmware = "V{}.{}.{}".format(*trailer)
+            why += f"; firmware {firmware} read from bytes 23-25 of the module record, as python-snap7 clients do"
+        notes.append(why)
+    return ModuleId(order_code, hardware, firmware, firmware_ext, tuple(notes))
 
 
 COMPONENT_FIELDS = {
@@ -375,7 +437,7 @@ COMPONENT_FIELDS = {
 
 def parse_component_id(lst: SzlList) -> dict[str, str]:
     """SZL 0x001C text records by index (0x0006 is absent, 0x0009/0x000A are binary and skipped)."""
-    if lst.szl_id & 0x00FF != 0x1C or lst.record_length < 34:
+    if lst.szl_id & 0x00FF != 0x1C or lst.record_length < _LAYOUTS[0x1C].record_length:
         raise ProtocolError(f"SZL 0x{lst.szl_id:04X} with {lst.record_length}-byte records is not component identity")
     fields: dict[str, str] = {}
     for index, record in lst.by_index().items():

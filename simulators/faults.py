@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -71,3 +73,20 @@ def _seconds(spec: dict[str, Any], key: str) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
         raise ValueError(f"fault.{key}: must be a number >= 0 (got {value!r})")
     return float(value)
+
+
+class SlowLoad:
+    """The slow fault's delay, shared by a device's TCP and UDP endpoints: a device is one processor, so datagrams
+    load it like TCP requests do."""
+
+    def __init__(self, fault: Fault) -> None:
+        self.fault = fault
+        self._recent: deque[float] = deque()
+
+    def latency(self) -> float:
+        """The delay for one more request now: fixed, plus load_s per request in the last second."""
+        now = time.monotonic()
+        self._recent.append(now)
+        while self._recent and self._recent[0] < now - 1.0:
+            self._recent.popleft()
+        return self.fault.latency_s + self.fault.load_s * (len(self._recent) - 1)

@@ -12,12 +12,11 @@ import asyncio
 import socket
 import struct
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from itertools import chain, repeat
 from typing import Any
 
-from simulators.faults import HOSTILE_SENDERS, Fault, FaultMode
+from simulators.faults import HOSTILE_SENDERS, Fault, FaultMode, SlowLoad
 from simulators.recorder import Connection, Recorder
 
 MAX_FRAME = 65_536 + 64
@@ -104,6 +103,30 @@ async def _reset_after_fin(writer: asyncio.StreamWriter) -> bool:
         return True  # asyncio already dropped the socket: only a failed write does that here
 
 
+# struct tcp_info (linux/tcp.h): 8 one-byte fields, then u32s; tcpi_last_data_recv and tcpi_last_ack_recv are the
+# 12th and 13th u32: milliseconds since the last data segment, and since the last segment at all, reached the socket.
+_TCP_INFO_AGES = struct.Struct("<8x44xII")
+
+
+def arrived(writer: asyncio.StreamWriter, segment: str) -> float | None:
+    """When the last data segment (`"data"`: a request, or the handshake for a new connection) or the last segment
+    at all (`"ack"`: the client's FIN, read as EOF) reached this socket, from the kernel's own record, in
+    time.monotonic() terms; None where the kernel does not say (not Linux).
+
+    Why: a device stamping packets when its event loop gets to them stamps late whenever its process waits for a
+    CPU, and two packets read together look closer than they arrived. The kernel's clock has jiffy resolution (1-4
+    ms), far below the spacing being checked."""
+    sock = writer.get_extra_info("socket")
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_AGES.size)
+    except (AttributeError, OSError):
+        return None
+    if len(info) < _TCP_INFO_AGES.size:
+        return None
+    data_ms, ack_ms = _TCP_INFO_AGES.unpack(info)
+    return time.monotonic() - (data_ms if segment == "data" else ack_ms) / 1000
+
+
 def _reset(writer: asyncio.StreamWriter) -> None:
     """Close with RST, as a device does when it refuses or drops a connection."""
     sock = writer.get_extra_info("socket")
@@ -128,7 +151,7 @@ class TcpFront:
         self.on_close = on_close
         self._server: asyncio.Server | None = None
         self._live: dict[int, tuple[Connection, asyncio.StreamWriter]] = {}
-        self._recent: deque[float] = deque()
+        self.load = SlowLoad(fault)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -151,12 +174,7 @@ class TcpFront:
             self._server = None
 
     def latency(self) -> float:
-        """The slow fault's delay for one more request now: fixed, plus load_s per request in the last second."""
-        now = time.monotonic()
-        self._recent.append(now)
-        while self._recent and self._recent[0] < now - 1.0:
-            self._recent.popleft()
-        return self.fault.latency_s + self.fault.load_s * (len(self._recent) - 1)
+        return self.load.latency()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -164,7 +182,7 @@ class TcpFront:
         self._tasks.add(task)
         peer_addr = writer.get_extra_info("peername")
         peer = f"{peer_addr[0]}:{peer_addr[1]}" if peer_addr else "?"
-        conn = self.recorder.connection_opened(peer)
+        conn = self.recorder.connection_opened(peer, at=None)
         state = ConnState(conn, peer)
         try:
             if self.fault.mode is FaultMode.RESET or self._over_limit():
@@ -210,7 +228,7 @@ class TcpFront:
                     raise ValueError(length)
                 frame = header + await reader.readexactly(length - framing.header_len)
             except asyncio.IncompleteReadError as exc:
-                self.recorder.connection_closed(conn, "fin")
+                self.recorder.connection_closed(conn, "fin", at=arrived(writer, "ack"))
                 if exc.partial:
                     self.recorder.request(framing.protocol, "incomplete-frame", len(exc.partial), False, conn)
                 await state.stop_sending()
@@ -226,7 +244,8 @@ class TcpFront:
                 _reset(writer)
                 return
             operation, allowed, detail = framing.classify(frame)
-            self.recorder.request(framing.protocol, operation, len(frame), allowed, conn, **detail)
+            at = arrived(writer, "data")
+            self.recorder.request(framing.protocol, operation, len(frame), allowed, conn, at=at, **detail)
             if fault.mode is FaultMode.SILENT:
                 continue
             if fault.mode in HOSTILE_SENDERS:

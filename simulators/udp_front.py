@@ -1,0 +1,120 @@
+"""The UDP front a simulated device answers datagrams through.
+
+It owns the device's datagram socket on its own loopback address and port, records every datagram it receives (one
+packet each, `connection=None`), applies the fault modes that make sense for a datagram and sends the replies back to
+the sender's address and port. A protocol module supplies a `DatagramCodec`: how to turn one request datagram into
+its classification and replies, and how to corrupt a reply for the fault modes.
+
+Fault modes for datagrams: `refused` binds nothing (the kernel answers ICMP port unreachable), `silent` records and
+never replies, `slow` delays each reply, `malformed`, `oversized` and `wrong_tid` alter the reply as the codec says,
+`truncated` sends its first half. The connection-level modes (reset, conn_limit, the hostile senders) have no
+datagram meaning and leave replies alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from simulators.faults import Fault, FaultMode, SlowLoad
+from simulators.recorder import Recorder
+
+Address = tuple[str, int]
+
+
+@dataclass
+class Exchange:
+    """What one request datagram is (as the recorder files it) and what the device sends back (maybe nothing)."""
+
+    operation: str
+    allowed: bool
+    replies: list[bytes] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class DatagramCodec:
+    """Protocol hooks. Subclasses set protocol and implement exchange; the reply mutations have plain defaults."""
+
+    protocol: str = ""
+    header_len: int = 0  # bytes a malformed reply keeps intact, so that the client still takes it for this protocol
+
+    def exchange(self, data: bytes, peer: Address) -> Exchange:
+        """Classify one datagram and build the replies; must not raise on any input (undecodable: a violation)."""
+        raise NotImplementedError
+
+    def malformed(self, reply: bytes) -> bytes:
+        return reply[: self.header_len] + bytes([0xFF]) * (len(reply) - self.header_len)
+
+    def oversized(self, reply: bytes) -> bytes:
+        return reply + bytes(8_000)
+
+    def wrong_id(self, reply: bytes) -> bytes:
+        return reply
+
+
+class UdpFront:
+    def __init__(self, host: str, port: int, codec: DatagramCodec, recorder: Recorder, fault: Fault,
+                 load: SlowLoad | None = None) -> None:
+        self.host, self.port = host, port
+        self.codec, self.recorder, self.fault = codec, recorder, fault
+        # a device that also speaks TCP passes its TCP front's load: one processor answers both
+        self.load = load or SlowLoad(fault)
+        self._transport: asyncio.DatagramTransport | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        if self.fault.mode is FaultMode.REFUSED:
+            return
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Endpoint(self._datagram), local_addr=(self.host, self.port))
+        # port 0 asks the kernel for a free port: report the one actually bound
+        self.port = self._transport.get_extra_info("sockname")[1]
+
+    async def stop(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _datagram(self, data: bytes, addr: Address) -> None:
+        exchange = self.codec.exchange(data, addr)
+        self.recorder.request(self.codec.protocol, exchange.operation, len(data), exchange.allowed, None,
+                              peer=f"{addr[0]}:{addr[1]}", **exchange.detail)
+        if self.fault.mode is FaultMode.SILENT or not exchange.replies:
+            return
+        replies = [self._mutate(reply) for reply in exchange.replies]
+        task = asyncio.get_running_loop().create_task(self._send(replies, addr))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _mutate(self, reply: bytes) -> bytes:
+        match self.fault.mode:
+            case FaultMode.MALFORMED:
+                return self.codec.malformed(reply)
+            case FaultMode.OVERSIZED:
+                return self.codec.oversized(reply)
+            case FaultMode.WRONG_ID:
+                return self.codec.wrong_id(reply)
+            case FaultMode.TRUNCATED:
+                return reply[: len(reply) // 2]
+        return reply
+
+    async def _send(self, replies: list[bytes], addr: Address) -> None:
+        if self.fault.mode is FaultMode.SLOW:
+            await asyncio.sleep(self.load.latency())
+        for reply in replies:
+            if self._transport is not None:
+                self._transport.sendto(reply, addr)
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    def __init__(self, received: Callable[[bytes, Address], None]) -> None:
+        self.received = received
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self.received(data, addr)

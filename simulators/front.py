@@ -114,8 +114,10 @@ def arrived(writer: asyncio.StreamWriter, segment: str) -> float | None:
     time.monotonic() terms; None where the kernel does not say (not Linux).
 
     Why: a device stamping packets when its event loop gets to them stamps late whenever its process waits for a
-    CPU, and two packets read together look closer than they arrived. The kernel's clock has jiffy resolution (1-4
-    ms), far below the spacing being checked."""
+    CPU, and two packets read together look closer than they arrived. The kernel keeps only the latest segment's
+    time, so the stamp is exact when nothing else arrived before the device looked, and otherwise lies between the
+    true arrival and the moment the device looked: never worse than the device's own clock. Resolution: one jiffy
+    (1-4 ms), far below the spacing being checked."""
     sock = writer.get_extra_info("socket")
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_AGES.size)
@@ -182,7 +184,7 @@ class TcpFront:
         self._tasks.add(task)
         peer_addr = writer.get_extra_info("peername")
         peer = f"{peer_addr[0]}:{peer_addr[1]}" if peer_addr else "?"
-        conn = self.recorder.connection_opened(peer, at=None)
+        conn = self.recorder.connection_opened(peer, at=arrived(writer, "data"))
         state = ConnState(conn, peer)
         try:
             if self.fault.mode is FaultMode.RESET or self._over_limit():

@@ -4,7 +4,9 @@ A packet, as otprobe counts it, is what the device must handle: an accepted conn
 request frame 1, a clean close (FIN) 1, each UDP datagram 1. `packet_times()` gives their monotonic
 timestamps so tests can check rate caps at the receiver. A recorder given a sink also writes every event there as
 a JSON line; `Recorder.from_events` rebuilds the same views from those lines in another process (time.monotonic()
-is CLOCK_MONOTONIC, one clock for the whole machine on Linux, so the stamps stay comparable).
+is CLOCK_MONOTONIC, one clock for the whole machine on Linux, so the stamps stay comparable). A caller that knows
+when a packet reached the host (the TCP front asks the kernel) passes that time as `at`; otherwise the stamp is the
+moment the event is recorded, which is later by however long the device's process took to get to it.
 """
 
 from __future__ import annotations
@@ -72,9 +74,11 @@ class Recorder:
                 self._sink.write(line)
                 self._sink.flush()
 
-    def connection_opened(self, peer: str) -> Connection:
+    def connection_opened(self, peer: str, at: float | None = None) -> Connection:
+        """`at`: when the packet reached the host (CLOCK_MONOTONIC, e.g. from the kernel; default now)."""
         with self._lock:
-            conn = Connection(len(self.connections) + 1, peer, time.monotonic(), time.time())
+            mono, wall = _stamps(at)
+            conn = Connection(len(self.connections) + 1, peer, mono, wall)
             self.connections.append(conn)
             self._held.add(conn.id)
             self._open += 1
@@ -82,11 +86,11 @@ class Recorder:
             self._emit("connect", asdict(conn))
             return conn
 
-    def connection_closed(self, conn: Connection, kind: str) -> None:
+    def connection_closed(self, conn: Connection, kind: str, at: float | None = None) -> None:
         with self._lock:
             if conn.closed_mono is not None:
                 return
-            conn.closed_mono = time.monotonic()
+            conn.closed_mono = _stamps(at)[0]
             conn.close_kind = kind
             self._open -= 1
             self._emit("close", asdict(conn))
@@ -110,10 +114,11 @@ class Recorder:
         allowed: bool,
         conn: Connection | None = None,
         peer: str = "",
+        at: float | None = None,
         **detail: Any,
     ) -> Request:
         with self._lock:
-            req = Request(time.monotonic(), time.time(), protocol, operation, size, allowed,
+            req = Request(*_stamps(at), protocol, operation, size, allowed,
                           conn.id if conn else None, peer or (conn.peer if conn else ""), detail)
             self.requests.append(req)
             self._emit("request", asdict(req))
@@ -193,3 +198,11 @@ class Recorder:
 
     def packet_count(self) -> int:
         return len(self.packet_times())
+
+
+def _stamps(at: float | None) -> tuple[float, float]:
+    """(monotonic, wall) time of an event that happened at monotonic `at` (default: now)."""
+    mono, wall = time.monotonic(), time.time()
+    if at is None or at > mono:
+        return mono, wall
+    return at, wall - (mono - at)

@@ -1,0 +1,75 @@
+"""A simulated device stamps each packet with when it reached the host, not when its event loop got to it.
+
+The device's event loop is held busy (as a starved process would be) while a client thread connects, then while it
+sends a request, then while it sends its FIN; each recorded time must still be the time the client sent it,
+within the kernel's jiffy resolution, although the device only looked a stall later. Address 127.0.132.10.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+
+import identities
+
+ADDRESS, PORT = "127.0.132.10", 15032
+STALL_S = 0.3
+TOLERANCE_S = 0.02  # jiffies (1-4 ms) and thread hand-offs; far below the stall
+REQUEST = struct.pack(">HHHB", 1, 0, 5, 1) + bytes([0x2B, 0x0E, 0x01, 0x00])
+
+
+class Client(threading.Thread):
+    """Connects, sends one request and reads its reply, then shuts down: each step when told, stamping its send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = [threading.Event() for _ in range(3)]
+        self.sent: list[float] = []
+
+    def run(self) -> None:
+        self.go[0].wait(5)
+        client = socket.create_connection((ADDRESS, PORT))
+        self.sent.append(time.monotonic())
+        self.go[1].wait(5)
+        client.sendall(REQUEST)
+        self.sent.append(time.monotonic())
+        client.settimeout(5)
+        client.recv(4096)  # the reply (it comes after the device's stall)
+        self.go[2].wait(5)
+        client.shutdown(socket.SHUT_WR)
+        self.sent.append(time.monotonic())
+        while client.recv(4096):  # the device's own FIN
+            pass
+        client.close()
+
+
+async def test_connect_request_and_fin_are_stamped_when_they_arrived_while_the_device_was_busy(
+    start_plant, eventually
+) -> None:
+    plant = await start_plant({"name": "stamps", "address": ADDRESS, "class": "plc",
+                               "modbus": {**identities.M340_OBJECTS, "port": PORT}})
+    [device] = list(plant)
+    recorder = device.recorder
+    client = Client()
+    client.start()
+    recorded = [
+        lambda: bool(recorder.connections),
+        lambda: bool(recorder.requests),
+        lambda: bool(recorder.connections) and recorder.connections[0].closed_mono is not None,
+    ]
+    stalls: list[float] = []
+    for step, done in enumerate(recorded):
+        client.go[step].set()
+        time.sleep(STALL_S)  # blocks the device's event loop: the packet waits in the kernel meanwhile
+        stalls.append(time.monotonic())
+        await eventually(done, 5)
+    client.join(5)
+    connection = recorder.connections[0]
+    stamped = [connection.opened_mono, recorder.requests[0].mono, connection.closed_mono]
+    assert connection.close_kind == "fin" and len(client.sent) == 3
+    for at_client, stall_end, at_device in zip(client.sent, stalls, stamped, strict=True):
+        assert at_client < stall_end - 0.1  # it arrived well before the device could look
+        assert at_device is not None
+        assert abs(at_device - at_client) <= TOLERANCE_S, (client.sent, stamped)

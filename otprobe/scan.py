@@ -256,7 +256,9 @@ class ScanRun:
         self._on_observation = on_observation
         deadline = None
         if prepared.deadline is not None:
-            deadline = clock() + (prepared.deadline - now).total_seconds()
+            # from the wall clock now, not from `now`: prepare() and opening the store took time since then, and a
+            # deadline counted from here would be late by that much
+            deadline = clock() + (prepared.deadline - datetime.now(UTC)).total_seconds()
         jobs = None
         if prepared.resume is not None:
             owed = prepared.resume.jobs

@@ -19,6 +19,7 @@ SCRIPTS = (
     "bench_plan16.py",  # prepare() on a /16: time and peak memory
     "bench_limiters.py",  # asyncio-throttle against otprobe's bucket
     "bench_stress.py",  # caps and makespan at the receiver beside 0, 2, 4 and 8 CPU-bound processes
+    "bench_startup.py",  # `otprobe --help` and friends against `python -c pass`
 )
 
 

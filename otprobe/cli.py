@@ -123,10 +123,20 @@ def open_store(db: Path | None) -> SqliteStore:
     return SqliteStore(db or default_db_path())
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version  # only here: it costs every other command start-up time
+
+        typer.echo(f"otprobe {version('otprobe')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More log lines on stderr (-vv: debug).")]
     = 0,
+    _version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                           help="Print the installed version and exit.")] = False,
 ) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

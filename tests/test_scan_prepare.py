@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import socket
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from otprobe.errors import ProfileError, ScopeError
+from otprobe.inventory import SqliteStore
 from otprobe.pacing.config import ScanConfig
 from otprobe.profile import load_profile, parse_profile
-from otprobe.scan import build_probes, parse_deadline, prepare
+from otprobe.scan import ScanRun, build_probes, parse_deadline, prepare
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -133,3 +135,18 @@ async def test_an_intrusive_operation_is_enabled_for_its_own_protocol_only():
         async with link.op("unit_id_sweep"):
             raise AssertionError("the operation body must not run")
     assert link.packets_sent == 0
+
+
+def test_the_deadline_counts_from_the_scans_real_start_not_from_when_it_was_prepared(tmp_path):
+    now, started = datetime.now(UTC), time.monotonic()
+    prepared = prepare(parse_profile(LAB, "t.yaml"), "t.yaml", ["127.0.2.10"], now=now,
+                       deadline=now + timedelta(seconds=30))
+    time.sleep(0.3)  # preparing, opening the store: time passes before the scan is created
+    store = SqliteStore(tmp_path / "inventory.db")
+    try:
+        run = ScanRun(prepared, store, tmp_path / "audit.jsonl", now=now)
+        deadline = run.scheduler.config.deadline
+    finally:
+        store.close()
+    assert deadline is not None
+    assert abs(deadline - (started + 30)) < 0.05  # not 0.3 s late

@@ -82,7 +82,10 @@ class UdpFront:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _datagram(self, data: bytes, addr: Address) -> None:
-        exchange = self.codec.exchange(data, addr)
+        try:
+            exchange = self.codec.exchange(data, addr)
+        except Exception as exc:  # a codec's own bug: the datagram is still recorded, as one nobody answers
+            exchange = Exchange("bad-frame", False, detail={"error": repr(exc)})
         self.recorder.request(self.codec.protocol, exchange.operation, len(data), exchange.allowed, None,
                               peer=f"{addr[0]}:{addr[1]}", **exchange.detail)
         if self.fault.mode is FaultMode.SILENT or not exchange.replies:

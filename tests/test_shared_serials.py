@@ -15,7 +15,7 @@ from cli_helpers import plain_env, run_otprobe, write_profile
 
 from otprobe.inventory import SqliteStore
 from otprobe.inventory.diff import diff_scans
-from otprobe.inventory.merge import Event, KnownAsset, Sighting, match_assets
+from otprobe.inventory.reconcile import Event, KnownAsset, Sighting, match_assets
 from otprobe.model import Identity, Observation, Status
 from simulators.plant import running_plant
 
@@ -33,25 +33,25 @@ def test_one_serial_at_eleven_addresses_is_eleven_new_assets_each_flagged() -> N
 
 
 def test_a_serial_at_a_new_address_whose_old_address_is_gone_is_a_move() -> None:
-    known = [KnownAsset("a", "127.0.1.10", SERIAL, "L18ER")]
+    known = [KnownAsset("a", "127.0.1.10", SERIAL, "L18ER", None)]
     (match,) = match_assets([Sighting("127.0.1.20", SERIAL, "L18ER")], known).values()
     assert (match.asset_id, match.events) == ("a", [Event("moved", "127.0.1.10", "127.0.1.20")])
 
 
 def test_a_serial_still_answering_at_its_old_address_is_a_duplicate_not_a_move() -> None:
-    known = [KnownAsset("a", "127.0.1.10", SERIAL, "L18ER")]
+    known = [KnownAsset("a", "127.0.1.10", SERIAL, "L18ER", None)]
     matches = match_assets([Sighting("127.0.1.10", SERIAL, "L18ER"), Sighting("127.0.1.20", SERIAL, "L18ER")], known)
     old, new = matches["127.0.1.10"], matches["127.0.1.20"]
     assert (old.asset_id, old.events) == ("a", [Event("duplicate_serial", "127.0.1.20", SERIAL)])
     assert (new.asset_id, new.events) == (None, [Event("duplicate_serial", "127.0.1.10", SERIAL)])
     # known duplicates are flagged once: the next scan that sees the same pair adds no event
     again = match_assets([Sighting("127.0.1.10", SERIAL, "L18ER"), Sighting("127.0.1.20", SERIAL, "L18ER")],
-                         [*known, KnownAsset("b", "127.0.1.20", SERIAL, "L18ER")])
+                         [*known, KnownAsset("b", "127.0.1.20", SERIAL, "L18ER", None)])
     assert [(m.asset_id, m.events) for m in again.values()] == [("a", []), ("b", [])]
 
 
 def test_a_serial_seen_once_that_several_assets_share_moves_none_of_them() -> None:
-    known = [KnownAsset("a", "127.0.1.10", SERIAL, "L18ER"), KnownAsset("b", "127.0.1.11", SERIAL, "L18ER")]
+    known = [KnownAsset("a", "127.0.1.10", SERIAL, "L18ER", None), KnownAsset("b", "127.0.1.11", SERIAL, "L18ER", None)]
     (match,) = match_assets([Sighting("127.0.1.30", SERIAL, "L18ER")], known).values()
     assert match.asset_id is None
     assert match.events == [Event("duplicate_serial", "127.0.1.10, 127.0.1.11", SERIAL)]
@@ -61,7 +61,8 @@ def test_a_serial_seen_once_that_several_assets_share_moves_none_of_them() -> No
 
 
 def test_a_newcomer_at_a_moved_devices_old_address_does_not_retire_it() -> None:
-    known = [KnownAsset("a", "127.0.1.10", SERIAL, "L18ER"), KnownAsset("c", "127.0.1.20", "C0FFEE", "ENBT")]
+    known = [KnownAsset("a", "127.0.1.10", SERIAL, "L18ER", None),
+             KnownAsset("c", "127.0.1.20", "C0FFEE", "ENBT", None)]
     matches = match_assets([Sighting("127.0.1.10", "NEW1", "M580"), Sighting("127.0.1.20", SERIAL, "L18ER")], known)
     assert (matches["127.0.1.20"].asset_id, matches["127.0.1.20"].unaddress) == ("a", "c")
     assert matches["127.0.1.10"].asset_id is None

@@ -1,4 +1,5 @@
-"""The embedded SQLite inventory: schema, migrations, crash-safe writes, asset merge at scan end.
+"""The embedded SQLite inventory: schema, migrations, crash-safe writes, and writing the asset changes a scan's end
+brings (decided in `reconcile.py`, not here).
 
 Observations are committed one by one as they arrive (WAL mode), so a crash loses at most the one in
 flight. A scan row is `running` while its process lives; a reader that finds a running scan whose
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from otprobe.errors import InventoryError
-from otprobe.inventory.merge import KnownAsset, Match, MergedIdentity, Sighting, match_assets, merge
+from otprobe.inventory.reconcile import Decision, KnownAsset, devices_seen, reconcile
 from otprobe.inventory.store import AssetRecord, ScanRecord, SnapshotRow
 from otprobe.model import Identity, Observation, Status
 
@@ -194,22 +195,11 @@ class SqliteStore:
         for obs in observations:
             counts[str(obs.status)] += 1
         with self._tx():
-            by_ip: dict[str, list[Observation]] = defaultdict(list)
-            for obs in observations:
-                by_ip[obs.target].append(obs)
-            # A resumed scan probes only the protocols its chain still owed a device: the device's identity is what
-            # the whole chain saw of it, or the asset would lose what an earlier (killed) scan read over the others.
-            for obs in self._observations(*self._chain(scan_id)[1:]):
-                if obs.target in by_ip:
-                    by_ip[obs.target].append(obs)
-            identities = [(ip, group[0].device_class, m) for ip, group in by_ip.items()
-                          if (m := merge(group)) is not None]
-            # every address is matched against the assets as they were before this scan, then the matches applied
-            known = [KnownAsset(r["id"], r["ip"], r["serial"], r["model"])
-                     for r in self.db.execute("SELECT id, ip, serial, model FROM assets WHERE retired=0")]
-            matches = match_assets([Sighting(ip, m.get("serial"), _model(m)) for ip, _, m in identities], known)
-            for ip, device_class, merged in identities:
-                self._upsert_asset(scan_id, ip, device_class, merged, matches[ip])
+            seen = devices_seen(observations, self._observations(*self._chain(scan_id)[1:]))
+            known = [KnownAsset(r["id"], r["ip"], r["serial"], r["model"], r["firmware"]) for r in
+                     self.db.execute("SELECT id, ip, serial, model, firmware FROM assets WHERE retired=0")]
+            for decision in reconcile(seen, known):
+                self._apply(scan_id, decision)
             self.db.execute(
                 "UPDATE scans SET status=?, ended_at=?, not_covered=?, counts=? WHERE id=?",
                 (status, _now(), json.dumps(list(not_covered)), json.dumps(counts), scan_id),
@@ -237,46 +227,38 @@ class SqliteStore:
         rows = self.db.execute(f"SELECT * FROM observations WHERE scan_id IN ({marks}) ORDER BY id", scan_ids)
         return [_row_to_observation(r) for r in rows.fetchall()]
 
-    def _upsert_asset(self, scan_id: str, ip: str, device_class: str, m: MergedIdentity, match: Match) -> None:
-        """Apply `match` (decided by merge.match_assets) and record what this scan saw of the asset."""
+    def _apply(self, scan_id: str, d: Decision) -> None:
+        """Write one decision of `reconcile` and what this scan saw of the asset; nothing is decided here."""
         now = _now()
-        serial, model = m.get("serial"), _model(m)
-        if match.retire is not None:
-            self.db.execute("UPDATE assets SET retired=1, ip=NULL WHERE id=?", (match.retire,))
-        if match.unaddress is not None:
-            self.db.execute("UPDATE assets SET ip=NULL WHERE id=?", (match.unaddress,))
-        asset = None
-        if match.asset_id is not None:
-            asset = self.db.execute("SELECT * FROM assets WHERE id=?", (match.asset_id,)).fetchone()
-        if asset is None:
+        seen, m = d.seen, d.seen.identity
+        if d.retire is not None:
+            self.db.execute("UPDATE assets SET retired=1, ip=NULL WHERE id=?", (d.retire,))
+        if d.unaddress is not None:
+            self.db.execute("UPDATE assets SET ip=NULL WHERE id=?", (d.unaddress,))
+        asset_id = d.asset_id
+        if asset_id is None:
             asset_id = uuid.uuid4().hex[:12]
             self.db.execute(
                 "INSERT INTO assets (id, ip, device_class, protocols, identity, conflicts, first_seen, last_seen)"
-                " VALUES (?,?,?,?,?,?,?,?)", (asset_id, ip, device_class, "{}", "{}", "{}", now, now),
+                " VALUES (?,?,?,?,?,?,?,?)", (asset_id, seen.ip, seen.device_class, "{}", "{}", "{}", now, now),
             )
-            self._event(asset_id, scan_id, "new", None, ip)
-            old_firmware, old_ip = None, None
-        else:
-            asset_id, old_firmware, old_ip = asset["id"], asset["firmware"], asset["ip"]
-        for event in match.events:
+        for event in d.events:
             self._event(event.asset_id or asset_id, scan_id, event.kind, event.old, event.new)
-        firmware = m.get("firmware") or old_firmware  # a scan that could not read firmware does not erase it
-        if asset is not None and firmware != old_firmware:
-            self._event(asset_id, scan_id, "firmware_changed", old_firmware, firmware)
-        if asset is None or firmware != old_firmware:
-            self.db.execute("INSERT INTO asset_firmware VALUES (?,?,?,?)", (asset_id, scan_id, firmware, now))
-        if old_ip != ip:
-            self.db.execute("INSERT INTO asset_addresses VALUES (?,?,?,?)", (asset_id, ip, scan_id, now))
+        if d.firmware_recorded:
+            self.db.execute("INSERT INTO asset_firmware VALUES (?,?,?,?)", (asset_id, scan_id, d.firmware, now))
+        if d.address_recorded:
+            self.db.execute("INSERT INTO asset_addresses VALUES (?,?,?,?)", (asset_id, seen.ip, scan_id, now))
         identity = {**m.fields, "sources": m.sources, "raw": m.raw}
         self.db.execute(
             "UPDATE assets SET ip=?, device_class=?, vendor=?, model=?, product_code=?, serial=?, firmware=?,"
             " hardware_version=?, protocols=?, identity=?, conflicts=?, last_seen=? WHERE id=?",
-            (ip, device_class, m.get("vendor"), model, m.get("product_code"), serial, firmware,
+            (seen.ip, seen.device_class, m.get("vendor"), seen.model, m.get("product_code"), seen.serial, d.firmware,
              m.get("hardware_version"), json.dumps(m.protocols), json.dumps(identity, default=str),
              json.dumps(m.conflicts, default=str), now, asset_id),
         )
         self.db.execute(
-            "INSERT OR REPLACE INTO scan_assets VALUES (?,?,?,?,?,?)", (scan_id, asset_id, ip, firmware, model, serial)
+            "INSERT OR REPLACE INTO scan_assets VALUES (?,?,?,?,?,?)",
+            (scan_id, asset_id, seen.ip, d.firmware, seen.model, seen.serial),
         )
 
     def _event(self, asset_id: str, scan_id: str, kind: str, old: Any, new: Any) -> None:
@@ -367,10 +349,6 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-
-
-def _model(m: MergedIdentity) -> str | None:
-    return m.get("model") or m.get("product_code")  # what the inventory keeps as an asset's model
 
 
 def _row_to_scan(r: sqlite3.Row) -> ScanRecord:

@@ -1,7 +1,9 @@
 """The store interface the rest of otprobe talks to, and the records it returns.
 
 SQLite is the only backend today; the interface is kept small so that a central PostgreSQL
-holding many sites' scans can implement the same methods later.
+holding many sites' scans can implement the same methods later. A store decides nothing about assets: what a
+finished scan changes (new, moved, replaced, firmware changed, duplicate serial) comes from
+`otprobe.inventory.reconcile`, and the store writes those decisions.
 """
 
 from __future__ import annotations
@@ -64,7 +66,10 @@ class Store(Protocol):
 
     def add_observation(self, scan_id: str, observation: Observation) -> None: ...
 
-    def finish_scan(self, scan_id: str, status: str, not_covered: Iterable[str] = ()) -> None: ...
+    def finish_scan(self, scan_id: str, status: str, not_covered: Iterable[str] = ()) -> None:
+        """Close the scan and, in the same transaction, write `reconcile.reconcile`'s decisions for what its resume
+        chain saw (`reconcile.devices_seen`) against the active assets."""
+        ...
 
     def observations(self, scan_id: str) -> list[Observation]: ...
 

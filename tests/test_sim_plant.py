@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ ROOT = Path(__file__).parent.parent
 DEMO = ROOT / "simulators" / "plants" / "demo.yaml"
 STANDARD = ROOT / "simulators" / "plants" / "standard.yaml"
 PORT = 15020
+UDP_ONLY = ("bacnet", "snmp")
 MODBUS = {"port": PORT, "vendor_name": "Acme Controls", "product_code": "AC-100", "revision": "v1.0"}
 
 
@@ -37,7 +39,7 @@ def test_demo_plant_is_a_realistic_small_plant() -> None:
     spec = load_plant(DEMO)
     devices = {d.name: d for d in spec.devices}
     assert len(devices) >= 12
-    assert {p for d in spec.devices for p in d.protocols} == {"modbus", "s7", "enip"}
+    assert {p for d in spec.devices for p in d.protocols} == {"modbus", "s7", "enip", "bacnet", "snmp"}
     assert {"plc", "hmi", "gateway", "drive", "meter", "safety"} <= {d.device_class for d in spec.devices}
     assert [d.name for d in spec.devices if len(d.protocols) > 1] == ["utility-m580"]
     assert devices["safety-guardlogix"].address.startswith("127.0.9.")
@@ -54,7 +56,7 @@ def test_demo_plant_is_a_realistic_small_plant() -> None:
 
 def test_standard_plant_uses_standard_ports() -> None:
     ports = {(p, config.port) for d in load_plant(STANDARD).devices for p, config in d.protocols.items()}
-    assert ports == {("modbus", 502), ("s7", 102), ("enip", 44818)}
+    assert ports == {("modbus", 502), ("s7", 102), ("enip", 44818), ("bacnet", 47808), ("snmp", 161)}
 
 
 def test_relocate_moves_addresses_and_ports() -> None:
@@ -130,18 +132,25 @@ def test_missing_protocol_module_is_a_clear_error(monkeypatch: pytest.MonkeyPatc
 # -- running in-process -----------------------------------------------------------------------------------
 
 
-async def test_whole_demo_plant_starts_in_under_3_s_and_listens() -> None:
+async def test_whole_demo_plant_starts_in_under_3_s_and_listens(eventually: Any) -> None:
     moved = relocate(DEMO, third_octet_shift=20)  # 127.0.21-29.x: the demo's devices on this file's addresses
     began = time.monotonic()
     async with running_plant(moved) as plant:
         elapsed = time.monotonic() - began
         assert elapsed < 3.0
         assert len(plant.devices) == len(moved["devices"])
-        endpoints = [(d.address, port) for d in plant for port in d.ports.values()]
+        # BACnet/IP and SNMP devices are UDP only: they are checked by what they record of a datagram
+        endpoints = [(d.address, port) for d in plant for p, port in d.ports.items() if p not in UDP_ONLY]
         for address, port in endpoints:
             _, writer = await asyncio.open_connection(address, port)
             writer.close()
-        assert all(d.recorder.connections for d in plant)
+        udp = [(d, port) for d in plant for p, port in d.ports.items() if p in UDP_ONLY]
+        assert udp
+        for device, port in udp:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.sendto(b"\x00", (device.address, port))
+            await eventually(lambda device=device: bool(device.recorder.requests))
+        assert all(d.recorder.connections or d.recorder.requests for d in plant)
         assert plant.by_address("127.0.22.11").ports == {"modbus": 5020, "enip": 44818}  # utility-m580, moved
     for address, port in endpoints:  # stopped: nothing listens any more
         with pytest.raises(ConnectionRefusedError):

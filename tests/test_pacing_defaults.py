@@ -6,7 +6,6 @@ from dataclasses import MISSING, fields
 
 import pytest
 
-from otprobe.link import Timeouts
 from otprobe.pacing import ClassLimits, ScanConfig
 from otprobe.profile import Profile, load_profile, parse_profile
 
@@ -20,7 +19,8 @@ def test_the_library_defaults_are_the_default_profiles_values() -> None:
     assert library.global_pps == model.global_pps
     assert library.max_devices_in_flight == model.max_devices_in_flight
     assert library.retries == model.retries and library.breaker_failures == model.breaker.failures
-    assert library.timeouts == Timeouts(model.timeouts.connect_s, model.timeouts.response_s)
+    assert (library.timeouts.connect_s, library.timeouts.response_s) == (model.timeouts.connect_s,
+                                                                        model.timeouts.response_s)
     assert library.classes == {"unknown": ClassLimits(**unknown.model_dump())}
     assert library.limits_for("no-such-class") == library.classes["unknown"]
     assert library.enabled_intrusive == frozenset()

@@ -75,7 +75,7 @@ def write_profile(path: Path, include: list[str], *, exclude: list[str] | None =
 
 
 def reference_generator() -> ModuleType:
-    """docs/cli_reference.py (a script, not a package module): the command walk and the README section."""
+    """docs/cli_reference.py (a script, not a package module): the command walk and docs/cli.md."""
     path = REPO / "docs" / "cli_reference.py"
     spec = importlib.util.spec_from_file_location("cli_reference", path)
     assert spec is not None and spec.loader is not None

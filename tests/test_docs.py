@@ -1,6 +1,6 @@
-"""The docs stay true to the code: the README's command reference is the current `--help` of every command,
-and the scheduled-refresh files (cron line, systemd service and timer) use the inventory-refresh profile,
-run unattended, start inside its window and call otprobe with options that exist."""
+"""The docs stay true to the code: docs/cli.md is the current `--help` of every command, and the
+scheduled-refresh files (cron line, systemd service and timer) use the inventory-refresh profile, run unattended,
+start inside its window and call otprobe with options that exist."""
 
 from __future__ import annotations
 
@@ -22,38 +22,42 @@ DOCS = REPO / "docs"
 generator = reference_generator()
 
 
-def readme_section() -> str:
-    section = generator.readme_section((REPO / "README.md").read_text(encoding="utf-8"))
-    assert section is not None, "README.md has no cli-reference markers: run python docs/cli_reference.py"
-    return section
+def cli_md() -> str:
+    return generator.CLI_MD.read_text(encoding="utf-8")
 
 
-def test_the_readme_command_reference_is_the_current_help() -> None:
-    assert readme_section() == generator.reference(app), "stale: run .venv/bin/python docs/cli_reference.py"
+def test_docs_cli_md_is_the_current_help() -> None:
+    assert cli_md() == generator.reference(app), "stale: run .venv/bin/python docs/cli_reference.py"
 
 
-def test_the_reference_sits_under_its_heading_and_is_plain_text() -> None:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    assert text.index(generator.HEADING) < text.index(generator.START)
-    assert "\x1b" not in readme_section()
-    fenced = re.findall(r"```text\n(.*?)\n```", readme_section(), re.DOTALL)
+def test_the_reference_is_plain_text_within_its_width() -> None:
+    assert "\x1b" not in cli_md()
+    fenced = re.findall(r"```text\n(.*?)\n```", cli_md(), re.DOTALL)
     assert fenced and max(len(line) for block in fenced for line in block.splitlines()) <= generator.WIDTH
 
 
 def test_every_command_is_documented_with_its_usage_line() -> None:
-    section = readme_section()
+    text = cli_md()
     for path in generator.command_paths(app):
         name = " ".join(("otprobe", *path))
-        assert f"### `{name}`" in section
-        assert f"Usage: {name} " in section
+        assert f"## `{name}`" in text
+        assert f"Usage: {name} " in text
 
 
-def test_the_generator_replaces_only_its_own_section() -> None:
-    readme = f"# otprobe\n\nintro\n\n## Command reference\n\n{generator.START}\nold\n{generator.END}\n\nmore\n"
-    updated = generator.updated_readme(readme, f"{generator.START}\nnew\n{generator.END}")
-    assert updated == readme.replace("old", "new")
-    appended = generator.updated_readme("# otprobe\n", f"{generator.START}\nx\n{generator.END}")
-    assert appended == f"# otprobe\n\n{generator.HEADING}\n\n{generator.START}\nx\n{generator.END}\n"
+def test_the_readme_links_the_reference_instead_of_carrying_it() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "(docs/cli.md)" in readme
+    assert "Usage: otprobe" not in readme
+
+
+def test_the_generator_checks_and_rewrites_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "cli.md"
+    monkeypatch.setattr(generator, "CLI_MD", target)
+    assert generator.main(["--check"]) == 1  # missing
+    assert generator.main([]) == 0 and target.read_text(encoding="utf-8") == generator.reference(app)
+    assert generator.main(["--check"]) == 0
+    target.write_text(target.read_text(encoding="utf-8") + "edited by hand\n", encoding="utf-8")
+    assert generator.main(["--check"]) == 1
 
 
 # --- scheduled refresh -------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ INTRO = (
     "<!-- Generated from --help by docs/cli_reference.py; edit the help texts in otprobe/cli.py, then run "
     "`.venv/bin/python docs/cli_reference.py`. -->\n\n"
     "The `--help` of every otprobe command, as the installed version prints it. Exit codes, the same for every\n"
-    "command, are in the [README](../README.md#exit-codes); profiles and their keys in the shipped `profiles/`.\n"
+    "command, are in the [README](../README.md#exit-codes); profiles and their keys in [profiles.md](profiles.md).\n"
 )
 
 

@@ -83,3 +83,24 @@ def test_private_references_are_recognised(line: str) -> None:
 ])
 def test_public_references_pass(line: str) -> None:
     assert not private_references(line)
+
+
+def anchors(markdown: Path) -> set[str]:
+    """The heading anchors GitHub gives a markdown file: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+ (.+)$", markdown.read_text(encoding="utf-8"), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_links_between_docs_reach_an_existing_file_and_heading() -> None:
+    """Markdown links in README.md and docs/, and `docs/<file>.md#<anchor>` citations anywhere, resolve."""
+    broken = []
+    for path in _scanned():
+        text = path.read_text(encoding="utf-8", errors="replace")
+        links = [(path.parent / m[1] if m[1] else path, m[2])  # `](#anchor)` is a heading of the same file
+                 for m in re.finditer(r"\]\(([^)#\s:]*\.md)?(?:#([\w-]+))?\)", text)
+                 if path.suffix == ".md" and (m[1] or m[2])]
+        links += [(ROOT / m[1], m[2]) for m in re.finditer(r"\b(docs/\w+\.md)#([\w-]+)", text)]
+        for target, anchor in links:
+            if not target.is_file() or (anchor and anchor not in anchors(target)):
+                broken.append(f"{path.relative_to(ROOT)}: {target.name}#{anchor}")
+    assert not broken, "\n".join(sorted(set(broken)))

@@ -143,7 +143,7 @@ def parse_config(section: dict[str, Any]) -> BacnetConfig:
     strings = {key: _string(section, key, True) for key in _STRINGS}
     optional = {key: _string(section, key, False) for key in _OPTIONAL_STRINGS}
     return BacnetConfig(
-        port=_int(section, "port", 1, 65535, DEFAULT_PORT),
+        port=_int(section, "port", 0, 65535, DEFAULT_PORT),  # 0: a free port, for tests
         # 4194303 is the wildcard, no device's own instance
         device_instance=_int(section, "device_instance", 0, WILDCARD_INSTANCE - 1),
         vendor_id=_int(section, "vendor_id", 0, 65535),

@@ -176,7 +176,7 @@ def parse_config(section: dict[str, Any]) -> SnmpConfig:
         raise ValueError("snmp.entities: must be a list of entPhysicalTable rows")
     indexes: set[int] = set()
     return SnmpConfig(
-        port=_int(section, "port", 1, 65535, DEFAULT_PORT),
+        port=_int(section, "port", 0, 65535, DEFAULT_PORT),  # 0: a free port, for tests
         sys_descr=_text(section, "sys_descr", True),
         sys_object_id=sys_object_id,
         sys_name=_text(section, "sys_name", True),

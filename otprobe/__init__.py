@@ -20,7 +20,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _PUBLIC = {
-    "PROBES": "otprobe.probes",
+    "probe_classes": "otprobe.probes",
     "Identity": "otprobe.model",
     "Observation": "otprobe.model",
     "ScanRun": "otprobe.scan",

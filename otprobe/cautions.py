@@ -1,7 +1,7 @@
 """Caution rules: read-only operations a probe must not send to particular models.
 
-Read-only is not always harmless: one SZL 0x001C read sent S7-300 CPUs 315F/317F to DEFECT (python-snap7 #467;
-docs/safety.md#caution-rules-for-fragile-devices).
+Read-only is not always harmless: one documented identity read sent some CPU models to a fault state
+(docs/safety.md#caution-rules-for-fragile-devices names them and the public source).
 The shipped rules live in otprobe/data/cautions.yaml; a profile adds its own in the same shape. A probe reads
 the cheapest identity first, then asks `forbidding(...)` before each further operation and records the rule
 it obeyed, so the inventory shows what was skipped and why.
@@ -18,12 +18,9 @@ from typing import Any
 import yaml
 
 from otprobe.errors import ProfileError
+from otprobe.probes import caution_operations
 
 _KEYS = {"pattern", "skip", "source", "note"}
-
-# The operations the S7 probe asks caution rules about (otprobe/probes/s7.py, `_permitted`): a rule that skips any
-# other operation would never match and silently protect nothing, so such a rule is refused.
-CAUTION_OPERATIONS = frozenset({"read_component_id", "read_cpu_state"})
 
 
 @dataclass(frozen=True)
@@ -41,7 +38,12 @@ class CautionRule:
 
 
 def parse_rules(entries: Any, origin: str) -> tuple[CautionRule, ...]:
-    """Rules from a list of mappings; ProfileError naming `origin[i].key` on anything malformed."""
+    """Rules from a list of mappings; ProfileError naming `origin[i].key` on anything malformed.
+
+    A rule may skip only an operation some probe declares in its `caution_operations` (it asks the rules before
+    sending it): a rule for any other operation would never match and silently protect nothing, so it is refused.
+    """
+    known = caution_operations()
     if not isinstance(entries, list | tuple):
         raise ProfileError(f"{origin}: must be a list of caution rules")
     rules = []
@@ -56,9 +58,9 @@ def parse_rules(entries: Any, origin: str) -> tuple[CautionRule, ...]:
         for key in ("pattern", "skip", "source"):
             if not isinstance(entry.get(key), str) or not entry[key].strip():
                 raise ProfileError(f"{where}.{key}: required, non-empty text")
-        if entry["skip"].strip() not in CAUTION_OPERATIONS:
+        if entry["skip"].strip() not in known:
             raise ProfileError(f"{where}.skip: no probe checks {entry['skip']!r} against caution rules "
-                               f"(known: {', '.join(sorted(CAUTION_OPERATIONS))})")
+                               f"(known: {', '.join(sorted(known))})")
         try:
             pattern = re.compile(entry["pattern"], re.IGNORECASE)
         except re.error as exc:

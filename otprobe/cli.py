@@ -34,6 +34,7 @@ from otprobe.errors import (
 from otprobe.inventory import SqliteStore, default_db_path
 from otprobe.inventory.diff import diff_scans, pick_scans
 from otprobe.inventory.export import to_csv, to_cyclonedx, to_json
+from otprobe.probes import names as probe_names
 
 
 class Exit(IntEnum):
@@ -260,7 +261,8 @@ def scans_list(
 
 ProfileOption = Annotated[str, typer.Option("--profile", "-p", help="Shipped profile name or a profile file.")]
 ProtocolOption = Annotated[
-    str | None, typer.Option("--protocol", help="Comma-separated subset of modbus,s7,enip (default: all enabled).")
+    str | None,
+    typer.Option("--protocol", help=f"Comma-separated subset of {','.join(probe_names())} (default: all enabled)."),
 ]
 ScopeOption = Annotated[
     list[str] | None,
@@ -268,7 +270,8 @@ ScopeOption = Annotated[
                  "scope.exclude still applies."),
 ]
 PortOption = Annotated[
-    list[str] | None, typer.Option("--port", help="Override a port, e.g. --port modbus=5020 (repeatable).")
+    list[str] | None,
+    typer.Option("--port", help=f"Override a port, e.g. --port {probe_names()[-1]}=5020 (repeatable)."),
 ]
 
 
@@ -277,17 +280,15 @@ def _protocols(text: str | None) -> list[str] | None:
 
 
 def _ports(values: list[str] | None) -> dict[str, int]:
-    from otprobe.probes import probe_class
-
     ports: dict[str, int] = {}
     for value in values or []:
         name, _, port = value.partition("=")
         if not port.isdigit() or not 0 < int(port) < 65536:
-            raise typer.BadParameter(f"{value!r}: expected PROTOCOL=PORT, e.g. modbus=5020", param_hint="--port")
-        try:
-            probe_class(name.strip())  # a misspelt protocol would otherwise leave its default port in use, silently
-        except KeyError as exc:
-            raise typer.BadParameter(f"{value!r}: {exc.args[0]}", param_hint="--port") from None
+            raise typer.BadParameter(f"{value!r}: expected PROTOCOL=PORT, e.g. {probe_names()[-1]}=5020",
+                                     param_hint="--port")
+        if name.strip() not in probe_names():  # a misspelt protocol would otherwise keep its default port, silently
+            raise typer.BadParameter(f"{value!r}: unknown protocol {name.strip()!r} (known: "
+                                     f"{', '.join(probe_names())})", param_hint="--port")
         ports[name.strip()] = int(port)
     return ports
 

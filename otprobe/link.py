@@ -17,16 +17,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from otprobe.contract import Category, Kind, Operation, Probe, Timeouts
 from otprobe.errors import AuditError, BudgetExceeded, PolicyViolation, ProbeContractError
-from otprobe.probes.base import Category, Kind, Operation
 from otprobe.safety import require_read_only
 
 if TYPE_CHECKING:
     from otprobe.model import Target
-    from otprobe.probes.base import Probe
 
 
 log = logging.getLogger(__name__)
@@ -74,14 +72,9 @@ class _Unpaced:
         return None
 
 
-@dataclass(frozen=True)
-class Timeouts:
-    connect_s: float = 2.0
-    response_s: float = 3.0
-
-
 class Link:
-    """Per (device, probe run) gate. Create one per attempt; `packets_sent` is what this attempt cost."""
+    """Per (device, probe run) gate, the otprobe.contract.ProbeLink a probe runs on. Create one per attempt;
+    `packets_sent` is what this attempt cost."""
 
     def __init__(
         self,
@@ -114,7 +107,7 @@ class Link:
             op = self.probe.operation(name)
         except KeyError:
             raise ProbeContractError(f"probe {self.probe.name} sent undeclared operation {name!r}") from None
-        require_read_only(self.probe.name, op.code)
+        require_read_only(self.probe.wire_protocol(), op.code)
         # Keyed by protocol too: a profile enabling an operation for one protocol enables no namesake elsewhere.
         if op.category is Category.INTRUSIVE and (self.probe.name, op.name) not in self._enabled_intrusive:
             raise ProbeContractError(f"intrusive operation {self.probe.name}.{op.name} is not enabled by the profile")

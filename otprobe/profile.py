@@ -22,7 +22,7 @@ from importlib import resources
 from inspect import isclass
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, get_args, get_origin
+from typing import Annotated, Any, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -31,15 +31,16 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    Strict,
+    ModelWrapValidatorHandler,
     ValidationError,
     model_validator,
 )
+from pydantic_core import InitErrorDetails
 
 from otprobe import userfile
-from otprobe.cautions import CAUTION_OPERATIONS
+from otprobe.contract import Float, Int, ProbeOptions
 from otprobe.errors import ProfileError
-from otprobe.probes import Category, probe_class
+from otprobe.probes import caution_operations, names, probe_class, probe_classes
 from otprobe.safety import is_read_only
 from otprobe.scope import Scope
 from otprobe.windows import Window
@@ -70,20 +71,6 @@ def _cidr(value: object) -> IPv4Network:
         raise ValueError(f"invalid IPv4 CIDR {value!r}: {exc}") from None
 
 
-def _unit_id(value: int) -> int:
-    if value == 0:
-        raise ValueError("unit id 0 is the broadcast id on serial gateways and is never used (pick 1-255)")
-    if not 1 <= value <= 255:
-        raise ValueError(f"unit id {value} is outside 1-255")
-    return value
-
-
-def _reason(value: str) -> str:
-    if not value.strip():
-        raise ValueError("enabling an intrusive operation needs a written reason")
-    return value.strip()
-
-
 def _regex(value: str) -> str:
     try:
         re.compile(value)
@@ -93,18 +80,12 @@ def _regex(value: str) -> str:
 
 
 def _caution_operation(value: str) -> str:
-    if value not in CAUTION_OPERATIONS:
-        close = difflib.get_close_matches(value, sorted(CAUTION_OPERATIONS), n=1)
+    known = sorted(caution_operations())
+    if value not in known:
+        close = difflib.get_close_matches(value, known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"no probe checks operation {value!r} against caution rules (known: "
-                         f"{', '.join(sorted(CAUTION_OPERATIONS))}){hint}")
-    return value
-
-
-def _number(value: object) -> object:
-    # YAML reads true, yes and on as booleans, and pydantic would take a boolean as 1: never as a rate or a count
-    if isinstance(value, bool):
-        raise ValueError(f"must be a number, not a boolean (got {str(value).lower()})")
+                         f"{', '.join(known)}){hint}")
     return value
 
 
@@ -113,25 +94,16 @@ def _intrusive_problem(protocol: str, name: str) -> str | None:
 
     The same rules the link applies on the wire, checked when the profile is read: `profiles check` and a scan
     load profiles through the same code, so a profile either passes both or neither."""
-    operations = {op.name: op for op in probe_class(protocol).operations}
-    intrusive = sorted(n for n, op in operations.items() if op.category is Category.INTRUSIVE)
-    known = f"its intrusive operations: {', '.join(intrusive)}" if intrusive else "it has no intrusive operation"
-    op = operations.get(name)
-    if op is None:
-        close = difflib.get_close_matches(name, intrusive, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        return f"not an operation of the {protocol} probe ({known}){hint}"
-    if op.category is not Category.INTRUSIVE:
-        return f"{name!r} is a safe operation, always sent; only intrusive operations are enabled here ({known})"
-    if not is_read_only(protocol, op.code):
-        return f"{name!r} sends {op.code}, which is not on the read-only allowlist: it is never sent"
+    cls = probe_class(protocol)
+    if problem := cls.intrusive_problem(name):
+        return problem
+    code = cls.operation(name).code
+    if not is_read_only(cls.wire_protocol(), code):
+        return f"{name!r} sends {code}, which is not on the read-only allowlist: it is never sent"
     return None
 
 
 Cidr = Annotated[IPv4Network, BeforeValidator(_cidr)]
-Int = Annotated[int, BeforeValidator(_number)]
-Float = Annotated[float, BeforeValidator(_number)]
-Flag = Annotated[bool, Strict()]  # and a number is no boolean: `enabled: 1` is refused, not read as true
 Rate = Annotated[Float, Field(gt=0, le=10_000)]
 
 
@@ -161,47 +133,48 @@ class AssignRule(_Strict):
     device_class: str = Field(alias="class")
 
 
-class _ProtocolOptions(_Strict):
-    protocol: ClassVar[str]  # the probe these options are for
-    enabled: Flag = True
-    port: Int = Field(ge=1, le=65_535)
-    # operation name -> the written reason it is enabled; intrusive operations not named here are refused.
-    intrusive: dict[str, Annotated[str, AfterValidator(_reason)]] = {}
-
-    @model_validator(mode="after")
-    def _intrusive_declared(self) -> _ProtocolOptions:
-        for name in self.intrusive:
-            if problem := _intrusive_problem(self.protocol, name):
-                raise _At(("intrusive", name), problem)
-        return self
-
-
-class ModbusOptions(_ProtocolOptions):
-    protocol = "modbus"
-    port: Int = Field(502, ge=1, le=65_535)
-    unit_ids: list[Annotated[Int, AfterValidator(_unit_id)]] = Field(default=[1], min_length=1, max_length=16)
-
-
-class S7Options(_ProtocolOptions):
-    protocol = "s7"
-    port: Int = Field(102, ge=1, le=65_535)
-    rack_slots: list[tuple[Annotated[Int, Field(ge=0, le=7)], Annotated[Int, Field(ge=0, le=31)]]] = Field(
-        default=[(0, 2), (0, 1)], min_length=1, max_length=8
-    )
-    read_cpu_state: Flag = False  # SZL 0x0424 is opt-in
-
-
-class EnipOptions(_ProtocolOptions):
-    protocol = "enip"
-    port: Int = Field(44818, ge=1, le=65_535)
-    udp: Flag = True  # try one unicast ListIdentity datagram before any TCP connection
-    max_response_delay_ms: Int = Field(500, ge=1, le=2000)  # ListIdentity's Max Response Delay, in the context
-
-
 class Protocols(_Strict):
-    modbus: ModbusOptions = ModbusOptions()
-    s7: S7Options = S7Options()
-    enip: EnipOptions = EnipOptions()
+    """`protocols:`, one section per registered probe, each validated by that probe's own `Options` model.
+
+    The sections are not fields of this class: the registry decides which protocols exist (an installed probe adds
+    its own), and no probe is loaded until a profile is read. A section the file leaves out gets its defaults.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _sections(cls, data: Any, handler: ModelWrapValidatorHandler[Protocols]) -> Protocols:
+        if isinstance(data, Protocols):
+            return data
+        if not isinstance(data, dict):
+            return handler(data)  # pydantic's own "must be a valid dictionary"
+        errors: list[InitErrorDetails] = []
+        for key in data:
+            if key not in names():
+                errors.append({"type": "extra_forbidden", "loc": (key,), "input": data[key]})
+        sections: dict[str, ProbeOptions] = {}
+        for probe in probe_classes():
+            try:
+                sections[probe.name] = probe.Options.model_validate(data.get(probe.name) or {})
+            except ValidationError as exc:
+                errors += [{"type": e["type"], "loc": (probe.name, *e["loc"]), "input": e["input"],
+                            **({"ctx": e["ctx"]} if "ctx" in e else {})} for e in exc.errors()]
+                continue
+            for name in sections[probe.name].intrusive:
+                if problem := _intrusive_problem(probe.name, name):
+                    errors.append({"type": "value_error", "loc": (probe.name, "intrusive", name), "input": name,
+                                   "ctx": {"error": ValueError(problem)}})
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return handler(sections)
+
+    def section(self, protocol: str) -> ProbeOptions:
+        """The validated options of one registered protocol."""
+        section = (self.model_extra or {}).get(protocol)
+        if section is None:
+            raise KeyError(f"unknown protocol {protocol!r} (known: {', '.join(names())})")
+        return section
 
 
 class TimeoutConfig(_Strict):
@@ -217,7 +190,7 @@ class Caution(_Strict):
     """A site's own "do not send this to that model" rule, added to the shipped caution list."""
 
     pattern: Annotated[str, AfterValidator(_regex)]  # regex searched in the model name and order code
-    skip: Annotated[str, AfterValidator(_caution_operation)]  # e.g. "read_component_id" (S7 SZL 0x001C)
+    skip: Annotated[str, AfterValidator(_caution_operation)]  # an operation some probe checks caution rules for
     source: str = Field(min_length=1)  # why: an advisory, an incident, a vendor note
 
 
@@ -232,7 +205,8 @@ class Profile(_Strict):
     - `scope.include` empty refuses every target; the shipped generic profiles leave it empty on purpose.
       An include wider than /16 is allowed: one scan resolves at most 65,536 addresses anyway.
     - `windows` empty means the profile does not restrict when it runs; otherwise a scan runs only inside one.
-    - Modbus unit id 0 is refused; an intrusive operation is enabled only by name with a written reason.
+    - `protocols.<name>` is checked by that probe's own options model; an intrusive operation is enabled only by
+      name with a written reason.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -241,7 +215,7 @@ class Profile(_Strict):
     global_pps: Rate = 10.0
     classes: dict[str, ClassLimits] = {"unknown": ClassLimits(pps=0.5)}
     assign: list[AssignRule] = []
-    protocols: Protocols = Protocols()
+    protocols: Protocols = Field(default_factory=lambda: Protocols.model_validate({}))
     timeouts: TimeoutConfig = TimeoutConfig()
     retries: Int = Field(1, ge=0, le=3)
     breaker: BreakerConfig = BreakerConfig()
@@ -275,12 +249,16 @@ class Profile(_Strict):
         """The scope to resolve targets with; `include` (e.g. from --scope) replaces scope.include."""
         return Scope(self.scope.include if include is None else include, self.scope.exclude, self.assign_pairs)
 
-    def protocol_options(self, protocol: str) -> dict[str, Any]:
-        """One protocol's section as a plain dict, the `options` a Probe is constructed with."""
-        return getattr(self.protocols, protocol).model_dump()
+    def protocol_options(self, protocol: str) -> ProbeOptions:
+        """One protocol's section, the `options` its Probe is constructed with."""
+        return self.protocols.section(protocol)
 
     def enabled_intrusive(self, protocol: str) -> frozenset[str]:
-        return frozenset(getattr(self.protocols, protocol).intrusive)
+        return frozenset(self.protocols.section(protocol).intrusive)
+
+    def intrusive_pairs(self) -> frozenset[tuple[str, str]]:
+        """(protocol, operation) for every intrusive operation the profile enables, as the link checks them."""
+        return frozenset((protocol, op) for protocol in names() for op in self.enabled_intrusive(protocol))
 
 
 # --- YAML with line numbers -------------------------------------------------------------------------------------
@@ -389,7 +367,11 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
     """The model class found by walking `loc` down from Profile (through dicts and lists), if any."""
     current: Any = Profile
     for part in loc:
-        if isclass(current) and issubclass(current, BaseModel):
+        if current is Protocols:  # its sections are the registered probes' own models
+            if part not in names():
+                return None
+            current = probe_class(str(part)).Options
+        elif isclass(current) and issubclass(current, BaseModel):
             fields = {field.alias or name: field for name, field in current.model_fields.items()}
             if part not in fields:
                 return None
@@ -401,12 +383,18 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
     return current if isclass(current) and issubclass(current, BaseModel) else None
 
 
+def _keys(model: type[BaseModel]) -> list[str]:
+    if model is Protocols:
+        return list(names())
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
 def _message(error: dict[str, Any]) -> tuple[Loc, str]:
     loc: Loc = tuple(error["loc"])
     kind, value = error["type"], error.get("input")
     if kind == "extra_forbidden":
         model = _model_at(loc[:-1])
-        allowed = sorted(field.alias or name for name, field in model.model_fields.items()) if model else []
+        allowed = sorted(_keys(model)) if model else []
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return loc, f"unknown key (allowed: {', '.join(allowed)}){hint}"

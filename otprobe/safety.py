@@ -3,9 +3,16 @@
 A probe's own declaration is not enough: the link checks every announced operation against this
 table, so a probe that declares a write (Modbus FC 6, an S7 PLC STOP, a CIP Set_Attribute) is still
 refused before any byte is sent. Codes are written the way the wire spells them.
+
+The table is keyed by wire protocol, not by probe: a second probe that speaks Modbus (one installed by another
+package, say) may send exactly what Modbus may. A probe is checked twice: when the registry loads it (every code it
+declares must be listed here, or the probe is refused whole) and on the wire (every operation it announces).
+Adding a code is a reviewed change to this file; docs/design.md says what the review asks for.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from otprobe.errors import PolicyViolation
 
@@ -47,3 +54,12 @@ def require_read_only(protocol: str, code: str) -> None:
     """Raise PolicyViolation unless (protocol, code) is on the allowlist."""
     if not is_read_only(protocol, code):
         raise PolicyViolation(f"{protocol} operation {code} is not on the read-only allowlist; refused")
+
+
+def require_declared_read_only(probe: str, protocol: str, codes: Iterable[str]) -> None:
+    """At load: refuse a probe (described by `probe`, e.g. "probe 'x' from package y 1.0") that declares any code
+    the allowlist lacks, so that it never runs at all instead of failing on the wire half-way through a scan."""
+    for code in codes:
+        if not is_read_only(protocol, code):
+            raise PolicyViolation(f"{probe} declares {protocol} code {code}, which is not on the read-only "
+                                  "allowlist (otprobe/safety.py); the probe is refused")

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from otprobe.audit import AuditLog
+from otprobe.contract import Probe
 from otprobe.errors import ProfileError, ScanLocked, ScopeError
 from otprobe.inventory.store import Store
 from otprobe.leases import Leases
@@ -28,7 +29,7 @@ from otprobe.model import Observation, Status, Target
 from otprobe.pacing.config import ScanConfig
 from otprobe.pacing.plan import Plan, plan_scan
 from otprobe.pacing.scheduler import ScanResult, Scheduler
-from otprobe.probes import PROBES, Probe, probe_class
+from otprobe.probes import names, probe_class
 from otprobe.profile import Profile
 from otprobe.scope import Resolution, Scope
 from otprobe.windows import require_window
@@ -60,22 +61,24 @@ def parse_deadline(text: str, now: datetime) -> datetime:
 
 def build_probes(profile: Profile, protocols: Sequence[str] | None = None,
                  ports: Mapping[str, int] | None = None) -> list[Probe]:
-    """The enabled probes with the profile's options, `--protocol` filter and `--port` overrides applied."""
+    """The enabled probes with the profile's options, `--protocol` filter and `--port` overrides applied.
+
+    Every probe gets the profile's own caution rules; those that check none (no `caution_operations`) ignore them.
+    """
     wanted = set(protocols) if protocols else None
     for name in wanted or ():
         probe_class(name)
+    site_cautions = [c.model_dump() for c in profile.cautions]
     probes: list[Probe] = []
-    for cls in PROBES:
-        options = profile.protocol_options(cls.name)
-        if wanted is not None and cls.name not in wanted:
+    for name in names():
+        options = profile.protocol_options(name)
+        if wanted is not None and name not in wanted:
             continue
-        if wanted is None and not options.get("enabled", True):
+        if wanted is None and not options.enabled:
             continue
-        if ports and cls.name in ports:
-            options["port"] = ports[cls.name]
-        if cls.name == "s7":
-            options["cautions"] = [c.model_dump() for c in profile.cautions]
-        probes.append(cls(options))
+        if ports and name in ports:
+            options = options.model_copy(update={"port": ports[name]})  # --port is checked (1-65535) by the CLI
+        probes.append(probe_class(name)(options, cautions=site_cautions))
     return probes
 
 

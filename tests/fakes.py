@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from otprobe.contract import Kind, Operation, Probe
 from otprobe.link import Link
 from otprobe.model import Observation, Status, Target
-from otprobe.probes.base import Kind, Operation, Probe
 
 Step = float | Status
 
@@ -40,7 +40,7 @@ class Wire:
 
 class ScriptedProbe(Probe):
     name = "modbus"  # the allowlist is keyed by protocol; these are Modbus's transport and FC43 codes
-    transport = "tcp"
+    transports = ("tcp",)
     default_port = 1502
     operations = (
         Operation("connect", "tcp:connect", Kind.CONNECT),

@@ -15,10 +15,10 @@ import pytest
 
 from otprobe import audit as audit_module
 from otprobe.audit import GENESIS, AuditLog, verify
+from otprobe.contract import Kind, Operation, Probe
 from otprobe.errors import AuditError
 from otprobe.link import Link
 from otprobe.model import Observation, Status, Target
-from otprobe.probes.base import Kind, Operation, Probe
 
 
 def fake_clock() -> Callable[[], datetime]:
@@ -99,7 +99,7 @@ def test_a_failed_write_leaves_a_valid_chain_and_refuses_every_later_write(
 
 class _ConnectOnly(Probe):
     name = "modbus"
-    transport = "tcp"
+    transports = ("tcp",)
     default_port = 5020
     operations: ClassVar[tuple[Operation, ...]] = (Operation("connect", "tcp:connect", Kind.CONNECT),)
 

@@ -41,7 +41,7 @@ def test_shipped_rules_name_s7_operations_and_cite_a_source() -> None:
 
 
 def test_profile_rules_are_added_to_the_shipped_ones() -> None:
-    probe = S7Probe({"cautions": [{"pattern": "^6ES7 212", "skip": "read_cpu_state", "source": "site rule 7"}]})
+    probe = S7Probe(cautions=[{"pattern": "^6ES7 212", "skip": "read_cpu_state", "source": "site rule 7"}])
     assert probe.cautions[: len(shipped_rules())] == shipped_rules()
     rule = forbidding(probe.cautions, "read_cpu_state", ("6ES7 212-1BE40-0XB0", None))
     assert rule is not None and rule.as_dict() == {"operation": "read_cpu_state", "pattern": "^6ES7 212",

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from test_fin_not_rst import OPTIONS, PROBES, SECTIONS, TIMEOUTS
 
+from otprobe.contract import Kind
 from otprobe.link import Link
 from otprobe.model import Status, Target
-from otprobe.probes.base import Kind
 
 PORT = 15031
 

@@ -18,9 +18,9 @@ from typing import Any
 import identities
 import pytest
 
-from otprobe.link import Link, Timeouts
+from otprobe.contract import Kind, Probe, Timeouts
+from otprobe.link import Link
 from otprobe.model import Observation, Status, Target
-from otprobe.probes.base import Kind, Probe
 from otprobe.probes.enip import EnipProbe
 from otprobe.probes.modbus import ModbusProbe
 from otprobe.probes.s7 import S7Probe

@@ -20,7 +20,8 @@ import pytest
 from pycomm3 import CIPDriver
 from pycomm3.socket_ import Socket as Pycomm3Socket
 
-from otprobe.link import Link, Timeouts
+from otprobe.contract import Timeouts
+from otprobe.link import Link
 from otprobe.model import Status, Target
 from otprobe.probes.enip import EnipProbe
 from simulators.enip_sim import EnipDevice, parse_config

@@ -8,12 +8,12 @@ import pytest
 import vtime
 from fakes import ScriptedProbe, Wire
 
+from otprobe.contract import Kind, Timeouts
 from otprobe.errors import ScanAborted
-from otprobe.link import Link, Timeouts
+from otprobe.link import Link
 from otprobe.model import Status, Target
 from otprobe.pacing.bucket import Limiter, TokenBucket
 from otprobe.pacing.pacer import Pacer, Slowdown
-from otprobe.probes.base import Kind
 
 C, R, X = Kind.CONNECT, Kind.REQUEST, Kind.CLOSE
 

@@ -83,7 +83,7 @@ protocols:
     assert profile.limits("plc").class_pps == 10
     assert profile.limits("hmi") == profile.classes["unknown"]
     assert profile.enabled_intrusive("modbus") == frozenset({"unit_id_sweep"})
-    assert profile.protocol_options("modbus")["unit_ids"] == [1, 255]
+    assert profile.protocol_options("modbus").unit_ids == [1, 255]
     targets = profile.target_scope(["127.0.0.0/8"]).resolve(["127.0.1.1", "127.0.2.1"]).targets
     assert [target.device_class for target in targets] == ["plc", "unknown"]
 

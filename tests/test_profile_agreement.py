@@ -18,9 +18,10 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from otprobe.cli import app
-from otprobe.probes import Category, Operation
+from otprobe.contract import Category, Operation
+from otprobe.probes import probe_classes
 from otprobe.probes.modbus import ModbusProbe
-from otprobe.profile import Profile, ProfileValidationError, load_profile, parse_profile
+from otprobe.profile import Profile, ProfileValidationError, Protocols, load_profile, parse_profile
 
 BAD = Path(__file__).parent / "profiles_bad"
 
@@ -92,7 +93,10 @@ def test_a_boolean_rate_is_a_line_error_in_check_and_scan_alike(tmp_path: Path) 
 
 
 def _numeric_fields(model: type[BaseModel], path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Every int or float field below `model`, as a key path (a dict of models is entered through `unknown`)."""
+    """Every int or float field below `model`, as a key path (a dict of models is entered through `unknown`, and
+    `protocols` through every registered probe's own options model)."""
+    if model is Protocols:
+        return [key for cls in probe_classes() for key in _numeric_fields(cls.Options, (*path, cls.name))]
     found = []
     for name, field in model.model_fields.items():
         key, annotation = (*path, field.alias or name), field.annotation

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from otprobe.probes import PROBES
+from otprobe.probes import probe_classes
 from otprobe.safety import is_read_only
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -20,14 +20,14 @@ def test_operations_table_equals_declarations():
     ]
     declared = [
         (p.name, op.name, op.code, str(op.kind), str(op.packets), str(op.category))
-        for p in PROBES
+        for p in probe_classes()
         for op in p.operations
     ]
     assert rows == declared
 
 
 def test_every_declared_operation_is_on_the_allowlist():
-    for probe in PROBES:
+    for probe in probe_classes():
         for op in probe.operations:
             assert is_read_only(probe.name, op.code), (probe.name, op)
             assert re.fullmatch(r"[a-z_]+", op.name)

@@ -12,10 +12,10 @@ import vtime
 from fakes import ScriptedProbe, Step, Wire
 from test_bucket import max_in_window
 
+from otprobe.contract import Kind
 from otprobe.errors import PolicyViolation
 from otprobe.model import Observation, Status, Target
 from otprobe.pacing import ClassLimits, ScanConfig, ScanResult, Scheduler, plan_scan
-from otprobe.probes.base import Kind
 
 DEFAULTS = ScanConfig.from_profile()  # the profile's defaults; each config below sets what its tests measure
 PLC = ClassLimits(pps=2.0, burst=1, class_pps=5.0, connect_gap_s=1.0, max_session_s=5.0)

@@ -1,21 +1,22 @@
 """Merge what several protocols said about one address into one identity.
 
-Where two sources disagree, the more specific one wins and the disagreement is kept. S7's SZL
-records come from the CPU itself; a CIP Identity object is the device's own too but is often the
-communication module's; a Modbus FC43 revision string is whatever the integrator or gateway put
-there. Hence the ranking s7 > enip > modbus.
+Where two sources disagree, the more trusted one wins and the disagreement is kept. How far a protocol's value of
+each identity field is trusted is the protocol's own declaration (`Probe.merge_rank`, `Probe.field_ranks`), read
+through the registry; each probe says there why it ranks where it does.
 
 What a merged identity changes in the inventory is decided in `reconcile.py`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from otprobe.model import Identity, Observation, Status, parse_version
+from otprobe.model import Observation, Status, parse_version
+from otprobe.probes import source_rank
 
-SOURCE_RANK = {"s7": 3, "enip": 2, "modbus": 1}
+Rank = Callable[[str, str], int]  # (protocol, identity field) -> how far that protocol's value is trusted
 MERGED_FIELDS = (
     "vendor", "vendor_id", "product_name", "model", "product_code", "device_type", "device_type_id",
     "serial", "firmware", "hardware_version",
@@ -41,18 +42,20 @@ def _same(name: str, a: Any, b: Any) -> bool:
     return a == b
 
 
-def merge(observations: list[Observation]) -> MergedIdentity | None:
-    """One identity from the identified observations of one address; None if none identified."""
-    identified = [o for o in observations if o.status is Status.IDENTIFIED and o.identity is not None]
+def merge(observations: list[Observation], rank: Rank = source_rank) -> MergedIdentity | None:
+    """One identity from the identified observations of one address; None if none identified.
+
+    `rank` defaults to the registered probes' declarations; a pure caller may pass its own."""
+    identified = [(o, o.identity) for o in observations if o.status is Status.IDENTIFIED and o.identity is not None]
     if not identified:
         return None
-    identified.sort(key=lambda o: SOURCE_RANK.get(o.protocol, 0), reverse=True)
     merged = MergedIdentity()
-    for obs in identified:
-        ident: Identity = obs.identity  # type: ignore[assignment]
+    for obs, ident in identified:
         merged.protocols[obs.protocol] = obs.port
         merged.raw[obs.protocol] = dict(ident.raw)
-        for name in MERGED_FIELDS:
+    for name in MERGED_FIELDS:
+        # field by field, the most trusted source first (sorted() is stable: equal ranks keep scan order)
+        for obs, ident in sorted(identified, key=lambda pair: rank(pair[0].protocol, name), reverse=True):
             value = getattr(ident, name)
             if value in (None, ""):
                 continue

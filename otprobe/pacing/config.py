@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from otprobe.link import Timeouts
-from otprobe.probes import PROBES
+from otprobe.contract import Timeouts
 from otprobe.profile import Profile
 
 
@@ -69,7 +68,7 @@ class ScanConfig:
             breaker_failures=profile.breaker.failures,
             max_devices_in_flight=profile.max_devices_in_flight,
             deadline=deadline,
-            enabled_intrusive=frozenset((p.name, op) for p in PROBES for op in profile.enabled_intrusive(p.name)),
+            enabled_intrusive=profile.intrusive_pairs(),
         )
 
     def class_key(self, device_class: str) -> str:

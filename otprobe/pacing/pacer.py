@@ -20,9 +20,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from otprobe.link import Timeouts
+from otprobe.contract import Kind, Timeouts
 from otprobe.pacing.bucket import Limiter, TokenBucket
-from otprobe.probes.base import Kind
 
 
 @dataclass(frozen=True)

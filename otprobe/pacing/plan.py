@@ -12,9 +12,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from otprobe.contract import Probe
 from otprobe.model import Target
 from otprobe.pacing.config import ClassLimits, ScanConfig
-from otprobe.probes.base import Probe
 
 
 @dataclass(frozen=True)

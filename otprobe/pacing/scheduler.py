@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from otprobe.contract import Probe
 from otprobe.errors import ProtocolError, ScanAborted
 from otprobe.leases import Lease, Leases
 from otprobe.link import AuditSink, Link
@@ -35,7 +36,6 @@ from otprobe.model import Observation, Status, Target
 from otprobe.pacing.bucket import Limiter, TokenBucket
 from otprobe.pacing.config import ScanConfig
 from otprobe.pacing.pacer import Pacer, Slowdown
-from otprobe.probes.base import Probe
 
 RETRYABLE = frozenset({Status.TIMEOUT, Status.RESET})
 

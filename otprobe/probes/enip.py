@@ -46,19 +46,16 @@ import socket
 import time
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import yaml
-from pycomm3.cip.status_info import PRODUCT_TYPES, VENDORS
+from pydantic import Field
 
-from otprobe.errors import ProfileError, ProtocolError, ScanAborted
+from otprobe.contract import Category, Flag, Int, Kind, Operation, Port, Probe, ProbeLink, ProbeOptions
+from otprobe.errors import ProtocolError, ScanAborted
 from otprobe.model import Identity, Observation, Status, Target
 from otprobe.probes import enip_wire as wire
 from otprobe.probes import tcp_close
-from otprobe.probes.base import Category, Kind, Operation, Probe
-
-if TYPE_CHECKING:
-    from otprobe.link import Link  # otprobe.link imports the probes package: a runtime import would be circular
 
 logging.getLogger("pycomm3").addHandler(logging.NullHandler())
 logging.getLogger("pycomm3").propagate = False
@@ -76,10 +73,14 @@ def _names() -> dict[str, dict[int, str]]:
 
 def vendor_name(vendor_id: int) -> str | None:
     """otprobe's own table first, then pycomm3's (MIT) at run time; None when neither knows the id."""
+    from pycomm3.cip.status_info import VENDORS  # pycomm3 only when a device answered, not with the module
+
     return _names()["vendors"].get(vendor_id) or VENDORS.get(vendor_id)
 
 
 def device_type_name(device_type: int) -> str | None:
+    from pycomm3.cip.status_info import PRODUCT_TYPES  # pycomm3 only when a device answered
+
     return _names()["device_types"].get(device_type) or PRODUCT_TYPES.get(device_type)
 
 
@@ -126,10 +127,21 @@ class _Outcome:
     rtt_s: float | None = None
 
 
+class EnipOptions(ProbeOptions):
+    """`protocols.enip:` in a profile."""
+
+    port: Port = 44818
+    udp: Flag = True  # try one unicast ListIdentity datagram before any TCP connection
+    max_response_delay_ms: Int = Field(DEFAULT_DELAY_MS, ge=1, le=2000)  # ListIdentity's Max Response Delay
+
+
 class EnipProbe(Probe):
     name: ClassVar[str] = "enip"
-    transport: ClassVar[str] = "tcp+udp"
+    transports: ClassVar[tuple[str, ...]] = ("udp", "tcp")
     default_port: ClassVar[int] = 44818
+    Options = EnipOptions
+    # The CIP Identity object is the device's own, but often its communication module's rather than its CPU's
+    merge_rank = 2
     operations: ClassVar[tuple[Operation, ...]] = (
         Operation("list_identity_udp", "udp:0x63", Kind.DATAGRAM, 1, Category.SAFE, "ListIdentity, unicast datagram"),
         Operation("connect", "tcp:connect", Kind.CONNECT, 1, Category.SAFE, "TCP connect"),
@@ -141,19 +153,17 @@ class EnipProbe(Probe):
         Operation("close", "tcp:close", Kind.CLOSE, 1, Category.SAFE, "FIN"),
     )
 
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
-        super().__init__(options)
-        self.use_udp = self.options.get("udp", True)
-        self.delay_ms = self.options.get("max_response_delay_ms", DEFAULT_DELAY_MS)
-        if not isinstance(self.use_udp, bool):
-            raise ProfileError(f"enip.udp: must be true or false (got {self.use_udp!r})")
-        if isinstance(self.delay_ms, bool) or not isinstance(self.delay_ms, int) or not 1 <= self.delay_ms <= 65535:
-            raise ProfileError(f"enip.max_response_delay_ms: must be an integer 1-65535 (got {self.delay_ms!r})")
+    options: EnipOptions
+
+    def __init__(self, options: EnipOptions | dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        self.use_udp = self.options.udp
+        self.delay_ms = self.options.max_response_delay_ms
 
     def max_packets(self) -> int:
         return (1 if self.use_udp else 0) + 6
 
-    async def run(self, link: Link, target: Target) -> Observation:
+    async def run(self, link: ProbeLink, target: Target) -> Observation:
         """latency_s is the round trip of the exchange that decided the status (pacing waits excluded)."""
         delay_ms = self._advertised_delay_ms(link.timeouts.response_s)
         context = wire.sender_context(delay_ms)
@@ -180,7 +190,7 @@ class EnipProbe(Probe):
         fits = int((response_s - UDP_MARGIN_S) * 1000)
         return max(1, min(self.delay_ms, fits))
 
-    def _result(self, link: Link, target: Target, outcome: _Outcome) -> Observation:
+    def _result(self, link: ProbeLink, target: Target, outcome: _Outcome) -> Observation:
         return Observation(
             target=target.ip, protocol=self.name, port=self.port, status=outcome.status, identity=outcome.identity,
             latency_s=None if outcome.rtt_s is None else round(outcome.rtt_s, 6), packets_sent=link.packets_sent,
@@ -189,7 +199,7 @@ class EnipProbe(Probe):
 
     # -- UDP ------------------------------------------------------------------------------------------------------
 
-    async def _udp(self, link: Link, ip: str, context: bytes, wait_s: float) -> tuple[wire.CipIdentity, float]:
+    async def _udp(self, link: ProbeLink, ip: str, context: bytes, wait_s: float) -> tuple[wire.CipIdentity, float]:
         """One ListIdentity datagram from a socket connected to the unicast target; its one reply, or TimeoutError."""
         loop = asyncio.get_running_loop()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -206,7 +216,7 @@ class EnipProbe(Probe):
 
     # -- TCP ------------------------------------------------------------------------------------------------------
 
-    async def _tcp(self, link: Link, ip: str, context: bytes, *, try_list_identity: bool) -> _Outcome:
+    async def _tcp(self, link: ProbeLink, ip: str, context: bytes, *, try_list_identity: bool) -> _Outcome:
         try:
             # asyncio.timeout, not wait_for: the SYN must leave in the link's step, not from a task a loop turn later
             async with link.op("connect"), asyncio.timeout(link.timeouts.connect_s):
@@ -232,7 +242,7 @@ class EnipProbe(Probe):
         finally:
             await self._close(link, conn, context)
 
-    async def _identify(self, link: Link, conn: _Tcp, context: bytes, try_list_identity: bool) -> Identity:
+    async def _identify(self, link: ProbeLink, conn: _Tcp, context: bytes, try_list_identity: bool) -> Identity:
         try:
             reply = await self._exchange(link, conn, "register_session", wire.register_session_request(context))
             conn.session = wire.parse_register_session_reply(reply, context)
@@ -253,7 +263,7 @@ class EnipProbe(Probe):
         reply = await self._exchange(link, conn, "list_identity_tcp", wire.list_identity_request(context))
         return to_identity(wire.parse_list_identity_reply(reply, context), "tcp:list_identity")
 
-    async def _exchange(self, link: Link, conn: _Tcp, op: str, request: bytes) -> bytes:
+    async def _exchange(self, link: ProbeLink, conn: _Tcp, op: str, request: bytes) -> bytes:
         """Send one announced request and read its one reply frame within the response timeout.
 
         The reply is read inside the announced operation, so that the link times send-to-reply for the pacer.
@@ -279,7 +289,7 @@ class EnipProbe(Probe):
             conn.dead = True  # the device closed first (EOF): as after a reset, no FIN of ours is announced
             raise
 
-    async def _close(self, link: Link, conn: _Tcp, context: bytes) -> None:
+    async def _close(self, link: ProbeLink, conn: _Tcp, context: bytes) -> None:
         """UnRegisterSession when owed, then FIN. The socket is closed even if the link refuses (cancellation)."""
         try:
             if conn.session is not None and not conn.outstanding and not conn.dead:

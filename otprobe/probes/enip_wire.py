@@ -1,10 +1,11 @@
 """EtherNet/IP and CIP bytes for the identity probe: the requests it sends and pure parsers for the replies.
 
-Requests are built with pycomm3's own packet classes (otprobe's CIP library), with otprobe's
-sender context. Replies are parsed here from raw bytes, never through pycomm3's identity dicts (they replace
-vendor and device type ids with names and lose the numbers). Every parser raises only `ProtocolError`;
-`DeviceRefusal` is the subclass for a well-formed reply that carries an error status (the device speaks
-EtherNet/IP but will not give its identity that way).
+Requests are built with pycomm3's own packet classes (otprobe's CIP library), with otprobe's sender context;
+pycomm3 is imported where a request is built, not with this module, so that registering the probe, reading a
+profile or planning a scan loads no protocol library. Replies are parsed here from raw bytes, never through
+pycomm3's identity dicts (they replace vendor and device type ids with names and lose the numbers). Every parser
+raises only `ProtocolError`; `DeviceRefusal` is the subclass for a well-formed reply that carries an error status
+(the device speaks EtherNet/IP but will not give its identity that way).
 
 Layouts (docs/protocols.md#ethernetip): a 24-byte little-endian encapsulation header, then Common Packet Format
 items walked by their own lengths (never fixed offsets: nmap enip-info's bug). The one big-endian field is the
@@ -16,14 +17,6 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from typing import Any
-
-from pycomm3 import ClassCode, Services
-from pycomm3.packets import (
-    GenericUnconnectedRequestPacket,
-    ListIdentityRequestPacket,
-    RegisterSessionRequestPacket,
-    UnRegisterSessionRequestPacket,
-)
 
 from otprobe.errors import ProtocolError
 
@@ -37,6 +30,7 @@ MAX_REPLY = 4096
 LIST_IDENTITY = 0x63
 REGISTER_SESSION = 0x65
 SEND_RR_DATA = 0x6F
+GET_ATTRIBUTES_ALL = 0x01  # CIP service code
 
 ITEM_IDENTITY = 0x000C
 ITEM_UNCONNECTED_DATA = 0x00B2
@@ -85,16 +79,23 @@ def sender_context(max_response_delay_ms: int) -> bytes:
 
 def list_identity_request(context: bytes) -> bytes:
     """ListIdentity 0x63: a bare 24-byte header, session 0 (also the one UDP datagram)."""
+    from pycomm3.packets import ListIdentityRequestPacket
+
     return ListIdentityRequestPacket().build_request(None, 0, context, 0)
 
 
 def register_session_request(context: bytes) -> bytes:
     """RegisterSession 0x65, protocol version 1, options 0."""
+    from pycomm3.packets import RegisterSessionRequestPacket
+
     return RegisterSessionRequestPacket(b"\x01\x00").build_request(None, 0, context, 0)
 
 
 def get_attributes_all_request(session: int, context: bytes) -> bytes:
     """SendRRData 0x6F, unconnected, no route path: Get_Attributes_All 0x01 to class 0x01 instance 1."""
+    from pycomm3 import ClassCode, Services
+    from pycomm3.packets import GenericUnconnectedRequestPacket
+
     packet = GenericUnconnectedRequestPacket(
         service=Services.get_attributes_all, class_code=ClassCode.identity_object, instance=1
     )
@@ -103,6 +104,8 @@ def get_attributes_all_request(session: int, context: bytes) -> bytes:
 
 def unregister_session_request(session: int, context: bytes) -> bytes:
     """UnRegisterSession 0x66: header only; the device sends no reply."""
+    from pycomm3.packets import UnRegisterSessionRequestPacket
+
     return UnRegisterSessionRequestPacket().build_request(None, session, context, 0)
 
 
@@ -302,5 +305,5 @@ def parse_get_attributes_all_reply(frame: bytes, session: int, context: bytes) -
     _, body = parse_encapsulation(frame, SEND_RR_DATA, context, session)
     _unpack(_RR_PREFIX, body, 0, "SendRRData interface handle and timeout")
     message = _find_item(walk_cpf(body[_RR_PREFIX.size :]), ITEM_UNCONNECTED_DATA)
-    ident, _ = parse_identity_attributes(parse_cip_reply(message, Services.get_attributes_all[0]))
+    ident, _ = parse_identity_attributes(parse_cip_reply(message, GET_ATTRIBUTES_ALL))
     return ident

@@ -60,17 +60,14 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.pdu import ModbusPDU
-from pymodbus.pdu.mei_message import ReadDeviceInformationRequest
-from pymodbus.pdu.other_message import ReportDeviceIdRequest
+from pydantic import AfterValidator, Field
 
-from otprobe.errors import ProfileError, ProtocolError
+from otprobe.contract import Category, Int, Kind, Operation, Port, Probe, ProbeLink, ProbeOptions, Timeouts
+from otprobe.errors import ProtocolError
 from otprobe.model import Identity, Observation, Status
 from otprobe.probes import tcp_close
-from otprobe.probes.base import Category, Kind, Operation, Probe
 from otprobe.probes.modbus_wire import (
     FC_DEVICE_ID,
     FC_SERVER_ID,
@@ -89,7 +86,8 @@ from otprobe.probes.modbus_wire import (
 )
 
 if TYPE_CHECKING:
-    from otprobe.link import Link, Timeouts
+    from pymodbus.pdu import ModbusPDU
+
     from otprobe.model import Target
 
 _pymodbus_log = logging.getLogger("pymodbus")
@@ -153,6 +151,10 @@ class _Session:
     """One pymodbus connection whose replies are taken by a guard in front of pymodbus' decoder."""
 
     def __init__(self, host: str, port: int, timeouts: Timeouts) -> None:
+        # pymodbus is imported when a session starts, not with the module: registering the probe, reading a
+        # profile or planning a scan loads no protocol library
+        from pymodbus.client import AsyncModbusTcpClient
+
         self.timeouts = timeouts
         self.client = AsyncModbusTcpClient(
             host,
@@ -191,7 +193,7 @@ class _Session:
             raise ConnectionRefusedError(exc.strerror or "connection refused") from None
         self.opened = True
 
-    async def close(self, link: Link) -> None:
+    async def close(self, link: ProbeLink) -> None:
         """FIN and drain through the shared close (pymodbus' transport is an asyncio one), then pymodbus forgets
         the connection; when the device ended it first, pymodbus already has."""
         if not self.opened:
@@ -251,10 +253,28 @@ class _Session:
             _fail(pending, ConnectionResetError("connection closed by the device"))
 
 
+def _unit_id(value: int) -> int:
+    if value == 0:
+        raise ValueError("unit id 0 is the broadcast id on serial gateways and is never used (pick 1-255)")
+    if not 1 <= value <= 255:
+        raise ValueError(f"unit id {value} is outside 1-255")
+    return value
+
+
+class ModbusOptions(ProbeOptions):
+    """`protocols.modbus:` in a profile."""
+
+    port: Port = 502
+    unit_ids: list[Annotated[Int, AfterValidator(_unit_id)]] = Field(default=[1], min_length=1, max_length=16)
+
+
 class ModbusProbe(Probe):
     name = "modbus"
-    transport = "tcp"
+    transports = ("tcp",)
     default_port = 502
+    Options = ModbusOptions
+    # FC43's objects are whatever the integrator or gateway configured: the least trusted identity source
+    merge_rank = 1
     operations = (
         Operation("connect", "tcp:connect", Kind.CONNECT, description="TCP connect"),
         Operation("read_basic", FC43, description="FC43 basic stream (code 01) from object 0"),
@@ -271,10 +291,12 @@ class ModbusProbe(Probe):
         Operation("close", "tcp:close", Kind.CLOSE, description="FIN"),
     )
 
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
-        super().__init__(options)
-        self.unit_ids = _unit_ids(self.options.get("unit_ids", [1]))
-        self.sweep = "unit_id_sweep" in _intrusive(self.options.get("intrusive") or {}, self.operations)
+    options: ModbusOptions
+
+    def __init__(self, options: ModbusOptions | dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        self.unit_ids = tuple(dict.fromkeys(self.options.unit_ids))  # each id once, in the order given
+        self.sweep = "unit_id_sweep" in self.options.intrusive
 
     def units(self) -> Iterator[tuple[int, str]]:
         """(unit id, operation that opens it) in the order tried."""
@@ -288,7 +310,7 @@ class ModbusProbe(Probe):
     def max_packets(self) -> int:
         return 2 + PACKETS_PER_UNIT * sum(1 for _ in self.units())
 
-    async def run(self, link: Link, target: Target) -> Observation:
+    async def run(self, link: ProbeLink, target: Target) -> Observation:
         session = _Session(target.ip, self.port, link.timeouts)
         exchange = _Exchange(link, session)
         results: list[_UnitResult] = []
@@ -325,7 +347,7 @@ class ModbusProbe(Probe):
 class _Exchange:
     """The per-unit request sequence of one run, every request announced to the link."""
 
-    def __init__(self, link: Link, session: _Session) -> None:
+    def __init__(self, link: ProbeLink, session: _Session) -> None:
         self.link, self.session = link, session
 
     async def ask(self, op: str, function: int, pdu: ModbusPDU) -> Reply:
@@ -337,6 +359,8 @@ class _Exchange:
         return parse_reply(adu.pdu, function)
 
     async def device_id(self, op: str, unit: int, read_code: int, object_id: int) -> DeviceIdPage | ExceptionReply:
+        from pymodbus.pdu.mei_message import ReadDeviceInformationRequest  # pymodbus only once a session runs
+
         reply = await self.ask(op, FC_DEVICE_ID, ReadDeviceInformationRequest(read_code, object_id, dev_id=unit))
         assert not isinstance(reply, ServerIdReply)  # parse_reply(FC_DEVICE_ID) gives a page or an exception
         return reply
@@ -395,6 +419,8 @@ class _Exchange:
 
     async def server_id(self, unit: int, refused: ExceptionReply) -> _UnitResult:
         """FC43 unsupported (0x01): one Report Server ID."""
+        from pymodbus.pdu.other_message import ReportDeviceIdRequest  # pymodbus only once a session runs
+
         reply = await self.ask("report_server_id", FC_SERVER_ID, ReportDeviceIdRequest(dev_id=unit))
         if isinstance(reply, ServerIdReply):
             identity = identity_from_server_id(reply, unit)
@@ -422,29 +448,3 @@ def _verdict(results: list[_UnitResult], failure: tuple[Status, str] | None) -> 
         status = Status.NO_IDENTITY if results else (failure[0] if failure else Status.NO_IDENTITY)
     return {"status": status, "identity": identity, "error": "; ".join(notes) or None}
 
-
-def _unit_ids(value: Any) -> tuple[int, ...]:
-    if not isinstance(value, list | tuple) or not value:
-        raise ProfileError("modbus.unit_ids: must be a non-empty list of unit ids (1-255)")
-    units: list[int] = []
-    for unit in value:
-        if not isinstance(unit, int) or isinstance(unit, bool) or not 0 <= unit <= 255:
-            raise ProfileError(f"modbus.unit_ids: {unit!r} is not a unit id (1-255)")
-        if unit == 0:
-            raise ProfileError("modbus.unit_ids: unit id 0 is the serial broadcast id and is never sent")
-        if unit not in units:
-            units.append(unit)
-    return tuple(units)
-
-
-def _intrusive(value: Any, operations: tuple[Operation, ...]) -> set[str]:
-    """Names of the intrusive operations these options enable, each with a written reason."""
-    known = {op.name for op in operations if op.category is Category.INTRUSIVE}
-    if not isinstance(value, dict):
-        raise ProfileError("modbus.intrusive: must map operation names to a written reason")
-    for name, reason in value.items():
-        if name not in known:
-            raise ProfileError(f"modbus.intrusive.{name}: not an intrusive operation (known: {', '.join(known)})")
-        if not isinstance(reason, str) or not reason.strip():
-            raise ProfileError(f"modbus.intrusive.{name}: enabling it needs a written reason")
-    return set(value)

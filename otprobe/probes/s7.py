@@ -1,7 +1,8 @@
 """Siemens S7comm identity probe (ISO-on-TCP). Probe card.
 
 Port: TCP 102 (`port`). Options: `rack_slots` (default [[0, 2], [0, 1]]), `read_cpu_state` (default false),
-`max_continuations` per SZL read (default 2), `cautions` (extra caution rules, see otprobe/cautions.py).
+`max_continuations` per SZL read (default 2): `S7Options`, the one schema of `protocols.s7:`. The profile's own
+`cautions:` rules are added to the shipped ones (see otprobe/cautions.py).
 
 Exchange, one packet per line, each announced to the link before it is sent (PDU ref counts up from 1):
  1. connect              tcp:connect    TCP connect
@@ -48,22 +49,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Field
 
 from otprobe import cautions
-from otprobe.errors import ProbeContractError, ProfileError, ProtocolError
+from otprobe.contract import Flag, Int, Kind, Operation, Port, Probe, ProbeLink, ProbeOptions
+from otprobe.errors import ProbeContractError, ProtocolError
 from otprobe.model import Identity, Observation, Status, Target
 from otprobe.probes import s7_wire as wire
 from otprobe.probes import tcp_close
-from otprobe.probes.base import Kind, Operation, Probe
 
-if TYPE_CHECKING:
-    from otprobe.link import Link  # the link imports the probe registry: a runtime import here would be circular
-
-DEFAULT_RACK_SLOTS = ((0, 2), (0, 1))
 PDU_SIZE = 240
 SRC_REF = 0x0001
-DEFAULT_MAX_CONTINUATIONS = 2
 
 # Model names for CPUs whose SZL 0x001C is not read (S7-1200, caution rules), keyed by the order code up to the
 # product version; identities of real CPUs (captures, python-snap7 issues). Other order codes stand for themselves.
@@ -117,14 +115,29 @@ class _Connection:
                 raise ProtocolError(f"reply truncated: the device closed after {received} bytes") from None
             raise _PeerGone("connection closed by the device") from None
 
-    async def close(self, link: Link) -> None:
+    async def close(self, link: ProbeLink) -> None:
         await tcp_close.close(link, self.writer.transport, device_ended=self.peer_gone)
+
+
+class S7Options(ProbeOptions):
+    """`protocols.s7:` in a profile."""
+
+    port: Port = 102
+    rack_slots: list[tuple[Annotated[Int, Field(ge=0, le=7)], Annotated[Int, Field(ge=0, le=31)]]] = Field(
+        default=[(0, 2), (0, 1)], min_length=1, max_length=8
+    )
+    read_cpu_state: Flag = False  # SZL 0x0424 is opt-in
+    max_continuations: Int = Field(2, ge=0, le=8)  # per SZL read; the budget counts every one
 
 
 class S7Probe(Probe):
     name: ClassVar[str] = "s7"
-    transport: ClassVar[str] = "tcp"
+    transports: ClassVar[tuple[str, ...]] = ("tcp",)
     default_port: ClassVar[int] = 102
+    Options = S7Options
+    # SZL records come from the CPU itself: the most trusted identity source
+    merge_rank = 3
+    caution_operations = frozenset({"read_component_id", "read_cpu_state"})  # asked in `_Session._permitted`
     operations: ClassVar[tuple[Operation, ...]] = (
         Operation("connect", "tcp:connect", Kind.CONNECT, description="TCP connect"),
         Operation("cotp_connect", "cotp:CR", description="COTP Connection Request, S7-basic called TSAP (0x03)"),
@@ -136,20 +149,20 @@ class S7Probe(Probe):
         Operation("close", "tcp:close", Kind.CLOSE, description="FIN"),
     )
 
-    def __init__(self, options: dict[str, Any] | None = None) -> None:
-        super().__init__(options)
-        self.rack_slots = _rack_slots(self.options.get("rack_slots", DEFAULT_RACK_SLOTS))
-        self.read_cpu_state = bool(self.options.get("read_cpu_state", False))
-        self.max_continuations = self.options.get("max_continuations", DEFAULT_MAX_CONTINUATIONS)
-        if not isinstance(self.max_continuations, int) or not 0 <= self.max_continuations <= 8:
-            raise ProfileError(f"s7.max_continuations: must be an integer 0-8, got {self.max_continuations!r}")
-        self.cautions = cautions.shipped_rules() + cautions.parse_rules(self.options.get("cautions", []), "s7.cautions")
+    options: S7Options
+
+    def __init__(self, options: S7Options | dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        self.rack_slots = tuple(self.options.rack_slots)
+        self.read_cpu_state = self.options.read_cpu_state
+        self.max_continuations = self.options.max_continuations
+        self.cautions = cautions.shipped_rules() + cautions.parse_rules(list(self.site_cautions), "cautions")
 
     def max_packets(self) -> int:
         reads = 3 if self.read_cpu_state else 2
         return 3 * len(self.rack_slots) + 1 + reads * (1 + self.max_continuations)
 
-    async def run(self, link: Link, target: Target) -> Observation:
+    async def run(self, link: ProbeLink, target: Target) -> Observation:
         session = _Session(self, link, target.ip)
         started = time.monotonic()
         status, error = Status.IDENTIFIED, None
@@ -181,19 +194,6 @@ class S7Probe(Probe):
         )
 
 
-def _rack_slots(value: Any) -> tuple[tuple[int, int], ...]:
-    pairs = []
-    for item in value if isinstance(value, list | tuple) else [None]:
-        if not (isinstance(item, list | tuple) and len(item) == 2 and all(type(n) is int for n in item)):
-            raise ProfileError(f"s7.rack_slots: expected a list of [rack, slot] pairs, got {value!r}")
-        if not (0 <= item[0] <= 7 and 0 <= item[1] <= 31):
-            raise ProfileError(f"s7.rack_slots: rack {item[0]} / slot {item[1]} outside 0-7 / 0-31")
-        pairs.append((item[0], item[1]))
-    if not pairs:
-        raise ProfileError("s7.rack_slots: at least one [rack, slot] pair is needed")
-    return tuple(pairs)
-
-
 def _note_partial(raw: dict[str, Any], lst: wire.SzlList, notes: tuple[str, ...], read: list[str]) -> None:
     """A list read other than its header says (python-snap7's stock server, say): what was read, and why, in raw."""
     if lst.notes or notes:
@@ -204,7 +204,7 @@ def _note_partial(raw: dict[str, Any], lst: wire.SzlList, notes: tuple[str, ...]
 class _Session:
     """One run against one device; `identity` holds whatever was learned, also when a later step fails."""
 
-    def __init__(self, probe: S7Probe, link: Link, ip: str) -> None:
+    def __init__(self, probe: S7Probe, link: ProbeLink, ip: str) -> None:
         self.probe, self.link, self.ip = probe, link, ip
         self.requests = wire.Requests()
         self.identity: Identity | None = None

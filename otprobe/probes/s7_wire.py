@@ -15,8 +15,6 @@ import logging
 import struct
 from dataclasses import dataclass
 
-from snap7.s7protocol import S7Protocol
-
 from otprobe.errors import ProtocolError
 
 for _name in ("snap7", "s7"):
@@ -69,6 +67,10 @@ class Requests:
     """Builds the probe's S7 request frames with snap7's builders; `ref` is the PDU reference of the last one."""
 
     def __init__(self) -> None:
+        # snap7 is imported when a session starts, not with the module: registering the probe, reading a profile or
+        # planning a scan loads no protocol library
+        from snap7.s7protocol import S7Protocol
+
         self._s7 = S7Protocol()
 
     @property

@@ -19,7 +19,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from otprobe.link import Link, Timeouts
+    from otprobe.contract import ProbeLink, Timeouts
 
 # Bytes read and discarded after our FIN, at most. While a probe waits for its close to be paced, a stream reader
 # stops reading once its own buffer is full, and Linux lets the receive queue behind it grow with what the device
@@ -54,7 +54,7 @@ class _Drain(asyncio.Protocol):
             self.lost.set_result(None)
 
 
-async def close(link: Link, transport: asyncio.Transport | None, *, device_ended: bool) -> None:
+async def close(link: ProbeLink, transport: asyncio.Transport | None, *, device_ended: bool) -> None:
     """End one probe connection. `device_ended`: the device closed or reset it first, so nothing is announced or
     sent and the link is told instead. Otherwise one announced `close` operation: FIN, drain, close. The socket is
     closed on every path, also when the link refuses the announcement or a cancellation cuts the drain short."""

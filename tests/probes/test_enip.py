@@ -20,6 +20,7 @@ from conftest import settled
 from fakes import PacerLog
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from vectors.enipprobe_vectors import (
     CAPTURE_ADDRESS,
     CIP_STOP_REQUEST,
@@ -36,11 +37,11 @@ from vectors.enipprobe_vectors import (
     SESSION,
 )
 
-from otprobe.errors import PolicyViolation, ProfileError, ProtocolError, ScanAborted
-from otprobe.link import Link, Timeouts
+from otprobe.contract import Category, Kind, Operation, Timeouts
+from otprobe.errors import PolicyViolation, ProtocolError, ScanAborted
+from otprobe.link import Link
 from otprobe.model import Observation, Status, Target
 from otprobe.probes import enip_wire as wire
-from otprobe.probes.base import Category, Kind, Operation
 from otprobe.probes.enip import EnipProbe, device_type_name, to_identity, vendor_name
 from otprobe.safety import is_read_only
 from simulators.enip_sim import EnipDevice, parse_config
@@ -282,9 +283,11 @@ def test_declared_operations_are_all_read_only_and_budget_matches_options() -> N
     assert all(is_read_only("enip", op.code) for op in EnipProbe.operations)
     assert EnipProbe().max_packets() == 7
     assert EnipProbe({"udp": False}).max_packets() == 6
-    with pytest.raises(ProfileError, match="max_response_delay_ms"):
+    # one schema, the profile's: the probe validates its options with the model `protocols.enip:` is read with
+    assert EnipProbe.Options is type(EnipProbe().options)
+    with pytest.raises(ValidationError, match=r"max_response_delay_ms\n.*greater than or equal to 1"):
         EnipProbe({"max_response_delay_ms": 0})
-    with pytest.raises(ProfileError, match="udp"):
+    with pytest.raises(ValidationError, match=r"udp\n.*valid boolean"):
         EnipProbe({"udp": "yes"})
 
 

@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from vectors import modbus_vectors as vec
 
-from otprobe.errors import PolicyViolation, ProbeContractError, ProfileError, ProtocolError
-from otprobe.link import Link, Timeouts
+from otprobe.contract import Category, Kind, Operation, Timeouts
+from otprobe.errors import PolicyViolation, ProbeContractError, ProtocolError
+from otprobe.link import Link
 from otprobe.model import Observation, Status, Target
-from otprobe.probes.base import Category, Kind, Operation
 from otprobe.probes.modbus import MAX_FOLLOW_UPS, PACKETS_PER_UNIT, ModbusProbe
 from otprobe.probes.modbus_wire import (
     DeviceIdPage,
@@ -295,17 +295,19 @@ def test_sweep_covers_1_to_247_never_0_configured_ids_first() -> None:
     [
         ({"unit_ids": [0]}, "unit id 0"),
         ({"unit_ids": [1, 0]}, "unit id 0"),
-        ({"unit_ids": []}, "non-empty"),
-        ({"unit_ids": [256]}, "not a unit id"),
-        ({"unit_ids": [True]}, "not a unit id"),
-        ({"unit_ids": "1"}, "non-empty list"),
+        ({"unit_ids": []}, "at least 1 item"),
+        ({"unit_ids": [256]}, "unit id 256 is outside 1-255"),
+        ({"unit_ids": [True]}, "not a boolean"),
+        ({"unit_ids": "1"}, "valid list"),
         ({"intrusive": {"unit_id_sweep": "  "}}, "written reason"),
-        ({"intrusive": {"write_everything": "why not"}}, "not an intrusive operation"),
-        ({"intrusive": ["unit_id_sweep"]}, "must map"),
+        ({"intrusive": {"write_everything": "why not"}}, "not an operation of the modbus probe"),
+        ({"intrusive": ["unit_id_sweep"]}, "valid dictionary"),
+        ({"max_continuations": 1}, "Extra inputs"),  # another probe's key
     ],
 )
 def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
-    with pytest.raises(ProfileError, match=message):
+    # the probe's options model is the one `protocols.modbus:` is validated with: one schema, one set of messages
+    with pytest.raises(ValueError, match=message):
         ModbusProbe(options)
 
 

@@ -15,13 +15,14 @@ from conftest import settled
 from fakes import PacerLog
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from vectors import s7probe_captures as cap
 
+from otprobe.contract import Kind, Operation, Timeouts
 from otprobe.errors import PolicyViolation, ProfileError, ProtocolError
-from otprobe.link import Link, Timeouts
+from otprobe.link import Link
 from otprobe.model import Observation, Status, Target
 from otprobe.probes import s7_wire as wire
-from otprobe.probes.base import Kind, Operation
 from otprobe.probes.s7 import S7Probe
 from otprobe.safety import require_read_only
 from simulators.faults import Fault, FaultMode
@@ -252,8 +253,9 @@ async def plc(section: dict[str, Any], fault: Fault | None = None) -> AsyncItera
 
 
 async def scan(device: S7Device, options: dict[str, Any] | None = None,
-               timeouts: Timeouts = FAST, pacer: Any = None) -> tuple[Observation, Link]:
-    probe = S7Probe({"port": PORT, **(options or {})})
+               timeouts: Timeouts = FAST, pacer: Any = None,
+               cautions: list[dict[str, str]] | None = None) -> tuple[Observation, Link]:
+    probe = S7Probe({"port": PORT, **(options or {})}, cautions=cautions or [])
     link = Link(probe, Target(device.host, "plc"), timeouts=timeouts, pacer=pacer)
     observation = await probe.run(link, Target(device.host, "plc"))
     return observation, link
@@ -359,7 +361,7 @@ async def test_unknown_order_code_skips_every_operation_a_caution_rule_names() -
 async def test_profile_added_caution_rule_skips_the_read() -> None:
     rule = {"pattern": r"315-2EH1\d", "skip": "read_component_id", "source": "site note 2024-17"}
     async with plc(CPU315) as (device, recorder):
-        observation, link = await scan(device, {"cautions": [rule]})
+        observation, link = await scan(device, cautions=[rule])
         await settled(recorder)
     assert observation.status is Status.IDENTIFIED
     assert "szl:0x001C" not in recorder.operations()
@@ -438,9 +440,11 @@ def test_options_are_validated_and_budget_follows_them() -> None:
     assert S7Probe().max_packets() == 13  # 3 x 2 candidates + 1 + 2 reads x (1 + 2 continuations)
     assert S7Probe({"rack_slots": [[0, 2]], "read_cpu_state": True, "max_continuations": 1}).max_packets() == 10
     for bad in ({"rack_slots": [[0, 32]]}, {"rack_slots": []}, {"rack_slots": [[0]]}, {"max_continuations": -1},
-                {"cautions": [{"pattern": "(", "skip": "read_component_id", "source": "x"}]}):
-        with pytest.raises(ProfileError):
+                {"max_continuations": 9}, {"cautions": []}):
+        with pytest.raises(ValidationError, match=next(iter(bad))):
             S7Probe(bad)
+    with pytest.raises(ProfileError, match=r"cautions\[0\]\.pattern: invalid regular expression"):
+        S7Probe(cautions=[{"pattern": "(", "skip": "read_component_id", "source": "x"}])
 
 
 def test_reply_for_another_request_is_refused() -> None:

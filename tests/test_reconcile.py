@@ -13,7 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from otprobe.inventory.merge import MergedIdentity
-from otprobe.inventory.reconcile import Decision, DeviceSeen, Event, KnownAsset, devices_seen, reconcile
+from otprobe.inventory.reconcile import (
+    Decision,
+    DeviceSeen,
+    Event,
+    KnownAsset,
+    devices_seen,
+    reconcile,
+    shared_serials,
+)
 from otprobe.model import Identity, Observation, Status
 
 IPS = [f"127.0.9.{i}" for i in range(1, 7)]
@@ -127,3 +135,7 @@ def test_a_resumed_scan_merges_what_its_chain_saw_of_the_addresses_it_probed() -
     (device,) = devices_seen(now, earlier)  # .2 did not identify; .3 is not this scan's to merge
     assert (device.ip, device.serial, device.identity.get("firmware")) == ("127.0.9.1", "S1", "V3.2")
     assert device.identity.sources == {"serial": "enip", "firmware": "s7"}
+
+
+def test_a_serial_is_shared_when_several_assets_carry_it_and_a_missing_one_never_is() -> None:
+    assert shared_serials(["S1", None, "S1", "S2", None, ""]) == {"S1"}

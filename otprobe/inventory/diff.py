@@ -6,12 +6,11 @@ scan was complete and covered its address: an incomplete scan (deadline, Ctrl-C)
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from otprobe.errors import InventoryError
+from otprobe.inventory.reconcile import shared_serials
 from otprobe.inventory.store import ScanRecord, SnapshotRow, Store
 
 
@@ -74,7 +73,8 @@ def diff_scans(store: Store, old: ScanRecord | None, new: ScanRecord) -> Diff:
         if was.firmware != row.firmware and row.firmware is not None:
             result.changes.append(Change("firmware_changed", asset_id, row.ip, was.firmware, row.firmware))
     # a serial that became shared by several assets identifies none of them any more: each one is reported
-    newly_shared = _shared_serials(after.values()) - _shared_serials(before.values())
+    shared_before = shared_serials(row.serial for row in before.values())
+    newly_shared = shared_serials(row.serial for row in after.values()) - shared_before
     for asset_id, row in after.items():
         if row.serial in newly_shared:
             result.changes.append(Change("duplicate_serial", asset_id, row.ip, None, row.serial))
@@ -84,11 +84,6 @@ def diff_scans(store: Store, old: ScanRecord | None, new: ScanRecord) -> Diff:
                 result.changes.append(Change("missing", asset_id, row.ip, _label(row), None))
     result.changes.sort(key=lambda c: (c.kind, c.ip))
     return result
-
-
-def _shared_serials(rows: Iterable[SnapshotRow]) -> set[str]:
-    counts = Counter(row.serial for row in rows if row.serial)
-    return {serial for serial, n in counts.items() if n > 1}
 
 
 def _label(row: SnapshotRow) -> str:

@@ -12,8 +12,8 @@ match: a new asset, and a firmware change, where a scan that could not read the 
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from otprobe.inventory.merge import MergedIdentity, merge
@@ -110,6 +110,12 @@ def devices_seen(observations: Sequence[Observation], earlier: Sequence[Observat
             if (merged := merge(group)) is not None]
 
 
+def shared_serials(serials: Iterable[str | None]) -> set[str]:
+    """Serials that several assets carry: such a serial identifies none of them, and each is flagged for it."""
+    counts = Counter(serial for serial in serials if serial)
+    return {serial for serial, n in counts.items() if n > 1}
+
+
 def replaced(known: KnownAsset, serial: str | None, model: str | None) -> bool:
     """A different serial, or a different model, at the known asset's address: another device."""
     if serial and known.serial and serial != known.serial:
@@ -176,7 +182,7 @@ def match_assets(sightings: Sequence[Sighting], known: Sequence[KnownAsset]) -> 
             claimed.add(current.id)
 
     # flagged once, when the serial stops being unique: a known asset already sharing it was flagged before
-    already = {serial for serial, assets in by_serial.items() if len(assets) > 1}
+    already = shared_serials(k.serial for k in known)
     for ip, (serial, others) in shared.items():
         if matches[ip].asset_id is None or serial not in already:
             matches[ip].events.append(Event("duplicate_serial", ", ".join(others), serial))

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from otprobe.errors import InventoryError
-from otprobe.inventory.reconcile import Decision, KnownAsset, devices_seen, reconcile
+from otprobe.inventory.reconcile import Decision, KnownAsset, devices_seen, reconcile, shared_serials
 from otprobe.inventory.store import AssetRecord, ScanRecord, SnapshotRow
 from otprobe.model import Identity, Observation, Status
 
@@ -303,8 +303,7 @@ class SqliteStore:
 
     def _shared_serials(self) -> set[str]:
         """Serials that several active assets carry: each of them is flagged as a duplicate serial."""
-        return {r[0] for r in self.db.execute(
-            "SELECT serial FROM assets WHERE retired=0 AND serial IS NOT NULL GROUP BY serial HAVING count(*) > 1")}
+        return shared_serials(r[0] for r in self.db.execute("SELECT serial FROM assets WHERE retired=0"))
 
     @_domain_errors
     def snapshot(self, scan_id: str) -> list[SnapshotRow]:
@@ -356,11 +355,11 @@ def _row_to_scan(r: sqlite3.Row) -> ScanRecord:
                       json.loads(r["not_covered"]), json.loads(r["counts"]), json.loads(r["protocols"]), r["resumes"])
 
 
-def _row_to_asset(r: sqlite3.Row, shared_serials: set[str]) -> AssetRecord:
+def _row_to_asset(r: sqlite3.Row, shared: set[str]) -> AssetRecord:
     return AssetRecord(r["id"], r["ip"], r["device_class"], r["vendor"], r["model"], r["product_code"], r["serial"],
                        r["firmware"], r["hardware_version"], json.loads(r["protocols"]), json.loads(r["identity"]),
                        json.loads(r["conflicts"]), r["first_seen"], r["last_seen"], bool(r["retired"]),
-                       not r["retired"] and r["serial"] in shared_serials)
+                       not r["retired"] and r["serial"] in shared)
 
 
 def _row_to_observation(r: sqlite3.Row) -> Observation:

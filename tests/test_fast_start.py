@@ -1,0 +1,77 @@
+"""Fast start: the commands that only print or read profiles load no protocol library.
+
+Each command runs in a fresh child interpreter (the parent's sys.modules already holds everything the other tests
+imported), in-process through the same `app` the `otprobe` script calls, and the child writes the modules it holds
+at exit. Every run must also succeed with its normal output, so a command that failed before reaching its work
+cannot pass by having imported nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+import otprobe
+
+REPO = Path(__file__).resolve().parent.parent
+PROTOCOL_LIBRARIES = ("pymodbus", "snap7", "pycomm3")
+
+CHILD = """
+import json, sys
+from otprobe.cli import app
+
+report, *imports = sys.argv[1].split(",")
+for name in imports:  # the control case: a module loaded on purpose before the command
+    __import__(name)
+try:
+    app(sys.argv[2:], prog_name="otprobe")
+except SystemExit as exc:
+    code = exc.code or 0
+else:
+    code = 0
+with open(report, "w") as out:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, out)
+"""
+
+
+def run_cli(tmp_path: Path, *args: str, preload: tuple[str, ...] = ()) -> tuple[int, str, set[str]]:
+    """(exit code, stdout, top-level packages loaded) of `otprobe ARGS` in a child interpreter."""
+    report = tmp_path / "modules.json"
+    # the checkout under test, whatever is installed; no inventory outside the test's folder
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OTPROBE_DB": str(tmp_path / "inventory.db"), "NO_COLOR": "1"}
+    child = subprocess.run([sys.executable, "-c", CHILD, ",".join((str(report), *preload)), *args],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    result = json.loads(report.read_text())
+    assert result["code"] == child.returncode, child.stderr
+    return child.returncode, child.stdout, {name.partition(".")[0] for name in result["modules"]}
+
+
+COMMANDS = {
+    "help": (("--help",), "Usage: otprobe"),
+    "version": (("--version",), f"otprobe {version('otprobe')}"),
+    "profiles list": (("profiles", "list"), "maintenance-window"),
+    "plan": (("plan", "127.0.1.1", "--profile", "lab"), "total"),
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_command_that_sends_nothing_loads_no_protocol_library(tmp_path: Path, command: str) -> None:
+    args, expected = COMMANDS[command]
+    code, out, loaded = run_cli(tmp_path, *args)
+    assert code == 0 and expected in out
+    assert loaded.isdisjoint(PROTOCOL_LIBRARIES), sorted(loaded.intersection(PROTOCOL_LIBRARIES))
+
+
+def test_the_check_sees_a_protocol_library_that_is_loaded(tmp_path: Path) -> None:
+    code, _, loaded = run_cli(tmp_path, "--help", preload=("pymodbus",))
+    assert code == 0 and "pymodbus" in loaded
+
+
+def test_version_is_the_installed_distributions_and_the_packages() -> None:
+    assert version("otprobe") == otprobe.__version__

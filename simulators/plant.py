@@ -3,8 +3,8 @@
 `load_plant` turns a file (or an already-parsed dict) into a `PlantSpec`; every mistake becomes one
 `PlantError` line naming the file and the key, e.g. `plants/bad.yaml: devices[3].address: 10.0.0.1 is not in
 127.0.0.0/8`. Protocol sections are validated by their simulator modules (`modbus_sim`, `s7_sim`, `enip_sim`,
-`bacnet_sim`, `snmp_sim`, each exposing PROTOCOL, parse_config and a Device class). `running_plant` starts every device
-concurrently and stops them all on exit; `relocate` moves a plant onto other addresses or ports for tests;
+`bacnet_sim`, `snmp_sim`, `opcua_sim`, each exposing PROTOCOL, parse_config and a Device class). `running_plant` starts
+every device concurrently and stops them all on exit; `relocate` moves a plant onto other addresses or ports for tests;
 `bundled_plant` finds a plant file shipped in `simulators/plants/`, from a checkout or an installed package.
 """
 
@@ -30,7 +30,7 @@ from simulators.faults import Fault, FaultMode
 from simulators.recorder import Recorder
 
 PROTOCOL_MODULES = {"modbus": "simulators.modbus_sim", "s7": "simulators.s7_sim", "enip": "simulators.enip_sim",
-                    "bacnet": "simulators.bacnet_sim", "snmp": "simulators.snmp_sim"}
+                    "bacnet": "simulators.bacnet_sim", "snmp": "simulators.snmp_sim", "opcua": "simulators.opcua_sim"}
 PLANT_KEYS = {"plant", "description", "ports", "devices"}
 DEVICE_KEYS = {"name", "address", "class", "fault", "description", *PROTOCOL_MODULES}
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")

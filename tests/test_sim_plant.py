@@ -39,9 +39,9 @@ def test_demo_plant_is_a_realistic_small_plant() -> None:
     spec = load_plant(DEMO)
     devices = {d.name: d for d in spec.devices}
     assert len(devices) >= 12
-    assert {p for d in spec.devices for p in d.protocols} == {"modbus", "s7", "enip", "bacnet", "snmp"}
+    assert {p for d in spec.devices for p in d.protocols} == {"modbus", "s7", "enip", "bacnet", "snmp", "opcua"}
     assert {"plc", "hmi", "gateway", "drive", "meter", "safety"} <= {d.device_class for d in spec.devices}
-    assert [d.name for d in spec.devices if len(d.protocols) > 1] == ["utility-m580"]
+    assert [d.name for d in spec.devices if len(d.protocols) > 1] == ["line3-cpu1515", "utility-m580"]
     assert devices["safety-guardlogix"].address.startswith("127.0.9.")
     assert {d.fault.mode for d in spec.devices if d.fault.mode is not FaultMode.NONE} >= {FaultMode.SILENT,
                                                                                           FaultMode.SLOW}

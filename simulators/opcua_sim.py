@@ -239,8 +239,9 @@ class Message:
     @property
     def service(self) -> str:
         """Service name of an MSG: "Read", "Write"...; "i=<id>" for a type this codec does not know."""
-        cls = type(self.body)
-        return cls.__name__.removesuffix("Request") if cls.__name__.endswith("Request") else cls.__name__
+        if isinstance(self.body, UnknownService):
+            return f"i={self.body.type_id}"
+        return type(self.body).__name__.removesuffix("Request")
 
 
 class UnknownService:
@@ -273,14 +274,6 @@ def decode(frame: bytes) -> Message:
     return message
 
 
-def _operation(message: Message) -> str:
-    if message.kind != b"MSG":
-        return f"opcua:{message.kind.decode()}"
-    if isinstance(message.body, UnknownService):
-        return f"opcua:i={message.body.type_id}"
-    return f"opcua:{message.service}"
-
-
 def classify(frame: bytes) -> tuple[str, bool, dict[str, Any]]:
     """(operation, allowed, detail) of one request frame."""
     try:
@@ -289,7 +282,8 @@ def classify(frame: bytes) -> tuple[str, bool, dict[str, Any]]:
         return f"opcua:{frame[:3].decode('latin-1')}", False, {"malformed": True}
     if message.chunk != b"F":
         return f"opcua:{message.kind.decode()}/chunk:{message.chunk.decode('latin-1')}", False, {}
-    operation, detail = _operation(message), {}
+    operation = f"opcua:{message.service if message.kind == b'MSG' else message.kind.decode()}"
+    detail: dict[str, Any] = {}
     if message.kind == b"OPN":
         detail["policy"] = message.policy
     if message.kind != b"MSG":
@@ -368,9 +362,8 @@ class ServiceError(Exception):
 
 class OpcuaDevice:
     def __init__(self, host: str, config: OpcuaConfig, fault: Fault, recorder: Recorder) -> None:
-        self.host, self.config, self.fault, self.recorder = host, config, fault, recorder
-        self.framing = OpcuaFraming()
-        self.front = TcpFront(host, config.port, self.framing, self._handle, recorder, fault)
+        self.host, self.config, self.recorder = host, config, recorder
+        self.front = TcpFront(host, config.port, OpcuaFraming(), self._handle, recorder, fault)
         self.certificate = b""
         self.sessions: dict[bytes, Session] = {}  # by authentication token
         self.refused_sessions = 0  # CreateSession answered BadTooManySessions
@@ -488,7 +481,7 @@ class OpcuaDevice:
             "Read": self._read,
             "CloseSession": self._close_session,
         }
-        handler = handlers.get(message.service) if not isinstance(request, UnknownService) else None
+        handler = handlers.get(message.service)
         try:
             if handler is None:
                 raise ServiceError(ua.StatusCodes.BadServiceUnsupported)

@@ -153,7 +153,7 @@ def inventory_list(
 ) -> None:
     """List assets with firmware.
 
-    Example: otprobe inventory list --class plc --protocol s7
+    Example: otprobe inventory list --class plc --vendor Siemens
     """
     with _closing(open_store(db)) as store:
         assets = [

@@ -9,7 +9,7 @@ A probe is a class with class-level facts and one coroutine, `run(link, target)`
 - `name`, `transports`, `default_port`, `operations` (each with its packet cost), and `max_packets()` (its
   worst case with these options: the budget the link enforces);
 - `wire_protocol`: whose wire codes its operations are, the key into the central allowlist (otprobe.safety); a
-  second probe speaking Modbus says "modbus" and may send only what Modbus may;
+  second probe speaking an existing probe's protocol names that protocol and may send only what it may;
 - `Options`: its section of a profile (`protocols.<name>:`), a pydantic model with a default for every key;
 - `merge_rank` and `field_ranks`: how far its identity fields are trusted when protocols disagree;
 - `caution_operations`: the operations it checks against caution rules before sending them.

@@ -107,7 +107,7 @@ async def test_a_demo_plant_scan_gives_one_asset_per_answering_device_each_with_
     unprobed = {ip for ip, d in by_ip.items() if not {"modbus", "s7", "enip"} & set(d)}
     assert len(unprobed) == 2
     assert sorted(a["ip"] for a in assets) == sorted(set(by_ip) - {safety["address"], silent["address"]} - unprobed)
-    assert len(assets) == len(plant["devices"]) - 2 - len(unprobed) == 16
+    assert len(assets) == len(plant["devices"]) - 2 - len(unprobed) == 17
     for asset in assets:
         spec = by_ip[asset["ip"]]
         assert set(asset["protocols"]) == {p for p in ("modbus", "s7", "enip") if p in spec}, spec["name"]

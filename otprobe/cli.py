@@ -13,7 +13,7 @@ import os
 from contextlib import closing as _closing
 from enum import IntEnum, StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
@@ -31,10 +31,10 @@ from otprobe.errors import (
     TargetError,
     WindowError,
 )
-from otprobe.inventory import SqliteStore, default_db_path
-from otprobe.inventory.diff import diff_scans, pick_scans
-from otprobe.inventory.export import to_csv, to_cyclonedx, to_json
 from otprobe.probes import names as probe_names
+
+if TYPE_CHECKING:
+    from otprobe.inventory import SqliteStore
 
 
 class Exit(IntEnum):
@@ -120,7 +120,11 @@ DbOption = Annotated[
 ]
 
 
+# The inventory is imported by the commands that use it, not here: `otprobe --help` and the commands that only
+# read profiles start faster without it.
 def open_store(db: Path | None) -> SqliteStore:
+    from otprobe.inventory import SqliteStore, default_db_path
+
     return SqliteStore(db or default_db_path())
 
 
@@ -165,6 +169,8 @@ def inventory_list(
     if fmt is Format.json:
         render.print_json([a.__dict__ for a in assets])
     elif not assets:
+        from otprobe.inventory import default_db_path
+
         render.info(f"no assets in {db or default_db_path()}: run `otprobe scan` (or `otprobe demo`) first")
     else:
         render.assets_table(assets)
@@ -204,6 +210,8 @@ def inventory_diff(
 
     Example: otprobe inventory diff --format json
     """
+    from otprobe.inventory.diff import diff_scans, pick_scans
+
     with _closing(open_store(db)) as store:
         old, new = pick_scans(store, from_scan, to_scan)
         diff = diff_scans(store, old, new)
@@ -226,6 +234,8 @@ def inventory_export(
 
     Example: otprobe inventory export --format cyclonedx -o plant.cdx.json
     """
+    from otprobe.inventory.export import to_csv, to_cyclonedx, to_json
+
     with _closing(open_store(db)) as store:
         assets = store.assets()
     text = {ExportFormat.json: to_json, ExportFormat.csv: to_csv, ExportFormat.cyclonedx: to_cyclonedx}[fmt](assets)
@@ -372,6 +382,7 @@ def scan(
     import asyncio
     from datetime import UTC, datetime
 
+    from otprobe.inventory import SqliteStore, default_db_path
     from otprobe.scan import parse_deadline, resume_targets
 
     if ignore_window and not (reason and reason.strip()):
@@ -558,6 +569,7 @@ def audit_verify(
     Example: otprobe audit verify ~/.local/share/otprobe/audit.jsonl
     """
     from otprobe.audit import verify
+    from otprobe.inventory import default_db_path
 
     path = path or default_db_path().parent / "audit.jsonl"
     result = verify(path)

@@ -15,14 +15,16 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from otprobe.inventory.store import AssetRecord, ScanRecord
 from otprobe.model import Observation, Status
+
+if TYPE_CHECKING:  # annotations only: importing the inventory package opens its store and the probe registry
+    from otprobe.inventory.store import AssetRecord, ScanRecord
 
 
 def console(stderr: bool = False) -> Console:

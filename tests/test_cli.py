@@ -204,7 +204,7 @@ def test_an_unexpected_exception_is_one_error_line_and_exit_5(tmp_path: Path, mo
         raise RuntimeError("disk on fire")
 
     db = str(tmp_path / "inv.db")
-    monkeypatch.setattr(cli.SqliteStore, "assets", broken)
+    monkeypatch.setattr(SqliteStore, "assets", broken)
     result = invoke("inventory", "list", "--db", db)
     assert result.exit_code == 5
     assert one_error_line(result.stderr) == "otprobe: error: RuntimeError: disk on fire"
@@ -212,7 +212,7 @@ def test_an_unexpected_exception_is_one_error_line_and_exit_5(tmp_path: Path, mo
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.SqliteStore, "assets", interrupted)  # Ctrl-C is not an error: typer's 130 stays
+    monkeypatch.setattr(SqliteStore, "assets", interrupted)  # Ctrl-C is not an error: typer's 130 stays
     assert invoke("inventory", "list", "--db", db).exit_code == 130
 
 

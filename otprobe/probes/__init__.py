@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import import_module
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
-from otprobe.contract import Probe
 from otprobe.errors import PolicyViolation
 from otprobe.safety import require_declared_read_only
+
+if TYPE_CHECKING:  # loaded with the first probe: names() alone (the CLI's help) needs no pydantic
+    from otprobe.contract import Probe
 
 ENTRY_POINT_GROUP = "otprobe.probes"
 BUILTIN: dict[str, str] = {
@@ -65,6 +68,8 @@ def _load(source: Source) -> type[Probe]:
         raise PolicyViolation(f"{where}: the name is already taken by the probe from {first.package}; refused")
     if not _NAME.match(source.name):
         raise PolicyViolation(f"{where}: a probe name is 1-32 lower-case letters, digits, '-' or '_'; refused")
+    from otprobe.contract import Probe
+
     module, _, attribute = source.target.partition(":")
     try:
         cls = getattr(import_module(module), attribute)

@@ -14,16 +14,16 @@ general status (0x05 path destination unknown, 0x08 service not supported, 0x14 
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import struct
 from dataclasses import dataclass
 from typing import Any
 
 from simulators import enip_wire as w
-from simulators.faults import Fault, FaultMode
+from simulators.faults import Fault
 from simulators.front import HUGE_LENGTH, ConnState, Framing, TcpFront
 from simulators.recorder import Recorder
+from simulators.udp_front import Address, DatagramCodec, Exchange, UdpFront
 
 PROTOCOL = "enip"
 DEFAULT_PORT = 44818
@@ -196,30 +196,21 @@ class EnipDevice:
         # A session lives in its connection's state and dies with it: a client that drops the connection without
         # UnRegisterSession shows as registered > unregistered in the recorder.
         self._front = TcpFront(host, config.port, self.framing, self._handle, recorder, fault)
-        self._udp: asyncio.DatagramTransport | None = None
-        self._udp_tasks: set[asyncio.Task[None]] = set()
+        # ListIdentity over UDP on the same address and port; one processor, so one slow-fault load for both
+        self._udp = UdpFront(host, config.port, EnipUdpCodec(self), recorder, fault, self._front.load)
         # Handles are device-wide and unpredictable, as on real adapters; never 0 (0 means "no session").
         self._next_handle = secrets.randbelow(0x7FFF_0000) + 1
 
     async def start(self) -> None:
         await self._front.start()
-        if self.fault.mode is FaultMode.REFUSED:
-            return
-        loop = asyncio.get_running_loop()
         try:
-            self._udp, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpEndpoint(self), local_addr=(self.host, self.config.port))
+            await self._udp.start()
         except OSError:
             await self._front.stop()
             raise
 
     async def stop(self) -> None:
-        if self._udp is not None:
-            self._udp.close()
-            self._udp = None
-        for task in list(self._udp_tasks):
-            task.cancel()
-        await asyncio.gather(*self._udp_tasks, return_exceptions=True)
+        await self._udp.stop()
         await self._front.stop()
 
     def summary(self) -> str:
@@ -299,55 +290,37 @@ class EnipDevice:
             return w.cip_reply(r.service, data=value)
         return w.cip_reply(r.service, w.GS_SERVICE_NOT_SUPPORTED)
 
-    # -- UDP ---------------------------------------------------------------------------------------------------------
 
-    def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        peer = f"{addr[0]}:{addr[1]}"
+class EnipUdpCodec(DatagramCodec):
+    """ListIdentity over UDP unicast; any other command gets the encapsulation status "invalid command"."""
+
+    protocol = PROTOCOL
+    header_len = w.HEADER_LEN
+
+    def __init__(self, device: EnipDevice) -> None:
+        self.device = device
+
+    def exchange(self, data: bytes, peer: Address) -> Exchange:
         try:
             header = w.Header.parse(data)
         except w.MALFORMED:
-            self.recorder.request(PROTOCOL, "udp:bad-frame", len(data), False, None, peer=peer)
-            return
+            return Exchange("udp:bad-frame", False)
         # The first two context bytes of a ListIdentity are the Max Response Delay (ms). A real device waits a random
         # time up to it so that broadcast replies do not collide; unicast replies here go out at once (plus any
         # `slow` latency), so tests never wait the up-to-2 s a delay of 0 would mean.
         max_delay_ms = struct.unpack_from("<H", header.context)[0]
         allowed = header.command == w.LIST_IDENTITY
-        self.recorder.request(PROTOCOL, f"udp:0x{header.command:02X}", len(data), allowed, None, peer=peer,
-                              max_delay_ms=max_delay_ms)
-        if self.fault.mode is FaultMode.SILENT:
-            return
         if allowed:
-            reply = self._list_identity(header)
+            reply = self.device._list_identity(header)
         else:
             reply = w.encap(header.command, b"", header.session, w.STATUS_INVALID_COMMAND, header.context)
-        task = asyncio.get_running_loop().create_task(self._send_datagram(self._udp_fault(reply), addr))
-        self._udp_tasks.add(task)
-        task.add_done_callback(self._udp_tasks.discard)
+        return Exchange(f"udp:0x{header.command:02X}", allowed, [reply], {"max_delay_ms": max_delay_ms})
 
-    def _udp_fault(self, reply: bytes) -> bytes:
-        """The reply mutations of the TCP front, for a datagram; the TCP-only modes leave UDP replies alone."""
-        match self.fault.mode:
-            case FaultMode.MALFORMED:
-                return self.framing.malformed(reply)
-            case FaultMode.OVERSIZED:
-                return self.framing.oversized(reply)
-            case FaultMode.WRONG_ID:
-                return self.framing.wrong_id(reply)
-            case FaultMode.TRUNCATED:
-                return reply[: len(reply) // 2]
-        return reply
+    def malformed(self, reply: bytes) -> bytes:
+        return self.device.framing.malformed(reply)
 
-    async def _send_datagram(self, reply: bytes, addr: tuple[str, int]) -> None:
-        if self.fault.mode is FaultMode.SLOW:  # datagrams load the device like its TCP requests do
-            await asyncio.sleep(self._front.latency())
-        if self._udp is not None:
-            self._udp.sendto(reply, addr)
+    def oversized(self, reply: bytes) -> bytes:
+        return self.device.framing.oversized(reply)
 
-
-class _UdpEndpoint(asyncio.DatagramProtocol):
-    def __init__(self, device: EnipDevice) -> None:
-        self.device = device
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.device._datagram(data, addr)
+    def wrong_id(self, reply: bytes) -> bytes:
+        return self.device.framing.wrong_id(reply)

@@ -36,7 +36,8 @@ continuations. max_packets = 3 x candidates + 1 + reads x (1 + max_continuations
 Example result: vendor "Siemens", product_code "6ES7 315-2EH14-0AB0", model "CPU 315-2 PN/DP", firmware "V3.2.7",
 hardware_version "3", serial "S C-B1U393142011", raw {as_name "S7300/ET200M station_1", module_name "PLC_1",
 copyright "Original Siemens Equipment", memory_card_serial, firmware_ext "A32.9.9", rack 0, slot 2, tsap "0x0302",
-pdu_size 240}.
+pdu_size 240}. python-snap7's stock server sends 26-byte 0x0011 records and a 0x001C header of 0 records of 0 bytes
+with records following: every field found is still read, and raw["partial"] lists per SZL what was read and why.
 
 Design: python-snap7 (3.3, pure Python) is the named library, but its `connect()` sends TCP connect, COTP CR and
 Setup in one call, and `read_szl()` sends its own continuations (up to 100) behind any limiter, with fixed 5 s

@@ -3,6 +3,9 @@ wins, field by field, and a probe may trust single fields more or less than the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 from otprobe.contract import Probe
 from otprobe.inventory.merge import merge
 from otprobe.model import Identity, Observation, Status
@@ -35,7 +38,7 @@ def test_a_field_rank_overrides_the_probe_rank_for_that_field_only() -> None:
     class Gateway(Probe):  # ranks below everything, but is the one source trusted for firmware
         name = "modbus"
         merge_rank = 0
-        field_ranks = {"firmware": 9}
+        field_ranks: ClassVar[Mapping[str, int]] = {"firmware": 9}
 
     def rank(protocol: str, field: str) -> int:
         return Gateway.rank(field) if protocol == "modbus" else source_rank(protocol, field)

@@ -156,7 +156,7 @@ class Protocols(_Strict):
         sections: dict[str, ProbeOptions] = {}
         for probe in probe_classes():
             try:
-                sections[probe.name] = probe.Options.model_validate(data.get(probe.name) or {})
+                sections[probe.name] = probe.Options.model_validate(data.get(probe.name, {}))
             except ValidationError as exc:
                 errors += [{"type": e["type"], "loc": (probe.name, *e["loc"]), "input": e["input"],
                             **({"ctx": e["ctx"]} if "ctx" in e else {})} for e in exc.errors()]

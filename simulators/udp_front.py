@@ -14,6 +14,9 @@ datagram meaning and leave replies alone.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +25,8 @@ from simulators.faults import Fault, FaultMode, SlowLoad
 from simulators.recorder import Recorder
 
 Address = tuple[str, int]
+_SIOCGSTAMPNS = 0x8907  # linux/sockios.h: the last received datagram's kernel timestamp, as a struct timespec
+_TIMESPEC = struct.Struct("@qq")
 
 
 @dataclass
@@ -72,6 +77,7 @@ class UdpFront:
             lambda: _Endpoint(self._datagram), local_addr=(self.host, self.port))
         # port 0 asks the kernel for a free port: report the one actually bound
         self.port = self._transport.get_extra_info("sockname")[1]
+        self._arrived()  # the first SIOCGSTAMPNS turns the kernel's stamping on (it answers ENOENT this once)
 
     async def stop(self) -> None:
         if self._transport is not None:
@@ -87,13 +93,25 @@ class UdpFront:
         except Exception as exc:  # a codec's own bug: the datagram is still recorded, as one nobody answers
             exchange = Exchange("bad-frame", False, detail={"error": repr(exc)})
         self.recorder.request(self.codec.protocol, exchange.operation, len(data), exchange.allowed, None,
-                              peer=f"{addr[0]}:{addr[1]}", **exchange.detail)
+                              peer=f"{addr[0]}:{addr[1]}", at=self._arrived(), **exchange.detail)
         if self.fault.mode is FaultMode.SILENT or not exchange.replies:
             return
         replies = [self._mutate(reply) for reply in exchange.replies]
         task = asyncio.get_running_loop().create_task(self._send(replies, addr))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _arrived(self) -> float | None:
+        """When the datagram just read reached the socket, from the kernel (SIOCGSTAMPNS: the last datagram's receive
+        time), in time.monotonic() terms; None where the kernel does not say. A device process that waited for a CPU
+        would otherwise stamp datagrams late, and two read together as if they had arrived together."""
+        sock = self._transport.get_extra_info("socket") if self._transport is not None else None
+        try:
+            stamp = fcntl.ioctl(sock.fileno(), _SIOCGSTAMPNS, bytes(_TIMESPEC.size))
+        except (AttributeError, OSError):
+            return None
+        seconds, nanoseconds = _TIMESPEC.unpack(stamp)
+        return time.monotonic() - (time.time() - (seconds + nanoseconds / 1e9))
 
     def _mutate(self, reply: bytes) -> bytes:
         match self.fault.mode:

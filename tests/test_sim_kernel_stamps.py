@@ -73,3 +73,29 @@ async def test_connect_request_and_fin_are_stamped_when_they_arrived_while_the_d
         assert at_client < stall_end - 0.1  # it arrived well before the device could look
         assert at_device is not None
         assert abs(at_device - at_client) <= TOLERANCE_S, (client.sent, stamped)
+
+
+async def test_a_datagram_is_stamped_when_it_arrived_while_the_device_was_busy(start_plant, eventually) -> None:
+    from test_sim_bacnet import PXC, RP_VENDOR_NAME
+
+    plant = await start_plant({"name": "stamps-udp", "address": "127.0.132.20", "class": "bms",
+                               "bacnet": {**PXC, "port": 0}})
+    [device] = list(plant)
+    port = device.ports["bacnet"]
+    sent: list[float] = []
+
+    def send() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.bind(("127.0.132.21", 0))
+            client.sendto(RP_VENDOR_NAME, ("127.0.132.20", port))
+            sent.append(time.monotonic())
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    time.sleep(STALL_S)  # the device's loop cannot read the datagram meanwhile
+    stalled_until = time.monotonic()
+    thread.join(5)
+    await eventually(lambda: bool(device.recorder.requests), 5)
+    [at_client] = sent
+    assert at_client < stalled_until - 0.1
+    assert abs(device.recorder.requests[0].mono - at_client) <= TOLERANCE_S

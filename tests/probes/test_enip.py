@@ -366,9 +366,8 @@ async def test_udp_silent_device_is_identified_over_tcp() -> None:
     """
     async with simulated(L18ER) as (host, recorder, dev):
         assert dev._udp is not None
-        dev._udp.close()
-        dev._udp = None
-        await asyncio.sleep(0)
+        await dev._udp.stop()  # idempotent: the device's own stop() later finds it stopped
+        await asyncio.sleep(0)  # the transport releases its socket one loop step after close()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
             sink.bind((host, PORT))
             sink.setblocking(False)

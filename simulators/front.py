@@ -106,6 +106,7 @@ async def _reset_after_fin(writer: asyncio.StreamWriter) -> bool:
 # struct tcp_info (linux/tcp.h): 8 one-byte fields, then u32s; tcpi_last_data_recv and tcpi_last_ack_recv are the
 # 12th and 13th u32: milliseconds since the last data segment, and since the last segment at all, reached the socket.
 _TCP_INFO_AGES = struct.Struct("<8x44xII")
+_JIFFY_S = 0.004  # one jiffy at HZ=250, the coarsest of the common kernel configurations (100 is rare now)
 
 
 def arrived(writer: asyncio.StreamWriter, segment: str) -> float | None:
@@ -117,7 +118,7 @@ def arrived(writer: asyncio.StreamWriter, segment: str) -> float | None:
     CPU, and two packets read together look closer than they arrived. The kernel keeps only the latest segment's
     time, so the stamp is exact when nothing else arrived before the device looked, and otherwise lies between the
     true arrival and the moment the device looked: never worse than the device's own clock. Resolution: one jiffy
-    (1-4 ms), far below the spacing being checked."""
+    (1-4 ms), far below the spacing being checked; the stamp errs late, never early."""
     sock = writer.get_extra_info("socket")
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_AGES.size)
@@ -126,7 +127,10 @@ def arrived(writer: asyncio.StreamWriter, segment: str) -> float | None:
     if len(info) < _TCP_INFO_AGES.size:
         return None
     data_ms, ack_ms = _TCP_INFO_AGES.unpack(info)
-    return time.monotonic() - (data_ms if segment == "data" else ack_ms) / 1000
+    now = time.monotonic()
+    # The kernel counts ages in jiffies, so an age can read up to one jiffy long: adding one keeps the stamp at or
+    # after the true arrival (never before a packet was sent), and never later than now.
+    return min(now, now - (data_ms if segment == "data" else ack_ms) / 1000 + _JIFFY_S)
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:

@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fakes import ScriptedProbe, Wire
 
 from otprobe.model import Target
-from otprobe.pacing import ClassLimits, ScanConfig, Scheduler, plan_scan
+from otprobe.pacing import ClassLimits, Scheduler, plan_scan
+from otprobe.profile import scan_config
 
 DEVICES = 500
 PROBES = 4
@@ -31,7 +32,7 @@ async def scheduler_cpu() -> tuple[int, float]:
     probes = [ScriptedProbe(wire, default=0.0) for _ in range(PROBES)]
     targets = [Target(f"127.1.{i // 250}.{i % 250 + 1}", "plc") for i in range(DEVICES)]
     fast = ClassLimits(pps=1e6, burst=1, class_pps=None, connect_gap_s=0.0, max_session_s=10.0)
-    defaults = ScanConfig.from_profile()
+    defaults = scan_config()
     config = replace(defaults, global_pps=1e7, classes={**defaults.classes, "plc": fast}, max_devices_in_flight=64)
     cpu = time.process_time()
     result = await Scheduler(targets, probes, config).run()
@@ -40,7 +41,7 @@ async def scheduler_cpu() -> tuple[int, float]:
 
 def plan_slash16() -> tuple[float, float, float]:
     targets = [Target(f"127.{i // 256}.{i % 256}.1", "plc" if i % 2 else "unknown") for i in range(65536)]
-    defaults = ScanConfig.from_profile()
+    defaults = scan_config()
     plc = ClassLimits(pps=2, burst=1, class_pps=10, connect_gap_s=1.0, max_session_s=10.0)
     config = replace(defaults, global_pps=50.0, classes={**defaults.classes, "plc": plc})
     probes = [ScriptedProbe(Wire()) for _ in range(3)]

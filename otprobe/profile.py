@@ -38,8 +38,9 @@ from pydantic import (
 from pydantic_core import InitErrorDetails
 
 from otprobe import userfile
-from otprobe.contract import Float, Int, ProbeOptions
+from otprobe.contract import Float, Int, ProbeOptions, Timeouts
 from otprobe.errors import ProfileError
+from otprobe.pacing import config as pacing
 from otprobe.probes import caution_operations, names, probe_class, probe_classes
 from otprobe.safety import is_read_only
 from otprobe.scope import Scope
@@ -501,3 +502,21 @@ def list_profiles() -> list[ProfileInfo]:
     return [
         ProfileInfo(path.stem, load_profile(path).description, path) for path in sorted(PROFILES_DIR.glob("*.yaml"))
     ]
+
+
+def scan_config(profile: Profile | None = None, *, deadline: float | None = None) -> pacing.ScanConfig:
+    """The pacing config `profile` asks for; without one, the profile model's defaults: a library caller is paced
+    exactly like a profile file that sets nothing. The one place pacing values come from (pacing/ sits below this
+    module and knows no profile)."""
+    if profile is None:
+        profile = Profile(name="defaults")
+    return pacing.ScanConfig(
+        global_pps=profile.global_pps,
+        classes={name: pacing.ClassLimits(**limits.model_dump()) for name, limits in profile.classes.items()},
+        timeouts=Timeouts(profile.timeouts.connect_s, profile.timeouts.response_s),
+        retries=profile.retries,
+        breaker_failures=profile.breaker.failures,
+        max_devices_in_flight=profile.max_devices_in_flight,
+        deadline=deadline,
+        enabled_intrusive=profile.intrusive_pairs(),
+    )

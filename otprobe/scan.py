@@ -26,11 +26,10 @@ from otprobe.inventory.store import Store
 from otprobe.leases import Leases
 from otprobe.link import AuditSink
 from otprobe.model import Observation, Status, Target
-from otprobe.pacing.config import ScanConfig
 from otprobe.pacing.plan import Plan, plan_scan
 from otprobe.pacing.scheduler import ScanResult, Scheduler
 from otprobe.probes import names, probe_class
-from otprobe.profile import Profile
+from otprobe.profile import Profile, scan_config
 from otprobe.scope import Resolution, Scope
 from otprobe.windows import require_window
 
@@ -88,7 +87,7 @@ def check_sessions_fit(profile: Profile, profile_ref: str, probes: Sequence[Prob
     Such a profile would time out healthy devices (and trip their breakers) for no fault of theirs. The scheduler
     paces each device at its cap less the config's headroom, so a session takes that much longer.
     """
-    config = ScanConfig.from_profile(profile)
+    config = scan_config(profile)
     for name in classes:
         limits = profile.limits(name)
         for probe in probes:
@@ -158,7 +157,7 @@ def prepare(
     if resume is not None and not protocols:
         protocols = sorted({name for names in resume.jobs.values() for name in names})
     probes = build_probes(profile, protocols, ports)
-    plan = plan_scan(list(resolution.targets), probes, ScanConfig.from_profile(profile))
+    plan = plan_scan(list(resolution.targets), probes, scan_config(profile))
     check_sessions_fit(profile, profile_ref, probes, plan.classes)
     ends = [d for d in (deadline, window_end) if d is not None]
     return Prepared(profile, profile_ref, resolution, scope, probes, plan, min(ends) if ends else None, window_end,
@@ -267,7 +266,7 @@ class ScanRun:
             owed = prepared.resume.jobs
             jobs = {t.ip: [p for p in prepared.probes if p.name in owed.get(t.ip, ())] for t in prepared.targets}
         self.scheduler = Scheduler(
-            prepared.targets, prepared.probes, ScanConfig.from_profile(prepared.profile, deadline=deadline),
+            prepared.targets, prepared.probes, scan_config(prepared.profile, deadline=deadline),
             audit=self.audit, on_observation=self._record, clock=clock, in_scope=prepared.scope.allows, jobs=jobs,
             leases=leases or Leases(),  # host-wide: no other otprobe process has a device of this scan in flight
         )

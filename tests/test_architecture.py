@@ -100,7 +100,7 @@ def test_the_cycle_finder_reports_a_cycle_and_the_graph_is_real() -> None:
     assert find_cycle({"a": {"b"}, "b": set()}) is None
     # what the walk must see: a plain import, a TYPE_CHECKING one, a submodule named in a from-import, packages
     assert {"otprobe.contract", "otprobe.errors", "otprobe.probes.s7_wire"} <= imports_of("otprobe.probes.s7")
-    assert {"otprobe.pacing", "otprobe.pacing.config"} <= imports_of("otprobe.scan")  # a package runs first
+    assert {"otprobe.pacing", "otprobe.pacing.plan"} <= imports_of("otprobe.scan")  # a package runs first
     assert "otprobe.model" in imports_of("otprobe.contract")  # under `if TYPE_CHECKING:` only
     assert "otprobe.probes.s7" not in imports_of("otprobe.probes")  # the registry loads probes lazily
 
@@ -112,9 +112,10 @@ def test_the_contract_is_the_bottom() -> None:
     assert loaded.stdout.strip() == "['otprobe', 'otprobe.contract']"
     for name in MODULES:
         if name.startswith("otprobe.pacing."):
-            # pacing sits below the probes and the link: only the scheduler, which creates the links, imports one
+            # pacing sits below the probes, the link and the profile: only the scheduler, which creates the links,
+            # imports one
             allowed = {"otprobe.link"} if name == "otprobe.pacing.scheduler" else set()
-            assert not ({"otprobe.probes", "otprobe.link"} - allowed) & imports_of(name), name
+            assert not ({"otprobe.probes", "otprobe.link", "otprobe.profile"} - allowed) & imports_of(name), name
 
 
 def _strings_and_imports(path: Path) -> list[tuple[int, str]]:

@@ -7,12 +7,12 @@ from dataclasses import MISSING, fields
 import pytest
 
 from otprobe.pacing import ClassLimits, ScanConfig
-from otprobe.profile import Profile, load_profile, parse_profile
+from otprobe.profile import Profile, load_profile, parse_profile, scan_config
 
 
 def test_the_library_defaults_are_the_default_profiles_values() -> None:
-    library = ScanConfig.from_profile()
-    silent = ScanConfig.from_profile(parse_profile("name: silent\n", "silent.yaml"))
+    library = scan_config()
+    silent = scan_config(parse_profile("name: silent\n", "silent.yaml"))
     assert library == silent
     model = Profile(name="m")
     unknown = model.classes["unknown"]
@@ -28,7 +28,7 @@ def test_the_library_defaults_are_the_default_profiles_values() -> None:
 
 def test_a_shipped_profile_reaches_the_scheduler_unchanged() -> None:
     profile = load_profile("default")
-    config = ScanConfig.from_profile(profile, deadline=12.5)
+    config = scan_config(profile, deadline=12.5)
     assert config.deadline == 12.5
     assert config.global_pps == profile.global_pps and config.max_devices_in_flight == profile.max_devices_in_flight
     assert {name: vars(limits) for name, limits in config.classes.items()} == {
@@ -47,7 +47,7 @@ def test_safety_values_have_no_default_of_their_own(cls: type) -> None:
 
 def test_a_config_without_the_unknown_class_is_refused() -> None:
     plc = ClassLimits(pps=1.0, burst=1, class_pps=None, connect_gap_s=2.0, max_session_s=10.0)
-    defaults = ScanConfig.from_profile()
+    defaults = scan_config()
     with pytest.raises(ValueError, match="unknown"):
         ScanConfig(global_pps=10.0, classes={"plc": plc}, timeouts=defaults.timeouts, retries=1,
                    breaker_failures=2, max_devices_in_flight=8)

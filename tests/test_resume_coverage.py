@@ -28,7 +28,8 @@ from test_inventory import obs
 from otprobe.inventory import SqliteStore
 from otprobe.inventory.sqlite import MIGRATIONS
 from otprobe.model import Observation, Status, Target
-from otprobe.pacing import ClassLimits, ScanConfig, Scheduler
+from otprobe.pacing import ClassLimits, Scheduler
+from otprobe.profile import scan_config
 from otprobe.scan import resume_targets
 from simulators.plant import running_plant
 from simulators.recorder import Recorder
@@ -238,7 +239,7 @@ def test_the_scheduler_runs_only_each_targets_listed_probes() -> None:
     wire = Wire()
     first, second = ScriptedProbe(wire), ScriptedProbe(wire)
     devices = [Target("127.0.99.20", "plc"), Target("127.0.99.21", "plc"), Target("127.0.99.22", "plc")]
-    defaults = ScanConfig.from_profile()
+    defaults = scan_config()
     plc = ClassLimits(pps=10.0, burst=1, class_pps=None, connect_gap_s=0.0, max_session_s=10.0)
     config = replace(defaults, global_pps=50.0, classes={**defaults.classes, "plc": plc})
     jobs = {"127.0.99.20": [second], "127.0.99.21": []}  # .22 is not listed: it gets every probe

@@ -10,8 +10,7 @@ import pytest
 
 from otprobe.errors import ProfileError, ScopeError
 from otprobe.inventory import SqliteStore
-from otprobe.pacing.config import ScanConfig
-from otprobe.profile import load_profile, parse_profile
+from otprobe.profile import load_profile, parse_profile, scan_config
 from otprobe.scan import ScanRun, build_probes, parse_deadline, prepare
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -61,7 +60,7 @@ def test_session_limit_shorter_than_a_worst_case_session_is_refused():
 
 def test_session_check_counts_the_schedulers_headroom():
     # 13 packets at 1 pps: 12 intervals, each 1 + headroom seconds long as the scheduler paces them.
-    needed = 12 * (1 + ScanConfig.from_profile().headroom)
+    needed = 12 * (1 + scan_config().headroom)
     tight = parse_profile(LAB.replace("max_session_s: 10", "max_session_s: 12"), "t.yaml")
     with pytest.raises(ProfileError, match=rf"12 s is shorter than a worst-case s7 .*\(13 packets, {needed:.1f} s\)"):
         prepare(tight, "t.yaml", ["127.0.1.10"], now=NOW, protocols=["s7"])

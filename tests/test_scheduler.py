@@ -16,8 +16,9 @@ from otprobe.contract import Kind
 from otprobe.errors import PolicyViolation
 from otprobe.model import Observation, Status, Target
 from otprobe.pacing import ClassLimits, ScanConfig, ScanResult, Scheduler, plan_scan
+from otprobe.profile import scan_config
 
-DEFAULTS = ScanConfig.from_profile()  # the profile's defaults; each config below sets what its tests measure
+DEFAULTS = scan_config()  # the profile's defaults; each config below sets what its tests measure
 PLC = ClassLimits(pps=2.0, burst=1, class_pps=5.0, connect_gap_s=1.0, max_session_s=5.0)
 # global and in-flight caps too wide to bind, so that the plc class's own caps are what a test sees
 LOOSE = replace(DEFAULTS, global_pps=50.0, max_devices_in_flight=64, classes={**DEFAULTS.classes, "plc": PLC})

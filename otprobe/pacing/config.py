@@ -1,9 +1,9 @@
 """The pacing limits a scan runs under, named as in the profile YAML (global_pps, classes, timeouts, retries...).
 
 Safety defaults live in one place, the profile model (`otprobe.profile.Profile`). These dataclasses take every
-safety-relevant value as a required argument and `ScanConfig.from_profile()` fills them from a profile, by default
-one that sets nothing: a library caller is paced exactly like a profile file that leaves every limit unset, never
-looser. What stays defaulted here is what no profile configures (retry backoff, jitter, headroom, deadline).
+safety-relevant value as a required argument and `otprobe.profile.scan_config()` fills them from a profile, by
+default one that sets nothing: a library caller is paced exactly like a profile file that leaves every limit unset,
+never looser. What stays defaulted here is what no profile configures (retry backoff, jitter, headroom, deadline).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from otprobe.contract import Timeouts
-from otprobe.profile import Profile
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,22 +53,6 @@ class ScanConfig:
     def __post_init__(self) -> None:
         if "unknown" not in self.classes:
             raise ValueError("classes must define 'unknown' (devices of no configured class are paced as it)")
-
-    @classmethod
-    def from_profile(cls, profile: Profile | None = None, *, deadline: float | None = None) -> ScanConfig:
-        """The config `profile` asks for; without one, the profile model's defaults (the library's defaults)."""
-        if profile is None:
-            profile = Profile(name="defaults")
-        return cls(
-            global_pps=profile.global_pps,
-            classes={name: ClassLimits(**limits.model_dump()) for name, limits in profile.classes.items()},
-            timeouts=Timeouts(profile.timeouts.connect_s, profile.timeouts.response_s),
-            retries=profile.retries,
-            breaker_failures=profile.breaker.failures,
-            max_devices_in_flight=profile.max_devices_in_flight,
-            deadline=deadline,
-            enabled_intrusive=profile.intrusive_pairs(),
-        )
 
     def class_key(self, device_class: str) -> str:
         """The configured class a device is paced as: its own, else "unknown"."""

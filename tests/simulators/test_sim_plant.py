@@ -20,7 +20,7 @@ from simulators import plant as plant_module
 from simulators.faults import FaultMode
 from simulators.plant import PlantError, PlantStartError, load_plant, relocate, running_plant
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 DEMO = ROOT / "simulators" / "plants" / "demo.yaml"
 STANDARD = ROOT / "simulators" / "plants" / "standard.yaml"
 PORT = 15020

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SIMULATORS = Path(__file__).parent.parent / "simulators"
+SIMULATORS = Path(__file__).parents[2] / "simulators"
 
 
 def imported_modules(path: Path) -> set[str]:

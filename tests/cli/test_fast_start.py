@@ -20,7 +20,7 @@ import pytest
 
 import otprobe
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PROTOCOL_LIBRARIES = ("pymodbus", "snap7", "pycomm3")
 # what a command that reads no profile and no inventory has no use for
 PRINT_ONLY = (*PROTOCOL_LIBRARIES, "pydantic", "yaml", "sqlite3")

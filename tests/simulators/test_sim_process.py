@@ -120,14 +120,16 @@ def test_the_child_stops_when_its_parent_is_killed(tmp_path: Path) -> None:
     script = tmp_path / "parent.py"
     script.write_text(textwrap.dedent(f"""
         import sys, time
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        # the repository (the real simulators package first), this test, its helpers
+        sys.path[:0] = [{str(Path(__file__).parents[2])!r}, {str(Path(__file__).parent)!r},
+                        {str(Path(__file__).parents[1])!r}]
         from test_sim_process import device, plant
         from simulators.process import PlantProcess
         child = PlantProcess(plant("orphan", device("orphan-1", "127.0.31.50"))).start()
         print(child._process.pid, flush=True)
         time.sleep(60)
     """))
-    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, cwd=Path(__file__).parent.parent)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, cwd=Path(__file__).parents[2])
     try:
         line = parent.stdout.readline()  # type: ignore[union-attr]
         assert line, "the parent did not start its plant"

@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from otprobe.cli import app
 from simulators.plant import running_plant
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 SHIFT = 160
 # Options `plan` shares with `scan`, with whether each takes a value; the others only matter once packets flow.

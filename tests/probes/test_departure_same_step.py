@@ -1,6 +1,6 @@
 """The link stamps a packet's departure, and the probe sends it in that same event-loop step.
 
-The caps hold over departure stamps (tests/test_departure.py); they hold at the device only if the packet really
+The caps hold over departure stamps (tests/pacing/test_departure.py); they hold at the device only if the packet really
 leaves when it is stamped. A probe that awaited anything between the link's stamp and the system call (a library
 that sends from a task of its own, a `wait_for` around a connect) would let other tasks run in between, and on a
 busy machine that is where a packet granted on time leaves late. Here a pacer opens a "departure window" at each

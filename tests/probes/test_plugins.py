@@ -23,7 +23,7 @@ from conftest import settled
 
 from simulators.plant import running_plant
 
-EXAMPLE = Path(__file__).resolve().parent / "plugin_example"
+EXAMPLE = Path(__file__).resolve().parents[1] / "plugin_example"
 ADDRESS, PORT = "127.0.161.10", 15061
 # a probe identical to the example but for one more operation, a Modbus write: its package must be refused whole
 WRITER = '''

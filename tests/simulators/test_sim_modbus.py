@@ -19,7 +19,7 @@ from pymodbus.transport.transport import NullModem
 
 from simulators.plant import relocate, running_plant
 
-DEMO = Path(__file__).parent.parent / "simulators" / "plants" / "demo.yaml"
+DEMO = Path(__file__).parents[2] / "simulators" / "plants" / "demo.yaml"
 PORT = 15020
 OBJECT_KEYS = ("vendor_name", "product_code", "revision", "vendor_url", "product_name", "model_name",
                "user_application_name")

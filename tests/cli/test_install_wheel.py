@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # the source trees that install as packages, and where they land; profiles/ stays at the top of the repository
 PACKAGE_ROOTS = {"otprobe": "otprobe", "simulators": "simulators", "profiles": "otprobe/profiles"}
 SHIPPED_PROFILES = sorted(path.stem for path in (REPO / "profiles").glob("*.yaml"))

@@ -11,7 +11,7 @@ from types import ModuleType
 from otprobe.probes import BUILTIN, probe_classes
 from otprobe.safety import is_read_only
 
-GENERATOR = Path(__file__).resolve().parent.parent / "docs" / "operations_table.py"
+GENERATOR = Path(__file__).resolve().parents[2] / "docs" / "operations_table.py"
 
 
 def generator() -> ModuleType:

@@ -2,7 +2,7 @@
 
 `python docs/cli_reference.py` rewrites docs/cli.md; `--check` only compares and exits 1 when the file is stale.
 The whole file is generated: the help is rendered in-process, plain (no escape codes) at a fixed width of 100
-columns, so the text does not depend on the terminal it was generated in. tests/test_docs.py keeps the file and
+columns, so the text does not depend on the terminal it was generated in. tests/cli/test_docs.py keeps the file and
 the help equal.
 """
 

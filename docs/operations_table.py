@@ -2,7 +2,7 @@
 
 `python docs/operations_table.py` rewrites the README section between the `operations` markers with one row per
 operation of every built-in probe, in the registry's order (an installed third-party probe is not part of
-otprobe's README); `--check` only compares and exits 1 when the README is stale. tests/test_readme_operations.py
+otprobe's README); `--check` only compares and exits 1 when the README is stale. tests/cli/test_readme_operations.py
 keeps README and declarations equal, so a new protocol's operations reach the README by running this script.
 """
 

@@ -23,6 +23,10 @@ from dataclasses import dataclass
 from otprobe.contract import Kind, Timeouts
 from otprobe.pacing.bucket import Limiter, TokenBucket
 
+# What a busy machine may add between a close's grant and its FIN leaving (scheduling delay; tens of ms measured
+# beside 4 CPU-bound processes on 2 cores), kept free before the cutoff.
+LATENESS_S = 0.1
+
 
 @dataclass(frozen=True)
 class Slowdown:
@@ -117,11 +121,12 @@ class Pacer:
         self._last_connection = max(self._last_connection, self._limiter.now())
 
     def _reserve(self, kind: Kind) -> float | None:
-        """Time an operation needs after its grant: its reply, then the next token for the close."""
+        """Time an operation needs after its grant: its reply, then the device's next token for the close, and the
+        time a busy machine may add before the close really leaves."""
         if kind is Kind.CLOSE:
             return None
         wait = self._timeouts.connect_s if kind is Kind.CONNECT else self._timeouts.response_s
-        return max(wait, 1.0 / self._bucket.rate)
+        return max(wait, 1.0 / self._bucket.rate) + LATENESS_S
 
     def observe(self, kind: Kind, seconds: float) -> None:
         """Feed one reply time (from the Link); adjusts the device's rate."""

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test tools lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "otprobe needs Python 3.11 or newer")'
@@ -16,17 +16,21 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/otprobe demo
 
-test: $(STAMP)
+test: $(STAMP) tools
 	$(PY) -m ruff check otprobe simulators tests bench
 	$(PY) -m pytest
 
-# bench_stress.py takes kernel packet stamps when tcpdump can capture on lo: installed here only as root with
-# apt-get, and never needed (without it the bench uses the simulated devices' own stamps)
-bench: $(STAMP)
-	@if ! command -v tcpdump >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get install -y -qq tcpdump >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && \
-		apt-get install -y -qq tcpdump >/dev/null 2>&1; } || echo "tcpdump not installed: bench_stress.py uses the devices' stamps"; \
+# Optional system tools, installed only as root with apt-get and never required: nmap lets the tests cross-check
+# otprobe against nmap's scripts on the simulated devices (skipped, saying so, without it); tcpdump gives
+# bench_stress.py kernel packet stamps on lo (without it the simulated devices' own kernel-read stamps are used).
+tools:
+	@missing=""; for tool in nmap tcpdump; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -qq $$missing >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && \
+		apt-get install -y -qq $$missing >/dev/null 2>&1; } || echo "not installed:$$missing (the tests that need them skip)"; \
 	fi
+
+bench: $(STAMP) tools
 	$(PY) bench/run_all.py
 
 clean:

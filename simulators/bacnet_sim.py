@@ -47,7 +47,7 @@ from bacpypes3.primitivedata import CharacterString, Enumerated, ObjectIdentifie
 
 from simulators.faults import Fault
 from simulators.recorder import Recorder
-from simulators.udp_front import Address, DatagramCodec, Exchange, UdpFront
+from simulators.udp_front import Address, DatagramCodec, Exchange, UdpDevice, UdpFront
 
 PROTOCOL = "bacnet"
 DEFAULT_PORT = 47808  # 0xBAC0; also the only source port some devices answer
@@ -343,20 +343,10 @@ class BacnetCodec(DatagramCodec):
 
 # -- the device ------------------------------------------------------------------------------------------------------
 
-class BacnetDevice:
+class BacnetDevice(UdpDevice):
     def __init__(self, host: str, config: BacnetConfig, fault: Fault, recorder: Recorder) -> None:
+        super().__init__(UdpFront(host, config.port, BacnetCodec(config), recorder, fault))
         self.config = config
-        self._front = UdpFront(host, config.port, BacnetCodec(config), recorder, fault)
-
-    @property
-    def port(self) -> int:
-        return self._front.port
-
-    async def start(self) -> None:
-        await self._front.start()
-
-    async def stop(self) -> None:
-        await self._front.stop()
 
     def summary(self) -> str:
         c = self.config

@@ -34,7 +34,7 @@ from pysnmp.proto.secmod.rfc3414.service import UsmSecurityParameters
 
 from simulators.faults import Fault
 from simulators.recorder import Recorder
-from simulators.udp_front import Address, DatagramCodec, Exchange, UdpFront
+from simulators.udp_front import Address, DatagramCodec, Exchange, UdpDevice, UdpFront
 
 PROTOCOL = "snmp"
 DEFAULT_PORT = 161
@@ -408,20 +408,10 @@ class SnmpCodec(DatagramCodec):
 
 # -- the device ------------------------------------------------------------------------------------------------------
 
-class SnmpDevice:
+class SnmpDevice(UdpDevice):
     def __init__(self, host: str, config: SnmpConfig, fault: Fault, recorder: Recorder) -> None:
+        super().__init__(UdpFront(host, config.port, SnmpCodec(config), recorder, fault))
         self.config = config
-        self._front = UdpFront(host, config.port, SnmpCodec(config), recorder, fault)
-
-    @property
-    def port(self) -> int:
-        return self._front.port
-
-    async def start(self) -> None:
-        await self._front.start()
-
-    async def stop(self) -> None:
-        await self._front.stop()
 
     def summary(self) -> str:
         c = self.config

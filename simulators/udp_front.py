@@ -139,3 +139,20 @@ class _Endpoint(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         self.received(data, addr)
+
+
+class UdpDevice:
+    """A simulated device that speaks one datagram protocol through its own UdpFront; subclasses add `summary()`."""
+
+    def __init__(self, front: UdpFront) -> None:
+        self._front = front
+
+    @property
+    def port(self) -> int:
+        return self._front.port
+
+    async def start(self) -> None:
+        await self._front.start()
+
+    async def stop(self) -> None:
+        await self._front.stop()

@@ -42,6 +42,9 @@ READ_ONLY_OPERATIONS: frozenset[tuple[str, str]] = frozenset(
         ("enip", "cip:0x01/class:0x01"),  # Get_Attributes_All, Identity object
         ("enip", "enip:0x66"),  # UnRegisterSession
         ("enip", "tcp:close"),
+        # BACnet/IP: confirmed services, unicast datagrams to the Device object
+        ("bacnet", "bacnet:confirmed:12"),  # ReadProperty, one property (where ReadPropertyMultiple is refused)
+        ("bacnet", "bacnet:confirmed:14"),  # ReadPropertyMultiple, the identity properties at once
     }
 )
 

@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "otprobe"
 # what may name a protocol: the allowlist (reviewed by hand), the registry of built-ins and the probe modules
 PROTOCOL_FILES = {PACKAGE / "safety.py", *(PACKAGE / "probes").glob("*.py")}
-PROTOCOL_WORD = re.compile(r"\b(modbus|s7|enip)\b", re.IGNORECASE)
-LIBRARIES = ("pymodbus", "snap7", "pycomm3")
+PROTOCOL_WORD = re.compile(r"\b(modbus|s7|enip|bacnet)\b", re.IGNORECASE)
+LIBRARIES = ("pymodbus", "snap7", "pycomm3", "bacpypes3")
 
 
 def module_name(path: Path) -> str:
@@ -158,7 +158,7 @@ def test_planning_a_scan_loads_no_protocol_library() -> None:
         "from otprobe.scan import prepare\n"
         "probe_classes()\n"
         "prepared = prepare(load_profile('lab'), 'lab', ['127.0.1.0/28'], now=datetime.now(UTC), check_window=False)\n"
-        "assert prepared.plan.total_packets > 0 and len(prepared.probes) == 3\n"
+        "assert prepared.plan.total_packets > 0 and len(prepared.probes) == len(probe_classes())\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {LIBRARIES!r}))"
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

@@ -33,6 +33,8 @@ FORBIDDEN = [
     ("enip", "cip:0x05/class:0x01"),  # Reset
     ("enip", "cip:0x07/class:0x8E"),  # Stop (the captured CIP stop request)
     ("enip", "cip:0x54/class:0x06"),  # Forward_Open
+    ("bacnet", "bacnet:confirmed:15"),  # WriteProperty
+    ("bacnet", "bacnet:unconfirmed:8"),  # Who-Is (a broadcast by design)
 ]
 
 
@@ -58,11 +60,13 @@ def test_allowlist_names_only_identity_operations_and_transport_steps():
     assert not any(is_read_only(protocol, code) for protocol, code in FORBIDDEN)
     for _protocol, code in READ_ONLY_OPERATIONS:
         kind, _, rest = code.partition(":")
-        assert kind in {"tcp", "fc", "cotp", "s7", "szl", "udp", "enip", "cip"}, code
+        assert kind in {"tcp", "fc", "cotp", "s7", "szl", "udp", "enip", "cip", "bacnet"}, code
         if kind == "s7":
             assert rest == "setup_communication"  # never a job: no read, write, control or up/download
         if kind == "cip":
             assert rest.endswith("/class:0x01")  # the Identity object only
+        if kind == "bacnet":
+            assert rest in {"confirmed:12", "confirmed:14"}  # ReadProperty and ReadPropertyMultiple only
 
 
 def test_allowlist_is_exactly_what_the_probes_declare():

@@ -28,6 +28,7 @@ BUILTIN: dict[str, str] = {
     "s7": "otprobe.probes.s7:S7Probe",
     "enip": "otprobe.probes.enip:EnipProbe",
     "modbus": "otprobe.probes.modbus:ModbusProbe",
+    "bacnet": "otprobe.probes.bacnet:BacnetProbe",
 }
 BUILTIN_PACKAGE = "otprobe (built in)"
 # a probe's name is a profile key (protocols.<name>), a --protocol value and an inventory column: keep it plain

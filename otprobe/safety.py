@@ -45,6 +45,10 @@ READ_ONLY_OPERATIONS: frozenset[tuple[str, str]] = frozenset(
         # BACnet/IP: confirmed services, unicast datagrams to the Device object
         ("bacnet", "bacnet:confirmed:12"),  # ReadProperty, one property (where ReadPropertyMultiple is refused)
         ("bacnet", "bacnet:confirmed:14"),  # ReadPropertyMultiple, the identity properties at once
+        # SNMP: unicast datagrams, configured credentials only; never SetRequest
+        ("snmp", "snmp:get"),  # GetRequest: the system group, and the SNMPv3 discovery (no varbind)
+        ("snmp", "snmp:getnext"),  # GetNextRequest: the next ENTITY-MIB row, where GetBulk is not used
+        ("snmp", "snmp:getbulk"),  # GetBulkRequest: a few ENTITY-MIB rows at once (max-repetitions bounded)
     }
 )
 

@@ -35,6 +35,7 @@ FORBIDDEN = [
     ("enip", "cip:0x54/class:0x06"),  # Forward_Open
     ("bacnet", "bacnet:confirmed:15"),  # WriteProperty
     ("bacnet", "bacnet:unconfirmed:8"),  # Who-Is (a broadcast by design)
+    ("snmp", "snmp:set"),  # SetRequest
 ]
 
 
@@ -60,13 +61,15 @@ def test_allowlist_names_only_identity_operations_and_transport_steps():
     assert not any(is_read_only(protocol, code) for protocol, code in FORBIDDEN)
     for _protocol, code in READ_ONLY_OPERATIONS:
         kind, _, rest = code.partition(":")
-        assert kind in {"tcp", "fc", "cotp", "s7", "szl", "udp", "enip", "cip", "bacnet"}, code
+        assert kind in {"tcp", "fc", "cotp", "s7", "szl", "udp", "enip", "cip", "bacnet", "snmp"}, code
         if kind == "s7":
             assert rest == "setup_communication"  # never a job: no read, write, control or up/download
         if kind == "cip":
             assert rest.endswith("/class:0x01")  # the Identity object only
         if kind == "bacnet":
             assert rest in {"confirmed:12", "confirmed:14"}  # ReadProperty and ReadPropertyMultiple only
+        if kind == "snmp":
+            assert rest in {"get", "getnext", "getbulk"}  # reads only: never set, never a trap or inform
 
 
 def test_allowlist_is_exactly_what_the_probes_declare():

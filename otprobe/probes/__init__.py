@@ -29,6 +29,7 @@ BUILTIN: dict[str, str] = {
     "enip": "otprobe.probes.enip:EnipProbe",
     "modbus": "otprobe.probes.modbus:ModbusProbe",
     "bacnet": "otprobe.probes.bacnet:BacnetProbe",
+    "snmp": "otprobe.probes.snmp:SnmpProbe",
 }
 BUILTIN_PACKAGE = "otprobe (built in)"
 # a probe's name is a profile key (protocols.<name>), a --protocol value and an inventory column: keep it plain

@@ -23,6 +23,15 @@ from test_fin_not_rst import OPTIONS, PROBES, SECTIONS, TIMEOUTS
 from otprobe.contract import Kind
 from otprobe.link import Link
 from otprobe.model import Status, Target
+from otprobe.probes.bacnet import BacnetProbe
+
+# Datagram probes have no FIN to check there, but their packets must leave in the step too. The BACnet device
+# rejects ReadPropertyMultiple, so that the probe sends nine datagrams (the fallback), not one.
+PROBES = {**PROBES, "bacnet": BacnetProbe}
+SECTIONS = {**SECTIONS, "bacnet": {"device_instance": 10401, "object_name": "bCX1-PLANT-ROOM", "vendor_id": 10,
+                                   "vendor_name": "TAC", "model_name": "bCX1-CR", "rpm": False,
+                                   "firmware_revision": "Bootloader 4.500065", "application_software_version": "4.5"}}
+OPTIONS = {**OPTIONS, "bacnet": {}}
 
 PORT = 15031
 
@@ -69,7 +78,8 @@ def _watch(monkeypatch: pytest.MonkeyPatch, device: tuple[str, int], windows: Wi
 
         monkeypatch.setattr(socket.socket, name, watched)
 
-    wrap("connect", lambda sock, address: tuple(address))
+    # a connect() on a datagram socket only fixes its peer and sends nothing: not a packet
+    wrap("connect", lambda sock, address: tuple(address) if sock.type == socket.SOCK_STREAM else None)
     wrap("send", lambda sock, *_: sock.getpeername())
     wrap("sendto", lambda sock, *args: tuple(args[-1]))
     wrap("shutdown", lambda sock, *_: sock.getpeername())

@@ -49,6 +49,17 @@ READ_ONLY_OPERATIONS: frozenset[tuple[str, str]] = frozenset(
         ("snmp", "snmp:get"),  # GetRequest: the system group, and the SNMPv3 discovery (no varbind)
         ("snmp", "snmp:getnext"),  # GetNextRequest: the next ENTITY-MIB row, where GetBulk is not used
         ("snmp", "snmp:getbulk"),  # GetBulkRequest: a few ENTITY-MIB rows at once (max-repetitions bounded)
+        # OPC UA over opc.tcp: discovery on an unsecured channel; the session only for the intrusive BuildInfo read
+        ("opcua", "tcp:connect"),
+        ("opcua", "uacp:HEL"),  # Hello: buffer sizes and endpoint URL (Part 6, 7.1.2.3)
+        ("opcua", "uasc:OPN"),  # OpenSecureChannel, SecurityPolicy None (Part 4, 5.5.2)
+        ("opcua", "ua:GetEndpoints"),  # the server's endpoints, application and certificate (Part 4, 5.4.4)
+        ("opcua", "ua:CreateSession"),  # an anonymous session for BuildInfo, intrusive: a scarce slot (Part 4, 5.6.2)
+        ("opcua", "ua:ActivateSession"),  # with an anonymous identity token (Part 4, 5.6.3)
+        ("opcua", "ua:Read"),  # BuildInfo's variables i=2261-2266 only: the probe can build no other Read (5.10.2)
+        ("opcua", "ua:CloseSession"),  # frees the session slot (Part 4, 5.6.4)
+        ("opcua", "uasc:CLO"),  # CloseSecureChannel, no reply (Part 4, 5.5.3)
+        ("opcua", "tcp:close"),
     }
 )
 

@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "otprobe"
 # what may name a protocol: the allowlist (reviewed by hand), the registry of built-ins and the probe modules
 PROTOCOL_FILES = {PACKAGE / "safety.py", *(PACKAGE / "probes").glob("*.py")}
-PROTOCOL_WORD = re.compile(r"\b(modbus|s7|enip|bacnet|snmp)\b", re.IGNORECASE)
-LIBRARIES = ("pymodbus", "snap7", "pycomm3", "bacpypes3", "pysnmp", "pyasn1")
+PROTOCOL_WORD = re.compile(r"\b(modbus|s7|enip|bacnet|snmp|opcua)\b", re.IGNORECASE)
+LIBRARIES = ("pymodbus", "snap7", "pycomm3", "bacpypes3", "pysnmp", "pyasn1", "asyncua", "cryptography")
 
 
 def module_name(path: Path) -> str:

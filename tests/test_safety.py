@@ -36,6 +36,9 @@ FORBIDDEN = [
     ("bacnet", "bacnet:confirmed:15"),  # WriteProperty
     ("bacnet", "bacnet:unconfirmed:8"),  # Who-Is (a broadcast by design)
     ("snmp", "snmp:set"),  # SetRequest
+    ("opcua", "ua:Write"),  # Write service
+    ("opcua", "ua:Call"),  # Call: methods, e.g. a server state change
+    ("opcua", "ua:FindServers"),  # discovery beyond the one server asked
 ]
 
 
@@ -61,7 +64,8 @@ def test_allowlist_names_only_identity_operations_and_transport_steps():
     assert not any(is_read_only(protocol, code) for protocol, code in FORBIDDEN)
     for _protocol, code in READ_ONLY_OPERATIONS:
         kind, _, rest = code.partition(":")
-        assert kind in {"tcp", "fc", "cotp", "s7", "szl", "udp", "enip", "cip", "bacnet", "snmp"}, code
+        assert kind in {"tcp", "fc", "cotp", "s7", "szl", "udp", "enip", "cip", "bacnet", "snmp",
+                        "uacp", "uasc", "ua"}, code
         if kind == "s7":
             assert rest == "setup_communication"  # never a job: no read, write, control or up/download
         if kind == "cip":
@@ -70,6 +74,8 @@ def test_allowlist_names_only_identity_operations_and_transport_steps():
             assert rest in {"confirmed:12", "confirmed:14"}  # ReadProperty and ReadPropertyMultiple only
         if kind == "snmp":
             assert rest in {"get", "getnext", "getbulk"}  # reads only: never set, never a trap or inform
+        if kind == "ua":  # discovery, the anonymous session and the BuildInfo Read: never Write, Call or Browse
+            assert rest in {"GetEndpoints", "CreateSession", "ActivateSession", "Read", "CloseSession"}
 
 
 def test_allowlist_is_exactly_what_the_probes_declare():

@@ -30,6 +30,7 @@ BUILTIN: dict[str, str] = {
     "modbus": "otprobe.probes.modbus:ModbusProbe",
     "bacnet": "otprobe.probes.bacnet:BacnetProbe",
     "snmp": "otprobe.probes.snmp:SnmpProbe",
+    "opcua": "otprobe.probes.opcua:OpcuaProbe",
 }
 BUILTIN_PACKAGE = "otprobe (built in)"
 # a probe's name is a profile key (protocols.<name>), a --protocol value and an inventory column: keep it plain

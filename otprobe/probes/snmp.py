@@ -289,8 +289,7 @@ class _Session:
                     try:
                         await self._discover()
                     except TimeoutError:
-                        refusals.append("no answer to the SNMPv3 discovery: v3 users skipped")
-                        silent += 1
+                        silent += 1  # no engine id: every v3 user is skipped
                 if self.engine is None:
                     continue
             try:

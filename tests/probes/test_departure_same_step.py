@@ -24,6 +24,7 @@ from otprobe.contract import Kind
 from otprobe.link import Link
 from otprobe.model import Status, Target
 from otprobe.probes.bacnet import BacnetProbe
+from otprobe.probes.snmp import SnmpProbe
 
 # Datagram probes have no FIN to check there, but their packets must leave in the step too. The BACnet device
 # rejects ReadPropertyMultiple, so that the probe sends nine datagrams (the fallback), not one.
@@ -32,6 +33,12 @@ SECTIONS = {**SECTIONS, "bacnet": {"device_instance": 10401, "object_name": "bCX
                                    "vendor_name": "TAC", "model_name": "bCX1-CR", "rpm": False,
                                    "firmware_revision": "Bootloader 4.500065", "application_software_version": "4.5"}}
 OPTIONS = {**OPTIONS, "bacnet": {}}
+# SNMP: the v3 discovery, the user's GetRequest and a GetNext walk of the two entity rows (five datagrams)
+PROBES["snmp"] = SnmpProbe
+SECTIONS["snmp"] = {"sys_descr": "Hirschmann Railswitch", "sys_object_id": "1.3.6.1.4.1.248.14", "sys_name": "rs20",
+                    "v3_users": ["otprobe"], "entities": [{"index": 1, "class": "chassis", "model_name": "RS20"},
+                                                          {"index": 2, "class": "module", "contained_in": 1}]}
+OPTIONS["snmp"] = {"v3_users": [{"user": "otprobe"}], "walk": "getnext"}
 
 PORT = 15031
 

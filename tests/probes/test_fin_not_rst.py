@@ -1,4 +1,4 @@
-"""Every probe ends its connection with FIN, never RST, even against a device that keeps sending; and the three
+"""Every probe ends its connection with FIN, never RST, even against a device that keeps sending; and the TCP
 probes report a connection the device accepted and then reset with one status.
 
 A socket closed with bytes still unread in its receive queue makes the kernel send RST instead of FIN. The hostile
@@ -23,6 +23,7 @@ from otprobe.link import Link
 from otprobe.model import Observation, Status, Target
 from otprobe.probes.enip import EnipProbe
 from otprobe.probes.modbus import ModbusProbe
+from otprobe.probes.opcua import OpcuaProbe
 from otprobe.probes.s7 import S7Probe
 from simulators.recorder import Recorder
 
@@ -35,10 +36,14 @@ SECTIONS: dict[str, dict[str, Any]] = {
     "s7": {"order_code": "6ES7 315-2EH14-0AB0", "hardware_version": 3, "firmware": "V3.2.7", "slot": 2},
     "enip": {"vendor_id": 1, "device_type": 14, "product_code": 154, "revision": "21.11", "serial": 0x6043BF65,
              "product_name": "1769-L18ER/A LOGIX5318ER"},
+    "opcua": {"application_uri": "urn:SIMATIC.S7-1500.OPC-UA.Application:PLC_1", "application_name": "PLC_1",
+              "product_uri": "https://www.siemens.com/s7-1500", "manufacturer_name": "Siemens AG",
+              "product_name": "SIMATIC S7-1500", "software_version": "V2.9.2", "build_number": "2.9.2.4"},
 }
-PROBES: dict[str, type[Probe]] = {"modbus": ModbusProbe, "s7": S7Probe, "enip": EnipProbe}
+PROBES: dict[str, type[Probe]] = {"modbus": ModbusProbe, "s7": S7Probe, "enip": EnipProbe, "opcua": OpcuaProbe}
 # UDP ListIdentity would identify the EtherNet/IP device without any TCP connection: TCP is what is under test.
-OPTIONS: dict[str, dict[str, Any]] = {"modbus": {}, "s7": {"rack_slots": [[0, 2]]}, "enip": {"udp": False}}
+OPTIONS: dict[str, dict[str, Any]] = {"modbus": {}, "s7": {"rack_slots": [[0, 2]]}, "enip": {"udp": False},
+                                     "opcua": {}}
 
 # A reply that never ends, or whose header claims 65,535 bytes, is refused as a protocol error; a reply trickling
 # one byte every 0.25 s does not arrive within the response timeout.

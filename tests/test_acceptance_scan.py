@@ -17,6 +17,7 @@ from conftest import settled
 
 from otprobe.inventory import SqliteStore
 from otprobe.model import Status
+from otprobe.probes import names
 from otprobe.profile import parse_profile
 from otprobe.scan import ScanRun, prepare
 from simulators.plant import running_plant
@@ -24,6 +25,7 @@ from simulators.plant import running_plant
 SHIFT = 130  # the demo plant moved to 127.0.131-139.x: no collision with a demo someone runs on its real addresses
 PLANT_FILE = yaml.safe_load(DEMO.read_text())  # expected identities, read without otprobe or the simulators
 MOVED_PLANT, MOVED_LAB = moved_demo(SHIFT)
+PROBED = set(names())  # the lab profile runs every registered probe on the plant
 DEVICES = {shifted(d["address"], SHIFT): d for d in PLANT_FILE["devices"]}
 EXCLUDED = {shifted(d["address"], SHIFT) for d in PLANT_FILE["devices"] if d["class"] == "safety"}
 SILENT = {shifted(d["address"], SHIFT) for d in PLANT_FILE["devices"] if d.get("fault") == "silent"}
@@ -108,11 +110,11 @@ def test_modbus_identity_matches_plant_file(scanned, ip):
 def test_two_protocol_device_is_one_asset_and_every_asset_has_firmware(scanned):
     _, assets, _, _ = scanned
     by_ip = {a.ip: a for a in assets}
-    two = [ip for ip, d in DEVICES.items() if sum(p in d for p in ("s7", "modbus", "enip")) > 1]
+    two = [ip for ip, d in DEVICES.items() if len(PROBED & set(d)) > 1]
     assert two, "the demo plant must have a device that speaks two protocols"
     for ip in two:
-        assert len(by_ip[ip].protocols) == 2
-    unprobed = {ip for ip, d in DEVICES.items() if not {"s7", "modbus", "enip"} & set(d)}  # BACnet/IP, SNMP: no probe
+        assert len(by_ip[ip].protocols) == len(PROBED & set(DEVICES[ip]))
+    unprobed = {ip for ip, d in DEVICES.items() if not PROBED & set(d)}
     answering = set(DEVICES) - EXCLUDED - SILENT - unprobed
     assert set(by_ip) == answering
     fc17_only = {ip for ip, d in DEVICES.items() if d.get("modbus", {}).get("fc43") is False}
@@ -123,7 +125,7 @@ def test_packets_at_each_device_equal_the_audited_operations(scanned):
     """The contract, for every probe path in the plant: what a device saw is exactly what the links announced."""
     _, _, recorders, audit = scanned
     for ip, device in DEVICES.items():
-        served = {p for p in ("s7", "modbus", "enip") if p in device}
+        served = PROBED & set(device)
         announced = sum(r["packets"] for r in audit
                         if r["type"] == "intent" and r["device"] == ip and r["protocol"] in served)
         recorder = recorders[ip]

@@ -439,3 +439,50 @@ async def test_nmap_reads_what_the_probe_reads_on_port_161(start_plant: Any) -> 
     assert f"snmp-sysdescr: {obs.identity.raw['sys_descr']}" in " ".join(text.split()), text
     assert "engineIDData" in text, text
     assert plant[device["name"]].recorder.violations() == []
+
+
+# -- authNoPriv against an independent agent ---------------------------------------------------------------------------
+
+async def bound(host: str, port: int) -> None:
+    """Until the agent's socket is bound (its transport opens it from a task of its own)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe_socket:
+            try:
+                probe_socket.bind((host, port))
+            except OSError:
+                return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"nothing bound {host}:{port}")
+
+
+async def test_authenticated_user_is_accepted_by_pysnmp_agent_and_a_wrong_key_is_not() -> None:
+    """The simulator's users are noAuthNoPriv only: pysnmp's own agent engine (USM, HMAC-SHA-96) judges the MAC,
+    the engine boots and time the probe sends after discovery."""
+    from pysnmp.carrier.asyncio.dgram import udp
+    from pysnmp.entity import config, engine
+    from pysnmp.entity.rfc3413 import cmdrsp, context
+    from pysnmp.proto.api import v2c
+
+    host, port = "127.0.151.240", 16151
+    agent_engine = engine.SnmpEngine(snmpEngineID=v2c.OctetString(hexValue="800000f80300800000aabb"))
+    config.add_transport(agent_engine, udp.DOMAIN_NAME, udp.UdpTransport().open_server_mode((host, port)))
+    config.add_v3_user(agent_engine, "ops", config.USM_AUTH_HMAC96_SHA, "maplesyrup")
+    config.add_vacm_user(agent_engine, 3, "ops", "authNoPriv", (1, 3, 6, 1, 2, 1))
+    snmp_context = context.SnmpContext(agent_engine)
+    for responder in (cmdrsp.GetCommandResponder, cmdrsp.BulkCommandResponder):
+        responder(agent_engine, snmp_context)
+    agent_engine.transport_dispatcher.job_started(1)
+    agent_engine.open_dispatcher()
+    await bound(host, port)
+    try:
+        obs, link = await probe(host, port, v3_users=[{"user": "ops", "auth_key": "maplesyrup"}])
+        assert obs.status is Status.IDENTIFIED, obs.error
+        assert obs.identity is not None and obs.identity.raw["engine_id"] == "800000f80300800000aabb"
+        assert obs.identity.raw["snmp_device_type"]["enterprise"] == 20408  # pysnmp's own sysObjectID
+        assert obs.identity.raw["credential"] == f"v3 user ops (authNoPriv, sha key {fingerprint('maplesyrup')})"
+        assert link.packets_sent == 3  # discovery, GetRequest, one GetBulk past the (absent) entity table
+        obs, link = await probe(host, port, v3_users=[{"user": "ops", "auth_key": "not-the-key"}])
+        assert obs.status is Status.NO_IDENTITY and "wrong digest" in (obs.error or "")
+        assert link.packets_sent == 2
+    finally:
+        agent_engine.close_dispatcher()

@@ -24,12 +24,13 @@ caps at BUFFER_SIZE bytes bounds the work.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import secrets
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from otprobe.errors import ProtocolError
@@ -203,10 +204,11 @@ class SecureChannel:
 
 # -- decoding --------------------------------------------------------------------------------------------------------
 
+@functools.cache
 def _buffer_type() -> type:
     from asyncua.common.utils import Buffer
 
-    class _Bytes(Buffer):  # type: ignore[misc]
+    class _Bytes(Buffer):
         """asyncua's Buffer, refusing the negative sizes its own read() and skip() would move backwards with."""
 
         def read(self, size: int) -> bytes:
@@ -220,19 +222,15 @@ def _buffer_type() -> type:
             super().skip(size)
 
         def copy(self, size: int = -1) -> Buffer:
+            if size < -1:
+                raise ProtocolError(f"negative length {size}")
             return _Bytes(self._data, self._cur_pos, self._size if size == -1 or size > self._size else size)
 
     return _Bytes
 
 
-_BYTES: type | None = None
-
-
 def _reader(data: bytes) -> Any:
-    global _BYTES
-    if _BYTES is None:  # asyncua is imported when the first reply is read, not with this module
-        _BYTES = _buffer_type()
-    return _BYTES(data)
+    return _buffer_type()(data)  # asyncua is imported when the first reply is read, not with this module
 
 
 @contextmanager
@@ -334,15 +332,6 @@ def parse_acknowledge(frame: bytes) -> Any:
     return ack
 
 
-@dataclass(frozen=True)
-class Response:
-    """A service response's ResponseHeader fields the probe uses; the rest of the message stays in `body`."""
-
-    handle: int
-    service_result: int
-    body: Any = field(repr=False)
-
-
 def _response_header(buf: Any, what: str) -> tuple[int, int]:
     """(RequestHandle, ServiceResult). The AdditionalHeader, an ExtensionObject of any type, is skipped unread."""
     from asyncua import ua
@@ -376,7 +365,8 @@ def _service(frame: bytes, kind: bytes, channel: SecureChannel, expected: int, w
             policy = _string(buf)
             if policy != POLICY_NONE:
                 raise ProtocolError(f"{what}: security policy URI {policy!r}, not {POLICY_NONE}")
-            _bytestring(buf), _bytestring(buf)  # sender certificate, receiver thumbprint: none with policy None
+            _bytestring(buf)  # sender certificate and
+            _bytestring(buf)  # receiver thumbprint: both null with policy None
         else:
             token = _u32(buf)
             if (channel_id, token) != (channel.channel_id, channel.token_id):

@@ -54,12 +54,19 @@ def demo_profile(tmp_path: Path) -> Path:
     return path
 
 
+PROBED = ("modbus", "s7", "enip", "bacnet", "snmp", "opcua")  # what the lab profile probes in the demo plant
+
+
 def expected_firmware(spec: dict[str, Any]) -> str | None:
     """What the simulated device reports as firmware, by the most specific protocol it speaks."""
     if "s7" in spec:
         return spec["s7"]["firmware"]
     if "enip" in spec:
         return spec["enip"]["revision"]
+    if "bacnet" in spec:
+        return spec["bacnet"]["firmware_revision"]
+    if "snmp" in spec:  # the chassis's firmware revision, else its modules'
+        return next(e["firmware_rev"] for e in spec["snmp"]["entities"] if e.get("firmware_rev"))
     modbus = spec["modbus"]
     # the revision is an FC43 object; a device without FC43 answers FC17 only, which has no firmware
     return modbus["revision"].strip() if modbus.get("fc43", True) else None
@@ -103,14 +110,11 @@ async def test_a_demo_plant_scan_gives_one_asset_per_answering_device_each_with_
     by_ip = {d["address"]: d for d in plant["devices"]}
     safety, silent = device(plant, "safety-guardlogix"), device(plant, "legacy-rtu")
     assets = inv.json("inventory", "list")
-    # the BACnet/IP and SNMP devices speak nothing otprobe probes yet: no asset either
-    unprobed = {ip for ip, d in by_ip.items() if not {"modbus", "s7", "enip"} & set(d)}
-    assert len(unprobed) == 2
-    assert sorted(a["ip"] for a in assets) == sorted(set(by_ip) - {safety["address"], silent["address"]} - unprobed)
-    assert len(assets) == len(plant["devices"]) - 2 - len(unprobed) == 17
+    assert sorted(a["ip"] for a in assets) == sorted(set(by_ip) - {safety["address"], silent["address"]})
+    assert len(assets) == len(plant["devices"]) - 2 == 19
     for asset in assets:
         spec = by_ip[asset["ip"]]
-        assert set(asset["protocols"]) == {p for p in ("modbus", "s7", "enip") if p in spec}, spec["name"]
+        assert set(asset["protocols"]) == {p for p in PROBED if p in spec}, spec["name"]
         assert asset["firmware"] == expected_firmware(spec), spec["name"]
     no_firmware = [by_ip[a["ip"]]["name"] for a in assets if a["firmware"] is None]
     assert no_firmware == ["feeder-pm710"]

@@ -126,7 +126,7 @@ CASES: dict[int, list[tuple[str, Callable[[Path], list[str]]]]] = {
         ("deadline in the past", lambda tmp: ["scan", "127.0.213.1", "--profile", "lab", "--deadline",
                                               "2020-01-01T00:00:00+00:00"]),
         ("unknown option", lambda tmp: ["scan", "127.0.213.1", "--fast"]),
-        ("unknown protocol", lambda tmp: ["plan", "127.0.213.1", "--profile", "lab", "--protocol", "bacnet"]),
+        ("unknown protocol", lambda tmp: ["plan", "127.0.213.1", "--profile", "lab", "--protocol", "profinet"]),
         ("bad --port", lambda tmp: ["plan", "127.0.213.1", "--profile", "lab", "--port", "modbus=99999"]),
         ("unknown profile", lambda tmp: ["plan", "127.0.213.1", "--profile", "nosuch"]),
         ("profile that does not validate", lambda tmp: ["profiles", "check", str(REPO / "tests" / "profiles_bad" /

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from otprobe.probes import names
 from otprobe.profile import PROFILES_DIR
 
 REPO = PROFILES_DIR.parent
@@ -66,9 +67,12 @@ async def run_otprobe(*args: str, env: dict[str, str], timeout: float = 60) -> C
 
 def write_profile(path: Path, include: list[str], *, exclude: list[str] | None = None,
                   assign: list[dict[str, str]] | None = None, **overrides: Any) -> Path:
-    """The shipped `lab` profile with its scope replaced (and any top-level key overridden), written to `path`."""
+    """The shipped `lab` profile with its scope replaced (and any top-level key overridden), written to `path`. Given
+    `protocols`, the profile runs exactly those: every other registered probe is disabled."""
     data = yaml.safe_load((PROFILES_DIR / "lab.yaml").read_text())
     data.update(name=path.stem, scope={"include": include, "exclude": exclude or []}, assign=assign or [])
+    if "protocols" in overrides:
+        overrides["protocols"] = {**{name: {"enabled": False} for name in names()}, **overrides["protocols"]}
     data.update(overrides)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

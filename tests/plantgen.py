@@ -26,6 +26,7 @@ import yaml
 
 from otprobe.demo import max_in_window
 from otprobe.inventory import SqliteStore
+from otprobe.probes import names
 from otprobe.profile import Profile, parse_profile
 from otprobe.scan import Prepared, ScanOutcome, ScanRun, prepare
 from simulators.plant import PlantSource, load_plant
@@ -124,9 +125,8 @@ def profile(
     """A profile through the real YAML parser: `classes` (besides a slow `unknown`; max_session_s SESSION_S unless
     given), `assign` (CIDR -> class, first match wins), only `protocols` enabled, on this module's ports; `keys` are
     further top-level keys (global_pps...)."""
-    sections: dict[str, dict[str, Any]] = {
-        name: {"enabled": name in protocols, "port": port} for name, port in PORTS.items()
-    }
+    sections: dict[str, dict[str, Any]] = {name: {"enabled": False} for name in names()}  # only `protocols` run
+    sections.update({name: {"enabled": name in protocols, "port": port} for name, port in PORTS.items()})
     sections["modbus"]["unit_ids"] = list(unit_ids)
     data = {
         "name": "pacing-test",

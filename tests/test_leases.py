@@ -119,8 +119,7 @@ async def test_two_scans_with_their_own_inventories_never_have_a_device_in_fligh
         tmp_path / "two-scans.yaml", ["127.0.87.0/24"], assign=[{"cidr": "127.0.87.0/24", "class": "plc"}],
         classes={"plc": {"pps": PPS, "burst": 1, "connect_gap_s": GAP_S, "max_session_s": 30},
                  "unknown": {"pps": 0.5}},
-        protocols={"modbus": {"port": PORTS["modbus"], "unit_ids": [1, 2]}, "s7": {"enabled": False},
-                   "enip": {"enabled": False}},
+        protocols={"modbus": {"port": PORTS["modbus"], "unit_ids": [1, 2]}},
         global_pps=50, retries=0,
     )
     env = plain_env(tmp_path, OTPROBE_LEASE_DIR=str(tmp_path / "leases"))

@@ -149,3 +149,8 @@ def test_the_documented_cron_line_runs_the_refresh_and_diffs_only_after_a_comple
 def test_cron_md_explains_every_exit_code(code: Exit) -> None:
     text = (DOCS / "cron.md").read_text(encoding="utf-8")
     assert re.search(rf"^\| {int(code)} \| \S", text, re.MULTILINE)
+
+
+def test_the_readme_is_a_front_door_under_15_kb() -> None:
+    # what otprobe is, the two commands, sample output, a tour, exit codes, links; the rest lives in docs/
+    assert len((REPO / "README.md").read_bytes()) < 15_000

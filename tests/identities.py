@@ -30,3 +30,40 @@ M340_OBJECTS = {
     "product_name": "Modicon M340",
     "model_name": "BMX P34 2020",
 }
+
+# Siemens PXC building controller (vendor 7), as BACnet scanners report it.
+BACNET_PXC = {"device_instance": 2098177, "object_name": "AHU-HALL-A", "vendor_id": 7,
+              "vendor_name": "Siemens Building Technologies", "model_name": "Siemens BACnet Field Panel",
+              "firmware_revision": "EPXC V3.5.2", "application_software_version": "AHU-A 2.1"}
+
+# Hirschmann RS20 switch: sysDescr as Greenbone's detection reports it, enterprise 248, an ENTITY-MIB chassis and CPU.
+SNMP_RS20 = {
+    "sys_descr": "Hirschmann Railswitch",
+    "sys_object_id": "1.3.6.1.4.1.248.14",
+    "sys_name": "rs20-hall-a",
+    "communities": ["public", "area"],
+    "v3_users": ["otprobe"],
+    "engine_id": "800000f803ec74bafe1c20",
+    "entities": [
+        {"index": 1, "class": "chassis", "descr": "RS20 chassis", "mfg_name": "Hirschmann",
+         "model_name": "RS20-0800T1T1SDAUHC", "hardware_rev": "1.07", "serial": "943434001"},
+        {"index": 2, "class": "module", "contained_in": 1, "descr": "CPU", "mfg_name": "Hirschmann",
+         "model_name": "RS20-CPU", "firmware_rev": "09.0.08", "software_rev": "L2E-09.0.08"},
+    ],
+}
+
+# S7-1500 OPC UA server.
+OPCUA_S7_1500 = {  # public ApplicationUri/ProductUri patterns; BuildInfo values are plausible, not published ones
+    "application_uri": "urn:SIMATIC.S7-1500.OPC-UA.Application:PLC_1",
+    "application_name": "SIMATIC.S7-1500.OPC-UA.Application:PLC_1",
+    "product_uri": "https://www.siemens.com/s7-1500",
+    "manufacturer_name": "Siemens AG",
+    "product_name": "SIMATIC S7-1500",
+    "software_version": "V2.9.2",
+    "build_number": "2.9.2.4",
+    "build_date": "2021-06-15T00:00:00",
+    "security_modes": ["None", "SignAndEncrypt"],
+    "max_sessions": 2,
+    "certificate": {"common_name": "PLC_1/OPCUA", "organization": "Siemens", "hash": "sha384",
+                    "not_before": "2023-03-01T08:00:00", "valid_days": 7300},
+}

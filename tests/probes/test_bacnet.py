@@ -18,6 +18,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+import identities
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -38,9 +39,7 @@ PORT = 47808
 TIMEOUTS = Timeouts(connect_s=0.5, response_s=0.5)
 _hosts = (f"127.0.150.{n}" for n in itertools.count(1))
 
-PXC = {"device_instance": 2098177, "object_name": "AHU-HALL-A", "vendor_id": 7,
-       "vendor_name": "Siemens Building Technologies", "model_name": "Siemens BACnet Field Panel",
-       "firmware_revision": "EPXC V3.5.2", "application_software_version": "AHU-A 2.1"}
+PXC = identities.BACNET_PXC
 BCX1 = {"device_instance": 10401, "object_name": "bCX1-PLANT-ROOM", "vendor_id": 10, "vendor_name": "TAC",
         "model_name": "bCX1-CR", "firmware_revision": "Bootloader 4.500065", "application_software_version": "4.500065",
         "serial_number": "BCX1-0042"}

@@ -17,6 +17,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import identities
 import pytest
 import yaml
 from cli_helpers import plain_env, run_otprobe, write_profile
@@ -41,20 +42,7 @@ from simulators.recorder import Recorder
 TIMEOUTS = Timeouts(connect_s=0.5, response_s=0.5)
 _hosts = (f"127.0.151.{n}" for n in itertools.count(10))
 
-RS20: dict[str, Any] = {
-    "sys_descr": "Hirschmann Railswitch",
-    "sys_object_id": "1.3.6.1.4.1.248.14",
-    "sys_name": "rs20-hall-a",
-    "communities": ["public", "area"],
-    "v3_users": ["otprobe"],
-    "engine_id": "800000f803ec74bafe1c20",
-    "entities": [
-        {"index": 1, "class": "chassis", "descr": "RS20 chassis", "mfg_name": "Hirschmann",
-         "model_name": "RS20-0800T1T1SDAUHC", "hardware_rev": "1.07", "serial": "943434001"},
-        {"index": 2, "class": "module", "contained_in": 1, "descr": "CPU", "mfg_name": "Hirschmann",
-         "model_name": "RS20-CPU", "firmware_rev": "09.0.08", "software_rev": "L2E-09.0.08"},
-    ],
-}
+RS20 = identities.SNMP_RS20
 SYS_DESCR = (1, 3, 6, 1, 2, 1, 1, 1, 0)
 MODEL_NAME = (1, 3, 6, 1, 2, 1, 47, 1, 1, 1, 1, 13)
 # Written out from the BER layout (RFC 3416 PDUs in an RFC 1901 message): v2c GetRequest sysDescr.0, request id 1,

@@ -15,6 +15,7 @@ import struct
 import time
 from typing import Any
 
+import identities
 import pytest
 
 from simulators.plant import PlantError, load_plant
@@ -22,15 +23,7 @@ from simulators.plant import PlantError, load_plant
 HOST = "127.0.140.10"
 CLIENT = "127.0.140.1"
 BACNET_PORT = 47808
-PXC = {
-    "device_instance": 2098177,
-    "object_name": "AHU-HALL-A",
-    "vendor_id": 7,
-    "vendor_name": "Siemens Building Technologies",
-    "model_name": "Siemens BACnet Field Panel",
-    "firmware_revision": "EPXC V3.5.2",
-    "application_software_version": "AHU-A 2.1",
-}
+PXC = identities.BACNET_PXC
 # the pids nmap's bacnet-info and an identity read ask for, and the values the device above must give
 EXPECTED = {75: ("object", 2098177), 77: PXC["object_name"], 121: PXC["vendor_name"], 120: 7,
             70: PXC["model_name"], 44: PXC["firmware_revision"], 12: PXC["application_software_version"]}

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import identities
 import pytest
 from asyncua import ua
 from asyncua.common.utils import Buffer
@@ -39,20 +40,7 @@ from simulators.recorder import Recorder
 
 PORT = 14840
 _hosts = (f"127.0.142.{n}" for n in itertools.count(100))
-S7_1500 = {  # public ApplicationUri/ProductUri patterns; BuildInfo values are plausible, not published ones
-    "application_uri": "urn:SIMATIC.S7-1500.OPC-UA.Application:PLC_1",
-    "application_name": "SIMATIC.S7-1500.OPC-UA.Application:PLC_1",
-    "product_uri": "https://www.siemens.com/s7-1500",
-    "manufacturer_name": "Siemens AG",
-    "product_name": "SIMATIC S7-1500",
-    "software_version": "V2.9.2",
-    "build_number": "2.9.2.4",
-    "build_date": "2021-06-15T00:00:00",
-    "security_modes": ["None", "SignAndEncrypt"],
-    "max_sessions": 2,
-    "certificate": {"common_name": "PLC_1/OPCUA", "organization": "Siemens", "hash": "sha384",
-                    "not_before": "2023-03-01T08:00:00", "valid_days": 7300},
-}
+S7_1500 = identities.OPCUA_S7_1500
 BUILD_INFO = ua.ObjectIds.Server_ServerStatus_BuildInfo
 PRODUCT_NAME = ua.ObjectIds.Server_ServerStatus_BuildInfo_ProductName
 _hello = struct_to_binary(ua.Hello(ReceiveBufferSize=65535, SendBufferSize=65535))

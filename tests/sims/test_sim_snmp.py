@@ -14,6 +14,7 @@ import socket
 import time
 from typing import Any
 
+import identities
 import pytest
 from pysnmp.hlapi.v3arch.asyncio import (
     CommunityData,
@@ -38,20 +39,7 @@ CLIENT = "127.0.141.1"
 SYS_DESCR, SYS_OBJECT_ID, SYS_UPTIME, SYS_NAME = "1.3.6.1.2.1.1.1.0", "1.3.6.1.2.1.1.2.0", "1.3.6.1.2.1.1.3.0", \
     "1.3.6.1.2.1.1.5.0"
 ENTITY = "1.3.6.1.2.1.47.1.1.1.1"
-RS20 = {
-    "sys_descr": "Hirschmann Railswitch",
-    "sys_object_id": "1.3.6.1.4.1.248.14",
-    "sys_name": "rs20-hall-a",
-    "communities": ["public", "area"],
-    "v3_users": ["otprobe"],
-    "engine_id": "800000f803ec74bafe1c20",
-    "entities": [
-        {"index": 1, "class": "chassis", "descr": "RS20 chassis", "mfg_name": "Hirschmann",
-         "model_name": "RS20-0800T1T1SDAUHC", "hardware_rev": "1.07", "serial": "943434001"},
-        {"index": 2, "class": "module", "contained_in": 1, "descr": "CPU", "mfg_name": "Hirschmann",
-         "model_name": "RS20-CPU", "firmware_rev": "09.0.08", "software_rev": "L2E-09.0.08"},
-    ],
-}
+RS20 = identities.SNMP_RS20
 # golden requests: v2c GetRequest sysDescr.0 (request id 1, community public), GetBulk of entPhysicalModelName
 GET_SYS_DESCR = bytes.fromhex("3026 020101 0406 7075626c6963 a019 020101 020100 020100 300e 300c"
                               "0608 2b06010201010100 0500")

@@ -47,6 +47,7 @@ from bacpypes3.primitivedata import CharacterString, Enumerated, ObjectIdentifie
 
 from simulators.faults import Fault
 from simulators.recorder import Recorder
+from simulators.sections import known_keys
 from simulators.udp_front import Address, DatagramCodec, Exchange, UdpDevice, UdpFront
 
 PROTOCOL = "bacnet"
@@ -132,11 +133,7 @@ def _bool(section: dict[str, Any], key: str, default: bool) -> bool:
 
 def parse_config(section: dict[str, Any]) -> BacnetConfig:
     """Validate a `bacnet:` plant section. Raises ValueError("bacnet.<key>: ...") naming the offending key."""
-    if not isinstance(section, dict):
-        raise ValueError("bacnet: must be a mapping")
-    unknown = sorted(set(section) - set(_KEYS), key=str)
-    if unknown:
-        raise ValueError(f"bacnet.{unknown[0]}: unknown key (known: {', '.join(_KEYS)})")
+    known_keys(section, "bacnet", _KEYS)
     max_apdu = section.get("max_apdu", 1476)
     if max_apdu not in MAX_APDU_SIZES or isinstance(max_apdu, bool):
         raise ValueError(f"bacnet.max_apdu: must be one of {', '.join(map(str, MAX_APDU_SIZES))} (got {max_apdu!r})")

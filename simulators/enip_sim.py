@@ -23,6 +23,7 @@ from simulators import enip_wire as w
 from simulators.faults import Fault
 from simulators.front import HUGE_LENGTH, ConnState, Framing, TcpFront
 from simulators.recorder import Recorder
+from simulators.sections import known_keys
 from simulators.udp_front import Address, DatagramCodec, Exchange, UdpFront
 
 PROTOCOL = "enip"
@@ -71,11 +72,7 @@ def _revision(value: Any) -> tuple[int, int]:
 
 def parse_config(section: dict[str, Any]) -> EnipConfig:
     """Validate an `enip:` plant section. Raises ValueError("enip.<key>: ...") naming the offending key."""
-    if not isinstance(section, dict):
-        raise ValueError("enip: must be a mapping")
-    unknown = sorted(set(section) - set(_KEYS))
-    if unknown:
-        raise ValueError(f"enip.{unknown[0]}: unknown key (known: {', '.join(_KEYS)})")
+    known_keys(section, "enip", _KEYS)
     if "revision" not in section:
         raise ValueError("enip.revision: required")
     name = section.get("product_name")

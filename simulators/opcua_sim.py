@@ -42,6 +42,7 @@ from cryptography.x509.oid import NameOID
 from simulators.faults import Fault
 from simulators.front import HUGE_LENGTH, ConnState, Framing, TcpFront
 from simulators.recorder import Recorder
+from simulators.sections import known_keys
 
 PROTOCOL = "opcua"
 DEFAULT_PORT = 4840
@@ -138,12 +139,7 @@ def _date(section: dict[str, Any], key: str, default: dt.datetime, where: str) -
 
 
 def _certificate(spec: Any, application_name: str) -> CertificateSpec:
-    spec = {} if spec is None else spec
-    if not isinstance(spec, dict):
-        raise ValueError("opcua.certificate: must be a mapping")
-    unknown = sorted(set(spec) - set(_CERT_KEYS))
-    if unknown:
-        raise ValueError(f"opcua.certificate.{unknown[0]}: unknown key (known: {', '.join(_CERT_KEYS)})")
+    spec = known_keys({} if spec is None else spec, "opcua.certificate", _CERT_KEYS)
     hash_name = spec.get("hash", "sha256")
     if hash_name not in HASHES:
         raise ValueError(f"opcua.certificate.hash: must be {' or '.join(HASHES)} (got {hash_name!r})")
@@ -159,11 +155,7 @@ def _certificate(spec: Any, application_name: str) -> CertificateSpec:
 
 def parse_config(section: dict[str, Any]) -> OpcuaConfig:
     """Validate an `opcua:` plant section. Raises ValueError("opcua.<key>: ...") naming the offending key."""
-    if not isinstance(section, dict):
-        raise ValueError("opcua: must be a mapping")
-    unknown = sorted(set(section) - set(_KEYS))
-    if unknown:
-        raise ValueError(f"opcua.{unknown[0]}: unknown key (known: {', '.join(_KEYS)})")
+    known_keys(section, "opcua", _KEYS)
     port = section.get("port", DEFAULT_PORT)
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65_535:
         raise ValueError(f"opcua.port: must be 1-65535 (got {port!r})")

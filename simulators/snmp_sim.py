@@ -34,6 +34,7 @@ from pysnmp.proto.secmod.rfc3414.service import UsmSecurityParameters
 
 from simulators.faults import Fault
 from simulators.recorder import Recorder
+from simulators.sections import known_keys
 from simulators.udp_front import Address, DatagramCodec, Exchange, UdpDevice, UdpFront
 
 PROTOCOL = "snmp"
@@ -124,11 +125,7 @@ def _int(section: dict[str, Any], key: str, low: int, high: int, default: int | 
 
 
 def _entity(where: str, row: Any, indexes: set[int]) -> Entity:
-    if not isinstance(row, dict):
-        raise ValueError(f"snmp.{where}: must be a mapping ({', '.join(_ENTITY_KEYS)})")
-    unknown = sorted(set(row) - set(_ENTITY_KEYS), key=str)
-    if unknown:
-        raise ValueError(f"snmp.{where}.{unknown[0]}: unknown key (known: {', '.join(_ENTITY_KEYS)})")
+    known_keys(row, f"snmp.{where}", _ENTITY_KEYS, shape=", ".join(_ENTITY_KEYS))
     index = _int(row, "index", 1, 2**31 - 1) if "index" in row else None
     if index is None or index in indexes:
         raise ValueError(f"snmp.{where}.index: required, an entPhysicalIndex used once (1 or more)")
@@ -150,11 +147,7 @@ def _entity(where: str, row: Any, indexes: set[int]) -> Entity:
 
 def parse_config(section: dict[str, Any]) -> SnmpConfig:
     """Validate an `snmp:` plant section. Raises ValueError("snmp.<key>: ...") naming the offending key."""
-    if not isinstance(section, dict):
-        raise ValueError("snmp: must be a mapping")
-    unknown = sorted(set(section) - set(_KEYS), key=str)
-    if unknown:
-        raise ValueError(f"snmp.{unknown[0]}: unknown key (known: {', '.join(_KEYS)})")
+    known_keys(section, "snmp", _KEYS)
     if "sys_object_id" not in section:
         raise ValueError("snmp.sys_object_id: required")
     sys_object_id = _oid(section["sys_object_id"], "sys_object_id")

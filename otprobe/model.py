@@ -33,6 +33,16 @@ def parse_version(text: str | None) -> tuple[int, ...] | None:
     return parts or None
 
 
+# What a device is, as its own protocol data says (CIP device type, S7 module data, BACnet vendor and model, the
+# SNMP sysObjectID and ENTITY-MIB classes, OPC UA application type). A closed vocabulary, so that `inventory list
+# --type drive` means the same thing for every protocol; it is never the pacing class, which is set by address
+# before anything is known.
+ASSET_TYPES = (
+    "plc", "safety_plc", "hmi", "drive", "meter", "io_adapter", "switch", "router", "gateway", "rtu",
+    "building_controller", "ups", "server", "other",
+)
+
+
 @dataclass(frozen=True)
 class Target:
     """One address to probe and the device class it was assigned before identification."""
@@ -52,6 +62,7 @@ class Identity:
     product_code: str | None = None  # Modbus ProductCode, S7 order code (MLFB), CIP product code
     device_type: str | None = None
     device_type_id: int | None = None
+    asset_type: str | None = None  # one of ASSET_TYPES, derived from the protocol's own fields by the probe
     serial: str | None = None
     firmware: str | None = None  # exactly as reported
     hardware_version: str | None = None
@@ -70,6 +81,7 @@ class Identity:
             "product_code": self.product_code,
             "device_type": self.device_type,
             "device_type_id": self.device_type_id,
+            "asset_type": self.asset_type,
             "serial": self.serial,
             "firmware": self.firmware,
             "firmware_version": list(self.firmware_version) if self.firmware_version else None,

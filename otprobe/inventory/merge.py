@@ -19,7 +19,7 @@ from otprobe.probes import source_rank
 Rank = Callable[[str, str], int]  # (protocol, identity field) -> how far that protocol's value is trusted
 MERGED_FIELDS = (
     "vendor", "vendor_id", "product_name", "model", "product_code", "device_type", "device_type_id",
-    "serial", "firmware", "hardware_version",
+    "asset_type", "serial", "firmware", "hardware_version",
 )
 
 

@@ -49,6 +49,7 @@ from pydantic import Field
 from otprobe.contract import Category, Int, Kind, Operation, Port, Probe, ProbeLink, ProbeOptions
 from otprobe.errors import ProtocolError
 from otprobe.model import Identity, Observation, Status, Target
+from otprobe.probes import asset_type
 from otprobe.probes import bacnet_wire as wire
 
 STANDARD_PORT = 47808  # 0xBAC0
@@ -233,5 +234,7 @@ def _identity(instance: int, values: dict[int, str | int], errors: dict[int, str
     }
     if errors:
         raw["missing"] = {wire.PROPERTY_NAMES[pid]: reason for pid, reason in errors.items()}
-    return Identity(vendor=text(wire.VENDOR_NAME), vendor_id=vendor_id, product_name=model, model=model,
-                    serial=text(wire.SERIAL_NUMBER), firmware=text(wire.FIRMWARE_REVISION), raw=raw)
+    vendor = text(wire.VENDOR_NAME)
+    return Identity(vendor=vendor, vendor_id=vendor_id, product_name=model, model=model,
+                    asset_type=asset_type.bacnet(vendor, model), serial=text(wire.SERIAL_NUMBER),
+                    firmware=text(wire.FIRMWARE_REVISION), raw=raw)

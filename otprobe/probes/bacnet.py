@@ -30,7 +30,8 @@ Decisions
   * bacpypes3 is only the codec (otprobe.probes.bacnet_wire). Its Application would retry each request 3 times,
     3 s apart, unseen by the pacer, and keep 127.* datagrams to its own port local; this module owns the socket.
   * BACnet has no device-type field: vendor-identifier plus model-name is what the device says it is, kept in
-    raw["device_type"].
+    raw["device_type"]. asset_type is building_controller unless that maker and model name another product line
+    (otprobe.probes.asset_type).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from otprobe.contract import Timeouts
 from otprobe.link import Link
@@ -30,6 +31,14 @@ def test_every_table_row_is_in_the_vocabulary() -> None:
              *(kind for _, kind in tables.snmp_object_ids)}
     assert found <= set(ASSET_TYPES)
     assert len(found) >= 10
+
+
+def test_every_named_source_is_one_the_table_cites() -> None:
+    text = (Path(asset_type.__file__).parents[1] / "data" / "asset_types.yaml").read_text()
+    data = yaml.safe_load(text)
+    named = {row["source"] for section in ("cip_vendor_types", "s7_order_codes", "products", "snmp_object_ids")
+             for row in data[section] if "source" in row}
+    assert named and all(f"#   [{key}]" in text for key in named), named
 
 
 def test_a_type_outside_the_vocabulary_is_refused() -> None:

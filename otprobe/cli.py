@@ -102,7 +102,8 @@ app = typer.Typer(
     help="otprobe: paced, read-only identity and firmware inventory for OT networks.\n\n"
     "Example: otprobe scan 127.0.1.0/24 --profile lab",
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion for bash, zsh, fish and PowerShell (docs/cli.md)
+    add_completion=True,
     cls=_LastResort,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -490,14 +491,77 @@ app.add_typer(audit_app, name="audit")
 
 
 @profiles_app.command("list")
-def profiles_list() -> None:
-    """List the shipped profiles.
+def profiles_list(
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Your own profile files, or folders of them (*.yaml, *.yml), to list beside the shipped ones.",
+        show_default=False)] = None,
+) -> None:
+    """List the shipped profiles, and your own ones given as files or folders, with the file each one is read
+    from. A file that does not validate is listed as invalid, and the exit code is then 2.
 
-    Example: otprobe profiles list
+    Example: otprobe profiles list /etc/otprobe/profiles
     """
-    from otprobe.profile import list_profiles
+    from otprobe.profile import list_profiles, load_profile
 
-    render.generic_table("Profiles", ("name", "description"), [(p.name, p.description) for p in list_profiles()])
+    rows = [(p.name, "shipped", str(p.path), p.description) for p in list_profiles()]
+    invalid = False
+    for path in _profile_files(paths or []):
+        try:
+            loaded = load_profile(path)
+            rows.append((loaded.name, "user", str(path.resolve()), loaded.description))
+        except ProfileError as exc:
+            invalid = True
+            first = str(exc).splitlines()[0]
+            rows.append((path.stem, "user", str(path.resolve()), f"invalid: {first} (see: otprobe profiles check)"))
+    render.generic_table("Profiles", ("name", "source", "file", "description"), rows)
+    if invalid:
+        raise typer.Exit(int(Exit.USAGE))
+
+
+def _profile_files(paths: list[Path]) -> list[Path]:
+    """The files named, and the *.yaml / *.yml files of the folders named, each once, in the order given."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        elif path.exists():
+            files.append(path)
+        else:
+            raise ProfileError(f"{path}: no such profile file or folder")
+    return list(dict.fromkeys(files))
+
+
+def _complete_shipped(incomplete: str) -> list[str]:
+    """Shell completion of a shipped profile's name."""
+    from otprobe.profile_copy import shipped_names
+
+    return [name for name in shipped_names() if name.startswith(incomplete)]
+
+
+@profiles_app.command("copy")
+def profiles_copy(
+    name: Annotated[str, typer.Argument(help="Shipped profile to copy.", autocompletion=_complete_shipped)],
+    file: Annotated[Path, typer.Argument(help="New profile file to write; an existing file is never overwritten.")],
+) -> None:
+    """Write a copy of a shipped profile to FILE, to start a site profile.
+
+    The copy keeps the shipped comments and names itself after FILE; its scope.include is emptied, so it refuses
+    every target until you set the networks you may scan.
+
+    Example: otprobe profiles copy maintenance-window site.yaml
+    """
+    from otprobe.profile_copy import site_copy
+
+    text = site_copy(name, file.stem)
+    try:
+        with file.open("x", encoding="utf-8") as out:  # "x": refuse an existing file, even one created meanwhile
+            out.write(text)
+    except FileExistsError:
+        raise ProfileError(f"{file}: already exists; not overwritten (choose another file name)") from None
+    except OSError as exc:
+        raise ProfileError(f"{file}: cannot write the copy ({exc.strerror or exc})") from None
+    render.info(f"{file}: copy of the shipped profile {name!r}; set scope.include before scanning, then check it "
+                f"with: otprobe profiles check {file}")
 
 
 @profiles_app.command("show")

@@ -65,7 +65,8 @@ def to_html(facts: ScanFacts) -> str:
 
     from otprobe.report.plots import timeline_svg
 
-    plots = [Markup(timeline_svg(timeline)) for timeline in facts.timelines]  # drawn here, from numbers
+    # drawn here from numbers, so inserted as markup
+    plots = [Markup(timeline_svg(timeline, f"plot{n}-")) for n, timeline in enumerate(facts.timelines)]
     return _environment(False).get_template("report.html.j2").render(**_context(facts), plots=plots)
 
 

@@ -115,6 +115,11 @@ class ScanFacts:
     def packets(self) -> int:
         return self.evidence.everything.packets
 
+    @property
+    def excluded(self) -> list[str]:
+        """Addresses the scan named but the profile's scope.exclude kept out (the scan record holds the others)."""
+        return [d.ip for d in self.devices if d.status == Status.EXCLUDED]
+
 
 def gather(store: Store, scan_id: str, audit_path: Path, profile: Profile | None = None) -> ScanFacts:
     """The facts of scan `scan_id` (an id or its unique prefix). `profile`: the one the scan ran with, when the

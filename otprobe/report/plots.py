@@ -16,12 +16,17 @@ if TYPE_CHECKING:
 
 _PROLOGUE = re.compile(r"^.*?(?=<svg\b)", re.DOTALL)
 _METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.DOTALL)
+_REFERENCE = re.compile(r'(\bid="|\bhref="#|url\(#)')
+_EMPTY_PATH = re.compile(r"<path (?![^>]*\bd=)")  # a blank glyph (the space) has no outline
 _COLORS = ("#1f5fa8", "#d9822b")
 _CAP_STYLES = ("--", ":")
 
 
-def timeline_svg(timeline: Timeline) -> str:
-    """One step plot: packets in the trailing 1 s per series against horizontal cap lines."""
+def timeline_svg(timeline: Timeline, prefix: str) -> str:
+    """One step plot: packets in the trailing 1 s per series against horizontal cap lines.
+
+    Every id in it (glyphs, clip paths, lines) and every reference to one starts with `prefix`: several plots share
+    one HTML document, and matplotlib numbers each plot's ids from the same start."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,4 +52,6 @@ def timeline_svg(timeline: Timeline) -> str:
     # svg.hashsalt: the same plot gives the same clip-path ids, so a report is reproducible byte for byte
     with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": "otprobe"}):
         figure.savefig(out, format="svg", metadata={"Date": None})
-    return _METADATA.sub("", _PROLOGUE.sub("", out.getvalue(), count=1), count=1)
+    svg = _METADATA.sub("", _PROLOGUE.sub("", out.getvalue(), count=1), count=1)
+    svg = _REFERENCE.sub(lambda match: match[1] + prefix, svg)
+    return _EMPTY_PATH.sub('<path d="" ', svg)  # HTML's SVG requires the attribute

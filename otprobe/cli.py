@@ -496,8 +496,9 @@ def report(
 ) -> None:
     """Write the record of one scan: what ran, what was found and not covered, and the safety evidence.
 
-    HTML is one self-contained file (inline styles and SVG plots, nothing fetched) that opens offline; Markdown
-    gives the same content for a ticket; json is the `scan --format json` document.
+    HTML is one self-contained file (inline styles and SVG plots, nothing fetched) that opens
+    offline; Markdown gives the same content for a ticket; json is the `scan --format json`
+    document. What each part states: docs/report.md.
 
     Example: otprobe report 20261207T0455 -o scan.html
     """

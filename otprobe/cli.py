@@ -400,6 +400,9 @@ def scan(
     from otprobe.inventory import SqliteStore, default_db_path
     from otprobe.scan import parse_deadline, resume_targets
 
+    if report is not None and not (report.parent.is_dir() and os.access(report.parent, os.W_OK)):
+        # refused before any packet: a scan whose record cannot be written is not one to start
+        raise typer.BadParameter(f"{report}: its folder does not exist or cannot be written", param_hint="--report")
     if ignore_window and not (reason and reason.strip()):
         raise typer.BadParameter("--ignore-window needs --reason \"why\" (it goes into the audit log)",
                                  param_hint="--reason")

@@ -88,3 +88,12 @@ def test_the_plan_is_shown_against_what_happened_when_the_scan_recorded_it(scann
     code, out, _ = report(scanned.second_id, "--db", str(db), "--audit", str(scanned.audit), "--format", "markdown")
     assert code == 0
     assert "planned: 100 (worst case)" in out and "4.5 s expected, 12.2 s worst case" in out
+
+
+def test_a_scan_whose_report_cannot_be_written_is_refused_before_it_starts(tmp_path: Path) -> None:
+    db = tmp_path / "inventory.db"
+    result = CliRunner().invoke(app, ["scan", "127.0.171.9", "--profile", "lab", "--db", str(db),
+                                      "--report", str(tmp_path / "missing" / "r.html")],
+                                prog_name="otprobe", env={"NO_COLOR": "1", "COLUMNS": "200"})
+    assert result.exit_code == 2 and "its folder does not exist or cannot be written" in result.stderr
+    assert not db.exists()  # no scan was opened, so nothing was sent

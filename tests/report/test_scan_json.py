@@ -26,6 +26,7 @@ from report_plant import (
     scanned_fixture,  # noqa: F401 (the session fixture `scanned`)
 )
 
+from otprobe.model import ASSET_TYPES, Status
 from otprobe.probes import names
 from otprobe.report.scan_json import schema
 from simulators.plant import running_plant
@@ -43,6 +44,13 @@ def test_the_schema_ships_as_package_data_and_is_a_valid_schema() -> None:
     shipped = files("otprobe.data").joinpath("scan.schema.json")
     assert json.loads(shipped.read_text(encoding="utf-8")) == schema()
     Draft202012Validator.check_schema(schema())
+
+
+def test_the_schemas_closed_sets_are_the_models() -> None:
+    """The schema names the asset types and statuses again (a schema stands alone): it must not drift."""
+    defs = schema()["$defs"]
+    assert defs["identity_fields"]["properties"]["asset_type"]["enum"] == [*ASSET_TYPES, None]
+    assert defs["status"]["enum"] == [str(status) for status in Status]
 
 
 def test_the_scan_document_validates_and_orders_devices_by_address(scanned: Scanned) -> None:

@@ -7,7 +7,8 @@ before the packet leaves, the outcome after. The one packet that may leave witho
 audit log has failed: closing an open connection is still the safest act, so it goes, and a warning on stderr
 stands in for the record. A pacer that also has `observe` is told how long each successful
 operation took (for adaptive slowdown); one that has `note_closed` learns when the device ended a connection
-itself (`connection_ended`), so that the connection gap counts from that end too. Every probe runs on asyncio
+itself (`connection_ended`), so that the connection gap counts from that end too, and one that has
+`connect_failed` learns when a connect opened nothing, so that no close is owed for it. Every probe runs on asyncio
 streams, so a cancellation (session limit, deadline, second Ctrl-C) always reaches the probe and its close.
 """
 
@@ -54,6 +55,13 @@ class ConnectionTracker(Protocol):
     """Optional pacer side: told when the device ended a connection itself, so that no close of ours was paced."""
 
     def note_closed(self) -> None: ...
+
+
+@runtime_checkable
+class ConnectFailureTracker(Protocol):
+    """Optional pacer side: told when a connect that left opened no connection, so that no close is owed."""
+
+    def connect_failed(self) -> None: ...
 
 
 class AuditSink(Protocol):
@@ -141,6 +149,8 @@ class Link:
             yield op
         except BaseException as exc:
             self._outcome(record, type(exc).__name__, str(exc) or None)
+            if op.kind is Kind.CONNECT and isinstance(self.pacer, ConnectFailureTracker):
+                self.pacer.connect_failed()
             raise
         self._outcome(record, "ok")
         self._observe(op, loop.time() - started)

@@ -7,11 +7,11 @@ byte is pinned to its own line. An intent is written to the file (os.write, unbu
 so a killed process loses nothing; a scan appends to an existing log and continues its chain.
 
 Durability against an OS crash or power loss comes from fsync, done as a group commit by a writer thread (by
-default): it fsyncs whatever has been written since its last fsync, as soon as there is anything, so the event loop
-never waits on the disk (an fsync takes 1-3 ms, which capped a scan at a few hundred packets per second). The window
-that a power loss can cost is the records written after the start of the last fsync that completed: one fsync's
-duration, a few ms (docs/design.md, "The audit log's durability window"). Events (scan start and end, interrupts,
-overrides) still return only once they are on stable storage.
+default): it fsyncs whatever has been written since its last fsync, at most every GROUP_COMMIT_S (5 ms), so the
+event loop never waits on the disk (an fsync takes 1-3 ms, which capped a scan at a few hundred packets per
+second). A power loss can cost the records written after the start of the last fsync that completed: at most 5 ms
+plus one fsync's duration (docs/design.md, "The audit log's durability window"). Events (scan start and end,
+interrupts, overrides) still return only once they are on stable storage.
 
 A hash chain without a key is tamper-evident, not tamper-proof: someone who rewrites every later line can forge
 it, and cutting whole lines off the end leaves a valid shorter chain. Record `VerifyResult.last_hash` elsewhere
@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ from typing import Any
 from otprobe.errors import AuditError
 
 GENESIS = "0" * 64
+# The writer thread starts an fsync at most this often: at thousands of records a second, one fsync per record
+# (or per few) would cost a thread wake-up and a disk flush each. The durability window is this plus one fsync.
+GROUP_COMMIT_S = 0.005
 _RESERVED = frozenset({"seq", "t", "scan", "type", "event", "prev", "h"})
 _SUFFIX_LEN = len(',"h":"') + 64 + len('"}')
 
@@ -100,12 +104,15 @@ class AuditLog:
         self.synced = 0  # of those, lines known to be on stable storage
         self.fsyncs = 0  # fsync calls made, for the group-commit figures
         self._closing = False
+        self._idle = False  # the writer thread waits for lines: the next write wakes it
+        self._sync_waiters = 0  # callers of sync() waiting: the writer thread skips its pause for them
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # unbuffered: a failed write leaves no bytes behind in a buffer to reach the file with a later line
             self._fh = self.path.open("ab", buffering=0)
         except OSError as exc:
             raise AuditError(f"cannot open audit log {self.path}: {exc.strerror}") from None
+        self._size = os.fstat(self._fh.fileno()).st_size  # kept, not asked for at every line: the one writer is us
         self._writer: threading.Thread | None = None
         if fsync:
             self._writer = threading.Thread(target=self._group_commit, name="otprobe-audit-fsync", daemon=True)
@@ -136,7 +143,8 @@ class AuditLog:
             self._append(line + b"\n")
             self._seq, self._prev = seq + 1, _sha256(line)
             self.written += 1
-            self._durable.notify_all()  # wakes the writer thread
+            if self._idle:
+                self._durable.notify_all()  # wakes the writer thread; in its pause it is left to gather lines
             return seq
 
     def _raise_if_failed(self) -> None:
@@ -146,30 +154,34 @@ class AuditLog:
     def _append(self, data: bytes) -> None:
         """Write one whole line or leave the file as it was, so the chain on disk stays valid up to the failure."""
         fd = self._fh.fileno()
-        size = os.fstat(fd).st_size
         try:
             if os.write(fd, data) != len(data):
                 raise OSError(errno.EIO, "short write")
         except OSError as exc:
             self._failed = exc.strerror or str(exc)
             with suppress(OSError):  # if even this fails, `audit verify` reports the cut-off line
-                os.ftruncate(fd, size)
+                os.ftruncate(fd, self._size)
             raise AuditError(f"cannot write audit log {self.path}: {self._failed}") from None
+        self._size += len(data)
 
     def _group_commit(self) -> None:
         """The writer thread: fsync every line written since the last fsync, in one call, until the log closes.
 
-        Lines written while an fsync runs go in the next one; so under load one fsync covers many records, and the
-        records a power loss can cost are those written since the start of the last fsync that completed.
+        Lines written while an fsync runs, and in the GROUP_COMMIT_S pause after it, go in the next one: under load
+        one fsync covers many records, and the records a power loss can cost are those written since the start of
+        the last fsync that completed, at most GROUP_COMMIT_S plus one fsync's time.
         """
         with self._lock:
             while True:
                 while self.synced == self.written and not self._closing and self._failed is None:
+                    self._idle = True
                     self._durable.wait()
+                self._idle = False
                 if self.synced == self.written or self._failed is not None:
                     return  # closing with nothing left to sync, or failed
                 target, fd = self.written, self._fh.fileno()
                 self._lock.release()
+                started = time.monotonic()
                 try:
                     os.fsync(fd)
                     error = None
@@ -183,13 +195,24 @@ class AuditLog:
                 else:
                     self.synced = max(self.synced, target)
                 self._durable.notify_all()
+                # lines gather in the pause; a close or a caller waiting in sync() ends it
+                while not self._closing and not self._sync_waiters:
+                    pause = started + GROUP_COMMIT_S - time.monotonic()
+                    if pause <= 0:
+                        break
+                    self._durable.wait(pause)
 
     def sync(self) -> None:
         """Return once every line written so far is on stable storage (at once without the writer thread)."""
         with self._lock:
             target = self.written
-            while self._writer is not None and self.synced < target and self._failed is None:
-                self._durable.wait()
+            self._sync_waiters += 1
+            try:
+                while self._writer is not None and self.synced < target and self._failed is None:
+                    self._durable.notify_all()
+                    self._durable.wait()
+            finally:
+                self._sync_waiters -= 1
             self._raise_if_failed()
 
     def intent(self, *, device: str, protocol: str, operation: str, code: str, packets: int) -> int:

@@ -4,7 +4,12 @@ Runs 50 acquisitions at 5 per second, one after another ("seq") and as 50 concur
 and prints for each limiter: the most grants in any 1 s and any 0.2 s window (the contract allows 5 and 1), grants
 in the first 10 ms, elapsed, CPU seconds.
 asyncio-throttle (named by a user as a candidate) is measured when installed (`pip install asyncio-throttle`);
-otprobe does not depend on it. Takes about 40 s.
+otprobe does not depend on it.
+
+Then the cost of a grant against the number of waiters: n devices (own bucket at 1,000 pps each) queue under a
+global bucket that binds, each asking again as soon as it is granted, on a virtual clock (tests/vtime.py) so that
+only CPU is measured; CPU microseconds per grant for otprobe's Limiter (heaps) and for the full scan it replaced
+(tests/limiter_reference.py). Takes about 60 s.
 
     .venv/bin/python bench/bench_limiters.py
 """
@@ -16,10 +21,16 @@ import bisect
 import time
 from collections.abc import Awaitable, Callable
 
+import vtime
+from common import table
+from limiter_reference import ScanningLimiter
+
 from otprobe.pacing import Limiter, TokenBucket
 
 RATE = 5
 COUNT = 50
+WAITERS = (10, 100, 1000, 10000)
+GRANTS = 5000
 
 Acquire = Callable[[], Awaitable[object]]
 
@@ -72,7 +83,26 @@ def limiters() -> list[tuple[str, Callable[[], Acquire]]]:
     return found
 
 
-async def main() -> None:
+def grant_cost(make: Callable[[], Limiter | ScanningLimiter], waiters: int) -> float:
+    """CPU microseconds per grant with `waiters` devices always queued under one binding global bucket."""
+    everyone = TokenBucket(10_000.0)
+
+    async def device(limiter: Limiter | ScanningLimiter, granted: list[int]) -> None:
+        own = TokenBucket(1000.0)
+        while granted[0] < GRANTS:
+            await limiter.submit((own, everyone))
+            granted[0] += 1
+
+    async def scenario() -> float:
+        limiter, granted = make(), [0]
+        cpu = time.process_time()
+        await asyncio.gather(*(device(limiter, granted) for _ in range(waiters)))
+        return (time.process_time() - cpu) / granted[0] * 1e6
+
+    return vtime.run(scenario())
+
+
+async def compare() -> None:
     candidates = limiters()
     print(f"{COUNT} acquisitions at {RATE}/s; contract: at most {RATE} in any 1 s window, 1 in the first 10 ms\n")
     print("| limiter | mode | max in any 1 s window | max in any 0.2 s window | burst in first 10 ms | elapsed | CPU |")
@@ -84,5 +114,17 @@ async def main() -> None:
             print(f"| {name} | {mode} | {peak} | {peak_short} | {burst} | {elapsed:.3f} s | {cpu:.3f} s |")
 
 
+def main() -> None:
+    asyncio.run(compare())
+    print(f"\nGrant cost: CPU microseconds per grant, {GRANTS} grants, n waiters always queued under one global "
+          "bucket (virtual clock)\n")
+    rows = []
+    for waiters in WAITERS:
+        heaps = grant_cost(Limiter, waiters)
+        scan = grant_cost(ScanningLimiter, waiters) if waiters <= 1000 else None  # 10,000: minutes of scanning
+        rows.append([waiters, f"{heaps:.1f}", f"{scan:.1f}" if scan is not None else "(not run: minutes)"])
+    table(("waiters", "Limiter (heaps), us per grant", "full scan (the old Limiter), us per grant"), rows)
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -131,15 +131,14 @@ def test_the_same_delays_without_departure_stamps_break_the_cap() -> None:
 
 
 def test_lateness_within_the_absorbed_bound_keeps_the_schedule() -> None:
-    """Granted on time, left 5 ms late (a timer that fired late, a task that resumed late): the next packet is due
-    one interval after the first was due, not after it left, so a 2,000 pps cap is not lost to 1 ms timer steps."""
+    """The second packet leaves 5 ms late (a timer that fired late, a task that resumed late): the third is due one
+    interval after the second was due, not after it left, so a 2,000 pps cap is not lost to 1 ms timer steps."""
 
     async def scenario() -> list[tuple[float, float]]:
         limiter, bucket = Limiter(), TokenBucket(50.0)
-        first = await _send(limiter, (bucket,), 0.0, 0.005)
-        second = await _send(limiter, (bucket,), 0.0, 0.0)
-        return [first, second]
+        return [await _send(limiter, (bucket,), 0.0, late) for late in (0.0, 0.005, 0.0)]
 
-    (g1, d1), (g2, d2) = vtime.run(scenario())
-    assert ABSORBED_LATENESS_S > 0.005 and d1 == pytest.approx(g1 + 0.005)
-    assert g2 == pytest.approx(g1 + 0.02) and d2 == g2  # due at g1 + 1/50, not d1 + 1/50
+    (_, d1), (g2, d2), (g3, d3) = vtime.run(scenario())
+    assert ABSORBED_LATENESS_S > 0.005
+    assert g2 == pytest.approx(d1 + 0.02) and d2 == pytest.approx(g2 + 0.005)
+    assert g3 == pytest.approx(d1 + 0.04) and d3 == g3  # due at d1 + 2/50, not d2 + 1/50

@@ -241,6 +241,15 @@ class Limiter:
         """
         future = asyncio.get_running_loop().create_future()
         buckets = tuple(buckets)
+        now = self.now()
+        if self._nobody_else(now):  # the common case while the caps do not bind: grant at once, no heap
+            ready = max(not_before, *(b.ready_at(count) for b in buckets))
+            latest = math.inf if reserve is None else self.cutoff - reserve - _drain(buckets, closes)
+            if ready <= now and now <= latest:
+                for b in buckets:
+                    b.take(now, count)
+                future.set_result(now)
+                return future
         key = (group, buckets[1:])
         lane = self._lanes.get(key)
         if lane is None:
@@ -289,6 +298,11 @@ class Limiter:
         w.lane.waiters -= 1
         if w.lane.waiters == 0 and self._lanes.get(key) is w.lane:
             del self._lanes[key]
+
+    def _nobody_else(self, now: float) -> bool:
+        """No waiter can go now or is due: a new request that can go now is the only candidate."""
+        sleeping = self._sleeping
+        return (not sleeping or sleeping[0][0] > now) and all(lane.front() is None for lane in self._lanes.values())
 
     def _sleep(self, w: _Waiter, until: float) -> None:
         if until > w.latest(self.cutoff):

@@ -59,15 +59,16 @@ from otprobe.errors import ScanAborted
 
 # Added to each interval so that float rounding can never place two grants closer than exactly 1/rate.
 _EPSILON_S = 1e-9
-# A packet granted or sent at most this late keeps the schedule: the next one is spaced from when this one was due,
-# not from when it went. The loop's timers fire up to 1 ms late (epoll counts in ms), a resumed task runs a little
-# after its grant, and a busy machine deschedules the process for a few ms; spacing every packet from its late
-# instant reached 31 % of a 2,000 pps cap with 200 devices queued (62 % with 2 ms absorbed, 87 % with 10 ms, on
-# the loaded 2-core machine). Absorbing it costs the receiver at most this much once per window (not once per
-# packet: no packet is due earlier than the schedule), which the caps' 2 % headroom covers for every window of
-# 0.5 s and longer. Lateness beyond it (a starved process) still pushes the schedule back, and an idle bucket still
-# saves nothing up.
-ABSORBED_LATENESS_S = 0.01
+# An aggregate bucket (a class's, the scan's) keeps its schedule through lateness up to this much: the next packet
+# is spaced from when this one was due, not from when it went. Its interval is short (0.5 ms at 2,000 pps) while
+# the loop's timers fire up to 1 ms late (epoll counts in ms), a resumed task runs a little after its grant and a
+# busy machine deschedules the process for a few ms; spacing every packet from its late instant reached 31 % of a
+# 2,000 pps cap with 200 devices queued (62 % with 2 ms absorbed, 87 % with 10 ms, on the loaded 2-core machine).
+# The cost at the receiver is at most this much once per window (no packet is ever due earlier than the
+# schedule), which the caps' 2 % headroom covers for every window of 0.5 s and longer. Device buckets absorb nothing
+# (their intervals are long and their contract is exact in every window); lateness beyond the bound (a starved
+# process) still pushes the schedule back, and an idle bucket still saves nothing up.
+AGGREGATE_ABSORB_S = 0.01
 
 
 def _interval(rate: float) -> float:
@@ -79,7 +80,7 @@ def _interval(rate: float) -> float:
 class TokenBucket:
     """GCRA bucket: `rate` tokens per second (may be below 1), at most `burst` at once. Times come from the caller."""
 
-    __slots__ = ("_interval", "_sent_tat", "_tat", "burst", "owed", "rate")
+    __slots__ = ("_interval", "_sent_tat", "_tat", "absorb_s", "burst", "owed", "rate")
 
     def __init__(self, rate: float, burst: int = 1) -> None:
         if burst < 1:
@@ -92,6 +93,7 @@ class TokenBucket:
         # Closes owed by the connections open through this bucket: each will take a token before the cutoff, so a
         # refusable grant leaves them room (Limiter.submit). Kept by the pacers.
         self.owed = 0
+        self.absorb_s = 0.0  # lateness that keeps the schedule: AGGREGATE_ABSORB_S for class and global buckets
 
     @property
     def interval(self) -> float:
@@ -109,7 +111,7 @@ class TokenBucket:
         return self._tat + (count - self.burst) * self._interval
 
     def take(self, now: float, count: int = 1) -> None:
-        self._tat = _due(self._tat, now) + count * self._interval
+        self._tat = _due(self._tat, now, self.absorb_s) + count * self._interval
 
     def departs_at(self, count: int = 1) -> float:
         """Earliest time `count` granted packets may leave together without crowding the packets that already left."""
@@ -117,7 +119,7 @@ class TokenBucket:
 
     def departed(self, at: float, count: int = 1) -> None:
         """`count` packets left at `at`: later grants and departures are spaced from here."""
-        self._sent_tat = _due(self._sent_tat, at) + count * self._interval
+        self._sent_tat = _due(self._sent_tat, at, self.absorb_s) + count * self._interval
         self._tat = max(self._tat, self._sent_tat)
 
     def follow(self, last_sent: float) -> None:
@@ -126,10 +128,10 @@ class TokenBucket:
         self._tat = max(self._tat, self._sent_tat)
 
 
-def _due(tat: float, at: float) -> float:
-    """Where the next interval starts after a packet at `at`: the schedule `tat` if it was at most
-    ABSORBED_LATENESS_S late (or early, within a burst), else `at`."""
-    return tat if at <= tat + ABSORBED_LATENESS_S else at
+def _due(tat: float, at: float, absorb_s: float) -> float:
+    """Where the next interval starts after a packet at `at`: the schedule `tat` if `at` was at most `absorb_s` late
+    (or early, within a burst), else `at`."""
+    return tat if at <= tat + absorb_s else at
 
 
 @dataclass(eq=False)

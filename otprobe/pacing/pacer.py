@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from otprobe.contract import Kind, Timeouts
-from otprobe.pacing.bucket import Limiter, TokenBucket
+from otprobe.pacing.bucket import AGGREGATE_ABSORB_S, Limiter, TokenBucket
 
 # What a busy machine may add between a close's grant and its FIN leaving (scheduling delay; tens of ms measured
 # beside 4 CPU-bound processes on 2 cores), kept free before the cutoff.
@@ -57,6 +57,8 @@ class Pacer:
         self._group = group  # the device's class: open sessions go first within it
         self._bucket = bucket
         self._buckets = (bucket, *shared)
+        for aggregate in shared:  # class and global caps: the schedule survives a late timer (bucket.py)
+            aggregate.absorb_s = AGGREGATE_ABSORB_S
         self._gap = connect_gap_s
         self._timeouts = timeouts or Timeouts()
         self._slowdown = slowdown or Slowdown()

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from limiter_reference import ScanningLimiter
 
 from otprobe.errors import ScanAborted
-from otprobe.pacing.bucket import ABSORBED_LATENESS_S, Limiter, TokenBucket
+from otprobe.pacing.bucket import Limiter, TokenBucket
 
 RATES = (0.2, 0.5, 1.0, 2.0, 3.3, 10.0)
 WINDOWS = (0.5, 1.0, 2.0, 5.0, 7.5)
@@ -31,13 +31,6 @@ def max_in_window(times: list[float], window: float) -> int:
 
 def cap(rate: float, burst: int, window: float) -> int:
     return math.ceil(rate * window) + burst - 1
-
-
-def absorbed_cap(rate: float, burst: int, window: float) -> int:
-    """A bucket keeps its schedule through lateness up to ABSORBED_LATENESS_S (a request arriving that soon after
-    its bucket was due counts as on time), so a window of W holds at most what W plus that allows, once per window;
-    the scheduler's 2 % headroom on every cap covers it for windows of 0.5 s and longer."""
-    return cap(rate, burst, window + ABSORBED_LATENESS_S)
 
 
 async def _grant_times(limiter: Limiter, plan: list[tuple[float, tuple[TokenBucket, ...]]]) -> list[float]:
@@ -63,7 +56,7 @@ def test_single_bucket_never_exceeds_its_window_cap(rate: float, burst: int, off
     times = vtime.run(_grant_times(Limiter(), [(o, (bucket,)) for o in offsets]))
     assert len(times) == len(offsets)
     for window in WINDOWS:
-        assert max_in_window(times, window) <= absorbed_cap(rate, burst, window), (window, times)
+        assert max_in_window(times, window) <= cap(rate, burst, window), (window, times)
 
 
 def test_rate_below_one_spaces_packets_five_seconds_apart_without_burst() -> None:
@@ -102,10 +95,10 @@ def test_device_class_and_global_caps_hold_together(
         by_device[d].append(t)
     class_a_times = [t for d in range(3) for t in by_device[d]]
     for window in WINDOWS:
-        assert max_in_window(times, window) <= absorbed_cap(global_rate, 1, window)
-        assert max_in_window(class_a_times, window) <= absorbed_cap(class_rate, 1, window)
+        assert max_in_window(times, window) <= cap(global_rate, 1, window)
+        assert max_in_window(class_a_times, window) <= cap(class_rate, 1, window)
         for device_times in by_device.values():
-            assert max_in_window(device_times, window) <= absorbed_cap(device_rate, 1, window)
+            assert max_in_window(device_times, window) <= cap(device_rate, 1, window)
 
 
 async def _saturate(limiter: Limiter, buckets: tuple[TokenBucket, ...], until: float) -> list[float]:

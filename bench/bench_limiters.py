@@ -21,9 +21,9 @@ import bisect
 import time
 from collections.abc import Awaitable, Callable
 
-import vtime
 from common import table
 from limiter_reference import ScanningLimiter
+from vtime import run as run_virtual
 
 from otprobe.pacing import Limiter, TokenBucket
 
@@ -99,7 +99,7 @@ def grant_cost(make: Callable[[], Limiter | ScanningLimiter], waiters: int) -> f
         await asyncio.gather(*(device(limiter, granted) for _ in range(waiters)))
         return (time.process_time() - cpu) / granted[0] * 1e6
 
-    return vtime.run(scenario())
+    return run_virtual(scenario())
 
 
 async def compare() -> None:

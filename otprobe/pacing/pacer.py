@@ -3,8 +3,9 @@
 Why: a device must be able to tell us nothing but "slow down". So every operation takes its packets from the
 device's bucket and the shared class/global buckets (one Limiter for the scan), a new connection waits
 `connect_gap_s` after the previous one ended, nothing but a close starts unless it and its close fit before the
-cutoff, and when replies get much slower than the device's own baseline its rate halves, then climbs back one
-step per normal reply (AIMD, as TCP does for congestion).
+cutoff, with room for the other open connections' closes (each connection owes its close on the shared buckets
+from its connect until it ends), and when replies get much slower than the device's own baseline its rate
+halves, then climbs back one step per normal reply (AIMD, as TCP does for congestion).
 
 An operation of n packets takes its n tokens at one instant, because the library sends them back to back: taking
 them one by one and then sending all at the last grant would put n packets right after the previous one.

@@ -13,7 +13,7 @@ busiest 1 s and 10 s windows over all devices and the busiest 1 s window at any 
 and the count of windows over any cap; the scanner's CPU seconds per 1,000 packets (process time of this process,
 all threads, over the scan); the audit log's fsyncs and records per fsync; the load average before and after.
 Packet times are tcpdump's kernel stamps on lo when it can capture there (as bench_stress.py), else the devices'
-own stamps; both are printed when tcpdump runs. About 15 s per run plus the plant's start.
+own stamps; both are printed when tcpdump runs. About 35 s per run on the loaded 2-core machine, plant start included.
 
     .venv/bin/python bench/bench_throughput.py [RUNS]
 """

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +28,8 @@ from sqlalchemy import Connection, bindparam, func, insert, select, text, update
 
 from otprobe.errors import InventoryError
 from otprobe.inventory import records
-from otprobe.inventory.database import create, domain_errors, guarded, upgrade
+from otprobe.inventory.database import create, domain_errors, guarded, redact, upgrade
+from otprobe.inventory.fleet import Count
 from otprobe.inventory.owners import pid_alive
 from otprobe.inventory.reconcile import Decision, KnownAsset, devices_seen, reconcile
 from otprobe.inventory.schema import (
@@ -44,36 +43,18 @@ from otprobe.inventory.schema import (
     scans,
     sites,
 )
+from otprobe.inventory.sites import DEFAULT_SITE, check_site
 from otprobe.inventory.store import ScanRecord, SnapshotRow
 from otprobe.model import Observation, Status
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-DEFAULT_SITE = "default"
-_SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def check_site(name: str) -> str:
-    """A site name as it is stored: letters, digits, '.', '_', '-', at most 64, starting with a letter or digit."""
-    if not _SITE_NAME.match(name):
-        raise ValueError(f"site {name!r}: use letters, digits, '.', '_' and '-' (at most 64, first a letter or digit)")
-    return name
-
+    from otprobe.inventory.central_leases import CentralLeases
+    from otprobe.leases import Leases
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True)
-class FirmwareCount:
-    """How many active assets of one site run one firmware of one vendor's model: a row of the fleet summary."""
-
-    vendor: str | None
-    model: str | None
-    firmware: str | None
-    site: str
-    devices: int
 
 
 class CentralStore:
@@ -90,11 +71,22 @@ class CentralStore:
             self._mark_interrupted()
 
     @property
+    def label(self) -> str:
+        """The database as it may be shown: its URL without the password."""
+        return redact(self.url)
+
+    @property
     def write_site(self) -> str:
         return self.site or DEFAULT_SITE
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def device_leases(self, host: Leases | None = None) -> CentralLeases:
+        """Leases across sensors for the devices of the site this store writes to, each on top of `host`'s."""
+        from otprobe.inventory.central_leases import CentralLeases
+
+        return CentralLeases(self.engine, self.url, self.write_site, host=host)
 
     def _in_site(self, column: Any) -> Any:
         return column == self.site if self.site is not None else True
@@ -369,13 +361,13 @@ class CentralStore:
         return (row.seq, row.hash) if row else None
 
     @guarded
-    def firmware_counts(self) -> list[FirmwareCount]:
+    def firmware_counts(self) -> list[Count]:
         """Active assets per (vendor, model, firmware, site), counted by the database."""
         group = (assets.c.vendor, assets.c.model, assets.c.firmware, assets.c.site)
         query = (select(*group, func.count()).where(assets.c.retired.is_(False), self._in_site(assets.c.site))
                  .group_by(*group))
         with self.engine.connect() as c:
-            return [FirmwareCount(*row) for row in c.execute(query)]
+            return [Count(*row) for row in c.execute(query)]
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:

@@ -17,8 +17,6 @@ from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-import yaml
-
 from otprobe.errors import InventoryError
 
 if TYPE_CHECKING:
@@ -42,6 +40,8 @@ def config_path() -> Path:
 
 def configured(key: str) -> str | None:
     """A key of the configuration file (`db`, `site`); None when the file or the key is absent."""
+    import yaml  # here: the commands that never read the configuration file start without it
+
     path = config_path()
     try:
         data = yaml.safe_load(path.read_text())
@@ -164,3 +164,27 @@ def guarded(method: Callable[Concatenate[_S, _P], _R]) -> Callable[Concatenate[_
             return method(self, *args, **kwargs)
 
     return wrapper
+
+
+def describe(db: str | None) -> str:
+    """The inventory `db` names as it may be shown: a file path, or a URL without its password."""
+    from otprobe.inventory.sqlite import default_db_path
+
+    setting = database_setting(db)
+    if is_central(setting):
+        return redact(setting)  # type: ignore[arg-type]
+    return str(Path(setting) if setting else default_db_path())
+
+
+def audit_beside(setting: str | None) -> Path:
+    """The default audit log: beside the inventory file, or in otprobe's data folder for a central inventory."""
+    from otprobe.inventory.sqlite import default_db_path
+
+    if is_central(setting):
+        return data_dir() / "audit.jsonl"
+    return (Path(setting) if setting else default_db_path()).parent / "audit.jsonl"
+
+
+def data_dir() -> Path:
+    """$XDG_DATA_HOME/otprobe (~/.local/share/otprobe): where a sensor keeps its own files."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "otprobe"

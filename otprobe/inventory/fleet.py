@@ -8,17 +8,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from otprobe.inventory.store import AssetRecord
 from otprobe.model import parse_version
-
-
-class Counted(Protocol):
-    vendor: str | None
-    model: str | None
-    firmware: str | None
-    site: str
-    devices: int
 
 
 @dataclass
@@ -36,10 +29,27 @@ class FirmwareRow:
                 "sites": self.sites}
 
 
+@dataclass(frozen=True)
+class Count:
+    """How many active assets of one site run one firmware of one vendor's model."""
+
+    vendor: str | None
+    model: str | None
+    firmware: str | None
+    site: str
+    devices: int
+
+
+def site_counts(assets: Iterable[AssetRecord], site: str) -> list[Count]:
+    """The counts of one site's active assets (a sensor's own inventory file, which is one site)."""
+    counted = Counter((a.vendor, a.model, a.firmware) for a in assets if not a.retired)
+    return [Count(vendor, model, firmware, site, n) for (vendor, model, firmware), n in counted.items()]
+
+
 UNKNOWN = "(unknown)"  # a device that did not tell: still counted, so that the totals are the fleet
 
 
-def firmware_summary(counts: Iterable[Counted]) -> list[FirmwareRow]:
+def firmware_summary(counts: Iterable[Count]) -> list[FirmwareRow]:
     """Rows by vendor, model, then firmware version in version order (V3.2.10 after V3.2.9)."""
     rows: dict[tuple[str, str, str], FirmwareRow] = {}
     per_site: dict[tuple[str, str, str], Counter[str]] = {}

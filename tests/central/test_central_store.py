@@ -11,9 +11,10 @@ import pytest
 
 from otprobe.errors import InventoryError
 from otprobe.inventory import SqliteStore
-from otprobe.inventory.central import CentralStore, check_site
+from otprobe.inventory.central import CentralStore
 from otprobe.inventory.diff import diff_scans, pick_scans
 from otprobe.inventory.fleet import firmware_summary
+from otprobe.inventory.sites import check_site
 from otprobe.model import Identity, Observation, Status
 
 PORTS = {"s7": 102, "modbus": 502, "enip": 44818}

@@ -20,6 +20,7 @@ SCRIPTS = (
     "bench_limiters.py",  # asyncio-throttle against otprobe's bucket
     "bench_stress.py",  # caps and makespan at the receiver beside 0, 2, 4 and 8 CPU-bound processes
     "bench_startup.py",  # `otprobe --help` and friends against `python -c pass`
+    "bench_central.py",  # central inventory: 10 sites x 5,000 assets, push, list, firmware summary (PG and SQLite)
 )
 
 

@@ -12,7 +12,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
 
-from otprobe.inventory.database import create, head_revision, upgrade
+from otprobe.inventory.database import SCHEMA_REVISION, create, head_revision, upgrade
 from otprobe.inventory.schema import metadata
 
 
@@ -51,6 +51,7 @@ def test_the_migrations_build_schema_py_on_sqlite_and_postgresql_alike(tmp_path:
         for engine in (lite, pg):
             with engine.connect() as connection:
                 assert MigrationContext.configure(connection).get_current_revision() == head_revision()
+        assert head_revision() == SCHEMA_REVISION  # else an up-to-date database would be migrated on every open
     finally:
         lite.dispose()
         pg.dispose()

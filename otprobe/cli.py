@@ -307,7 +307,7 @@ def inventory_push(
         raise typer.BadParameter("give the central inventory's URL (postgresql://...), or `central:` in the config "
                                  "file", param_hint="--to")
     if not is_central(target):
-        raise typer.BadParameter(f"{redact(target)}: not a postgresql:// URL", param_hint="--to")
+        raise typer.BadParameter(f"{redact(target)}: not a database URL (postgresql://...)", param_hint="--to")
     source = db or default_db_path()
     with _closing(CentralStore(target, site=sensor_site(site))) as central:
         report = push(source, central, audit,

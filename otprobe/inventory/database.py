@@ -23,11 +23,13 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 CENTRAL_SCHEMES = ("postgresql", "postgres")  # postgres:// is what many tools print; both mean PostgreSQL
+# sqlite:///file is the shared schema on a file: for trials and tests; a plain path stays the SQLite file store
+URL_SCHEMES = (*CENTRAL_SCHEMES, "sqlite")
 
 
 def is_central(db: str | Path | None) -> bool:
-    """Whether `db` names a database server rather than an inventory file."""
-    return isinstance(db, str) and db.split(":", 1)[0].split("+", 1)[0] in CENTRAL_SCHEMES and "://" in db
+    """Whether `db` is a database URL (the central store) rather than an inventory file's path."""
+    return isinstance(db, str) and db.split(":", 1)[0].split("+", 1)[0] in URL_SCHEMES and "://" in db
 
 
 def config_path() -> Path:

@@ -111,3 +111,19 @@ def test_only_a_central_inventory_loads_sqlalchemy(args: tuple[str, ...], tmp_pa
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(report.read_text()))
     assert loaded.isdisjoint({"sqlalchemy", "alembic", "psycopg"}), sorted(loaded & {"sqlalchemy", "alembic"})
+
+
+def test_a_sqlite_url_opens_the_shared_schema_on_a_file_and_a_path_the_file_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'central.db'}"
+    store = CentralStore(url, site="plant-a")
+    run_scan(store, "s1", PLANT)
+    store.close()
+    code, output = cli("inventory", "list", "--db", url, "--format", "json")
+    assert code == 0, output
+    assert {(a["site"], a["ip"]) for a in json.loads(output)} == {("plant-a", ip) for ip in PLANT}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["central.db"]  # no file named after the URL
+    code, output = cli("inventory", "list", "--db", str(tmp_path / "file.db"), "--format", "json")
+    assert code == 0 and json.loads(output) == [] and (tmp_path / "file.db").exists()

@@ -127,3 +127,24 @@ def test_a_sqlite_url_opens_the_shared_schema_on_a_file_and_a_path_the_file_stor
     assert sorted(p.name for p in tmp_path.iterdir()) == ["central.db"]  # no file named after the URL
     code, output = cli("inventory", "list", "--db", str(tmp_path / "file.db"), "--format", "json")
     assert code == 0 and json.loads(output) == [] and (tmp_path / "file.db").exists()
+
+
+@pytest.mark.parametrize(("option", "expected"), [((), "from-profile"), (("--site", "from-option"), "from-option")])
+def test_a_scan_belongs_to_the_profiles_site_unless_site_is_given(
+    tmp_path: Path, option: tuple[str, ...], expected: str
+) -> None:
+    from cli_helpers import write_profile
+
+    # nothing listens at 127.0.250.1: the connection is refused at once, and the scan ends with no asset
+    profile = write_profile(tmp_path / "zone.yaml", ["127.0.250.0/24"], protocols={"modbus": {"port": 15999}},
+                            retries=0, site="from-profile")
+    url = f"sqlite:///{tmp_path / 'central.db'}"
+    env = {"OTPROBE_LEASE_DIR": str(tmp_path / "leases")}
+    code, output = cli("scan", "127.0.250.1", "--profile", str(profile), "--db", url, "--audit",
+                       str(tmp_path / "audit.jsonl"), "--quiet", *option, env=env)
+    assert code == 0, output
+    store = CentralStore(url)
+    try:
+        assert store.scan_sites() == {store.scans()[0].id: expected}
+    finally:
+        store.close()

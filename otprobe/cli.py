@@ -129,6 +129,18 @@ def _site(value: str | None) -> str | None:
         raise typer.BadParameter(str(exc), param_hint="--site") from None
 
 
+def _sensor_site(option: str | None, profile_site: str | None = None) -> str:
+    """The site a sensor writes to (`sites.sensor_site`); a bad name from the environment or the config file is a
+    usage error too."""
+    from otprobe.inventory.sites import sensor_site
+
+    try:
+        return sensor_site(option, profile_site)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{exc} (from --site, the profile, $OTPROBE_SITE or the config file)",
+                                 param_hint="--site") from None
+
+
 SiteOption = Annotated[
     str | None,
     typer.Option("--site", callback=_site, help="Only this site of a central inventory (default: $OTPROBE_SITE, "
@@ -300,8 +312,6 @@ def inventory_push(
     from otprobe.inventory.central import CentralStore
     from otprobe.inventory.database import configured, is_central, redact
     from otprobe.inventory.push import push
-    from otprobe.inventory.sites import sensor_site
-
     target = to or configured("central")
     if not target:
         raise typer.BadParameter("give the central inventory's URL (postgresql://...), or `central:` in the config "
@@ -309,7 +319,7 @@ def inventory_push(
     if not is_central(target):
         raise typer.BadParameter(f"{redact(target)}: not a database URL (postgresql://...)", param_hint="--to")
     source = db or default_db_path()
-    with _closing(CentralStore(target, site=sensor_site(site))) as central:
+    with _closing(CentralStore(target, site=_sensor_site(site))) as central:
         report = push(source, central, audit,
                       on_scan=lambda scan_id, n: render.info(f"sent scan {scan_id}: {n} observations"))
         label = central.label
@@ -338,12 +348,11 @@ def inventory_firmware(
     Example: otprobe inventory firmware --db postgresql://reader@127.0.0.1/otprobe --site plant-a
     """
     from otprobe.inventory.fleet import firmware_summary, site_counts
-    from otprobe.inventory.sites import sensor_site
 
     with _closing(open_store(db, site)) as store:
         # a central store counts in the database; a sensor's file is one site, its own
         counts = (store.firmware_counts() if hasattr(store, "firmware_counts")
-                  else site_counts(store.assets(), sensor_site(site)))
+                  else site_counts(store.assets(), _sensor_site(site)))
     rows = firmware_summary(counts)
     if fmt is Format.json:
         render.print_json([row.as_dict() for row in rows])
@@ -526,10 +535,9 @@ def scan(
         leases = None
         if is_central(setting):
             from otprobe.inventory.central import CentralStore
-            from otprobe.inventory.sites import sensor_site
 
             if isinstance(store, CentralStore):  # always, for a central URL
-                store.site = sensor_site(site, prepared.profile.site)
+                store.site = _sensor_site(site, prepared.profile.site)
                 leases = store.device_leases()  # across sensors, on top of the host-wide leases
                 render.info(f"recording into {store.label} as site {store.site}", quiet)
         outcome = asyncio.run(_run_scan(prepared, store, audit or audit_beside(setting), now, quiet, leases))

@@ -148,3 +148,9 @@ def test_a_scan_belongs_to_the_profiles_site_unless_site_is_given(
         assert store.scan_sites() == {store.scans()[0].id: expected}
     finally:
         store.close()
+
+
+def test_a_bad_site_in_the_environment_is_a_usage_error(tmp_path: Path) -> None:
+    code, output = cli("inventory", "push", "--to", f"sqlite:///{tmp_path / 'c.db'}", "--db",
+                       str(tmp_path / "sensor.db"), env={"OTPROBE_SITE": "not a site"})
+    assert code == 2 and "$OTPROBE_SITE" in output and "Traceback" not in output

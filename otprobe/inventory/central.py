@@ -116,6 +116,8 @@ class CentralStore:
         with self.engine.begin() as c:
             site = c.execute(select(scans.c.site).where(scans.c.id == scan_id)).scalar_one()
             self._lock_site(c, site)
+            if c.execute(select(scans.c.status).where(scans.c.id == scan_id)).scalar_one() != "running":
+                return  # two commands closing a killed scan at once: the first did
             self._reconcile(c, scan_id, site, self._now())
             counts = Counter(row.status for row in c.execute(
                 select(observations.c.status).where(observations.c.scan_id == scan_id)))

@@ -5,16 +5,19 @@ keep equal addresses apart, a serial seen at another site is a cross-site move, 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from central_plant import PLANT, later, run_scan
+from central_plant import PLANT, PORTS, later, obs, run_scan
 
 from otprobe.errors import InventoryError
 from otprobe.inventory import SqliteStore
 from otprobe.inventory.central import CentralStore
 from otprobe.inventory.diff import diff_scans, pick_scans
 from otprobe.inventory.fleet import firmware_summary
+from otprobe.inventory.schema import scans
 from otprobe.inventory.sites import check_site
 
 
@@ -112,3 +115,24 @@ def test_a_password_never_appears_in_an_error(tmp_path: Path) -> None:
         CentralStore(url)
     assert "s3cr3t-Pw" not in str(caught.value)
     assert "postgresql://sensor:***@127.0.0.1:1/inventory" in str(caught.value)
+
+
+def test_a_killed_scan_is_closed_as_interrupted_once_however_many_open_the_store(any_url: str) -> None:
+    store = CentralStore(any_url, site="plant-a")
+    run_scan(store, "s1", PLANT)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    store.begin_scan("s2", "lab", sorted(PLANT), protocols=list(PORTS))
+    store.add_observation("s2", obs("127.0.1.10", "s7", **dict(PLANT["127.0.1.10"][0][1], firmware="V3.2.8")))
+    with store.engine.begin() as c:  # as if its process had been killed: its pid no longer runs
+        c.execute(scans.update().where(scans.c.id == "s2").values(pid=int(dead.stdout)))
+    store.close()
+    first, second = CentralStore(any_url), CentralStore(any_url)  # the first closes it, the second finds it closed
+    try:
+        assert [(s.id, s.status) for s in second.scans()] == [("s1", "complete"), ("s2", "interrupted")]
+        assert sorted(second.missing("s2")) == ["127.0.1.10", "127.0.2.11", "127.0.3.10"]
+        siemens = second.asset("127.0.1.10")
+        assert siemens.firmware == "V3.2.8"  # what the killed scan saw still counts
+        assert [e["kind"] for e in second.history(siemens.id)["events"]] == ["new", "firmware_changed"]
+    finally:
+        first.close()
+        second.close()

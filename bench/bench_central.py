@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -92,12 +93,12 @@ def measure(label: str, url: str, sensors: list[Path], extra_scan: Path, assets_
         store = CentralStore(url, site=f"site-{site:02d}")
         push(path, store)
         store.close()
-    rows.append([label, f"push 10 sites x 2 scans ({assets_total:,} assets, build)",
+    rows.append([label, f"push {len(sensors)} sites x 2 scans ({assets_total:,} assets, build)",
                  f"{time.perf_counter() - load_start:.1f}", ""])
     sensor = CentralStore(url, site="site-00")
     seconds, report = timed(lambda: push(extra_scan, sensor))
     sensor.close()
-    rows.append([label, f"push one sensor's 1,000-device scan ({report.observations} observations)",  # type: ignore[attr-defined]
+    rows.append([label, f"push one sensor's next scan ({report.observations} devices)",  # type: ignore[attr-defined]
                  f"{seconds:.2f}", "< 5"])
     everything = CentralStore(url)
     seconds, assets = timed(everything.assets)
@@ -132,22 +133,17 @@ def postgres(server: str) -> tuple[str, Callable[[], None]] | None:
     return make_url(server).set(database=name).render_as_string(hide_password=False), drop
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sites", type=int, default=10)
-    parser.add_argument("--assets", type=int, default=5000, help="devices per site")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="otprobe-bench-central-"))
+def run(work: Path, sites: int, per_site: int) -> list[list[object]]:
     start = time.perf_counter()
     sensors = []
-    for site in range(args.sites):
+    for site in range(sites):
         sensors.append(work / f"site-{site:02d}.db")
-        sensor_inventory(sensors[-1], site, args.assets, scans=2)
+        sensor_inventory(sensors[-1], site, per_site, scans=2)
     extra = work / "site-00-next.db"  # site-00's sensor, a later scan of 1,000 of its devices
-    sensor_inventory(extra, 0, 1000, scans=1)
-    print(f"{args.sites} sensor inventories of {args.assets:,} devices, two scans each, written in "
+    sensor_inventory(extra, 0, min(1000, per_site), scans=1)
+    print(f"{sites} sensor inventories of {per_site:,} devices, two scans each, written in "
           f"{time.perf_counter() - start:.1f} s\n")
-    total = args.sites * args.assets
+    total = sites * per_site
     rows = measure("SQLite", f"sqlite:///{work / 'central.db'}", sensors, extra, total)
     server = os.environ.get("OTPROBE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
     found = postgres(server)
@@ -157,6 +153,19 @@ def main() -> int:
             rows = measure("PostgreSQL", url, sensors, extra, total) + rows
         finally:
             drop()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sites", type=int, default=10)
+    parser.add_argument("--assets", type=int, default=5000, help="devices per site")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="otprobe-bench-central-"))
+    try:
+        rows = run(work, args.sites, args.assets)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     table(["database", "operation", "seconds", "target"], rows)
     return 0
 

@@ -17,6 +17,8 @@ from typer.testing import CliRunner
 from otprobe.cli import app
 from otprobe.inventory.central import CentralStore
 
+pytest_plugins = ("central_pg",)  # the PostgreSQL fixtures (a conftest.py here would shadow the suite's)
+
 SECRET = "s3cr3t-Pw"
 UNREACHABLE = f"postgresql://sensor:{SECRET}@127.0.0.1:1/otprobe?connect_timeout=2"
 

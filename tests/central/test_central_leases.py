@@ -22,6 +22,8 @@ from otprobe.inventory.central_leases import CentralLeases, _Taken
 from otprobe.leases import Handover, Leases
 from simulators.process import PlantProcess
 
+pytest_plugins = ("central_pg",)  # the PostgreSQL fixtures (a conftest.py here would shadow the suite's)
+
 
 class Clocks:
     """A wall clock and a monotonic clock the test moves together."""

@@ -20,6 +20,8 @@ from otprobe.inventory.fleet import firmware_summary
 from otprobe.inventory.schema import scans
 from otprobe.inventory.sites import check_site
 
+pytest_plugins = ("central_pg",)  # the PostgreSQL fixtures (a conftest.py here would shadow the suite's)
+
 
 def test_the_same_scans_give_the_same_inventory_as_the_sqlite_store(any_url: str, tmp_path: Path) -> None:
     local = SqliteStore(tmp_path / "local.db")

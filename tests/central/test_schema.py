@@ -15,6 +15,8 @@ from sqlalchemy.engine import Engine
 from otprobe.inventory.database import SCHEMA_REVISION, create, head_revision, upgrade
 from otprobe.inventory.schema import metadata
 
+pytest_plugins = ("central_pg",)  # the PostgreSQL fixtures (a conftest.py here would shadow the suite's)
+
 
 def shape(engine: Engine) -> dict[str, Any]:
     """Tables, columns (name, nullability, generic type), keys and indexes, as the database reports them."""

@@ -27,6 +27,8 @@ from otprobe.inventory.central import CentralStore
 from otprobe.inventory.push import push
 from simulators.process import PlantProcess
 
+pytest_plugins = ("central_pg",)  # the PostgreSQL fixtures (a conftest.py here would shadow the suite's)
+
 SHIFT = 160
 SITES = ("north", "south", "east")
 

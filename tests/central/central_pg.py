@@ -1,4 +1,5 @@
-"""A real PostgreSQL for the central store's tests, and a throwaway database on it for each test.
+"""A real PostgreSQL for the central store's tests, and a throwaway database on it for each test (fixtures the test
+modules import: a conftest.py here would shadow the suite's own `conftest` module, which tests import helpers from).
 
 The server, in order: `$OTPROBE_TEST_PG` (a URL of a role that may create databases); the local server at
 127.0.0.1:5432 (trust authentication, database `postgres`); a throwaway server started from the installed

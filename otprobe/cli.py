@@ -312,6 +312,7 @@ def inventory_push(
     from otprobe.inventory.central import CentralStore
     from otprobe.inventory.database import configured, is_central, redact
     from otprobe.inventory.push import push
+
     target = to or configured("central")
     if not target:
         raise typer.BadParameter("give the central inventory's URL (postgresql://...), or `central:` in the config "

@@ -21,6 +21,8 @@ SCRIPTS = (
     "bench_stress.py",  # caps and makespan at the receiver beside 0, 2, 4 and 8 CPU-bound processes
     "bench_startup.py",  # `otprobe --help` and friends against `python -c pass`
     "bench_central.py",  # central inventory: 10 sites x 5,000 assets, push, list, firmware summary (PG and SQLite)
+    "bench_nmap_cost.py",  # packets per identified device at the simulated device: otprobe against nmap's scripts
+    "bench_report.py",  # `otprobe report` time and size for 20, 250 and 1,000 devices
 )
 
 

@@ -122,7 +122,7 @@ async def test_two_sensors_scanning_one_plant_into_one_central_inventory_never_h
     with PlantProcess(plant("two-sensors", devices)) as plants:
         runs = [
             run_otprobe("scan", *addresses, "--profile", str(profile), "--db", pg_url, "--site", "plant-a",
-                        "--audit", str(tmp_path / f"audit{n}.jsonl"), "--format", "json",
+                        "--audit", str(tmp_path / f"audit{n}.jsonl"), "--format", "jsonl",
                         env=plain_env(tmp_path, OTPROBE_LEASE_DIR=str(tmp_path / f"host{n}"),
                                       OTPROBE_CONFIG=str(tmp_path / "none.yaml")), timeout=120)
             for n in (1, 2)
@@ -131,7 +131,7 @@ async def test_two_sensors_scanning_one_plant_into_one_central_inventory_never_h
         recorders = plants.recorders_by_address()
     for result in results:
         assert result.code == 0, result.stderr
-        assert {row["status"] for row in result.json()} == {"identified"}
+        assert {row["status"] for row in result.rows()} == {"identified"}
     for address in addresses:
         recorder = recorders[address]
         connections = sorted(recorder.connections, key=lambda c: c.opened_mono)

@@ -22,6 +22,7 @@ SCRIPTS = (
     "bench_throughput.py",  # one process against a 2,000 pps global cap on 1,000 devices: rate, caps, CPU per packet
     "bench_deadline.py",  # margins of the last packet and the last FIN before the deadline beside 4 CPU-bound processes
     "bench_startup.py",  # `otprobe --help` and friends against `python -c pass`
+    "bench_central.py",  # central inventory: 10 sites x 5,000 assets, push, list, firmware summary (PG and SQLite)
     "bench_nmap_cost.py",  # packets per identified device at the simulated device: otprobe against nmap's scripts
     "bench_report.py",  # `otprobe report` time and size for 20, 250 and 1,000 devices
 )

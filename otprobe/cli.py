@@ -34,7 +34,7 @@ from otprobe.errors import (
 from otprobe.probes import names as probe_names
 
 if TYPE_CHECKING:
-    from otprobe.inventory import SqliteStore
+    from otprobe.inventory import Store
 
 
 class Exit(IntEnum):
@@ -127,18 +127,55 @@ app.add_typer(inventory_app, name="inventory")
 app.add_typer(scans_app, name="scans")
 
 DbOption = Annotated[
-    Path | None,
-    typer.Option("--db", help="Inventory file (default: $OTPROBE_DB or ~/.local/share/otprobe/inventory.db).",
-                 show_default=False),
+    str | None,
+    typer.Option("--db", help="Inventory file, or a postgresql:// URL of a central inventory (default: $OTPROBE_DB, "
+                 "the config file's db, else ~/.local/share/otprobe/inventory.db).", show_default=False),
+]
+
+
+def _site(value: str | None) -> str | None:
+    from otprobe.inventory.sites import check_site
+
+    try:
+        return check_site(value) if value is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--site") from None
+
+
+def _sensor_site(option: str | None, profile_site: str | None = None) -> str:
+    """The site a sensor writes to (`sites.sensor_site`); a bad name from the environment or the config file is a
+    usage error too."""
+    from otprobe.inventory.sites import sensor_site
+
+    try:
+        return sensor_site(option, profile_site)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{exc} (from --site, the profile, $OTPROBE_SITE or the config file)",
+                                 param_hint="--site") from None
+
+
+SiteOption = Annotated[
+    str | None,
+    typer.Option("--site", callback=_site, help="Only this site of a central inventory (default: $OTPROBE_SITE, "
+                 "else every site).", show_default=False),
 ]
 
 
 # The inventory is imported by the commands that use it, not here: `otprobe --help` and the commands that only
-# read profiles start faster without it.
-def open_store(db: Path | None) -> SqliteStore:
-    from otprobe.inventory import SqliteStore, default_db_path
+# read profiles start faster without it; SQLAlchemy only for a central inventory.
+def open_store(db: str | None, site: str | None = None) -> Store:
+    """The SQLite inventory file, or the central inventory when the database setting is a postgresql:// URL (read
+    for `site`, else $OTPROBE_SITE, else every site)."""
+    from otprobe.inventory.database import database_setting, is_central
 
-    return SqliteStore(db or default_db_path())
+    setting = database_setting(db)
+    if not is_central(setting):
+        from otprobe.inventory import SqliteStore, default_db_path
+
+        return SqliteStore(Path(setting) if setting else default_db_path())
+    from otprobe.inventory.central import CentralStore
+
+    return CentralStore(setting, site=site or _site(os.environ.get("OTPROBE_SITE") or None))
 
 
 def _print_version(asked: bool) -> None:
@@ -182,9 +219,9 @@ def inventory_list(
     if fmt is Format.json:
         render.print_json([a.__dict__ for a in assets])
     elif not assets:
-        from otprobe.inventory import default_db_path
+        from otprobe.inventory.database import describe
 
-        render.info(f"no assets in {db or default_db_path()}: run `otprobe scan` (or `otprobe demo`) first")
+        render.info(f"no assets in {describe(db)}: run `otprobe scan` (or `otprobe demo`) first")
     else:
         render.assets_table(assets)
 
@@ -260,6 +297,84 @@ def inventory_export(
         except OSError as exc:
             render.error_line(f"cannot write {output}: {exc.strerror or exc}")
             raise typer.Exit(int(Exit.ERROR)) from None
+
+
+@inventory_app.command("push")
+def inventory_push(
+    to: Annotated[str | None, typer.Option(
+        "--to", show_default=False,
+        help="postgresql:// URL of the central inventory (default: the config file's central).")] = None,
+    db: Annotated[Path | None, typer.Option(
+        "--db", show_default=False,
+        help="The sensor's inventory file (default: $OTPROBE_DB or ~/.local/share/otprobe/inventory.db).")] = None,
+    site: Annotated[str | None, typer.Option(
+        "--site", callback=_site, show_default=False,
+        help="Site the sensor's scans belong to (default: $OTPROBE_SITE, the config file's site, else default).")]
+    = None,
+    audit: Annotated[Path | None, typer.Option(
+        help="Audit log whose chain heads go along (default: audit.jsonl beside the inventory).")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
+) -> None:
+    """Send a sensor's scans to the central inventory: those it lacks, with observations and audit-chain heads.
+
+    Repeated, it sends nothing and says so; interrupted, the next push sends the rest. The file is only read.
+
+    Example: otprobe inventory push --to postgresql://sensor@127.0.0.1/otprobe --site plant-a
+    """
+    from otprobe.inventory import default_db_path
+    from otprobe.inventory.central import CentralStore
+    from otprobe.inventory.database import configured, is_central, redact
+    from otprobe.inventory.push import push
+
+    target = to or configured("central")
+    if not target:
+        raise typer.BadParameter("give the central inventory's URL (postgresql://...), or `central:` in the config "
+                                 "file", param_hint="--to")
+    if not is_central(target):
+        raise typer.BadParameter(f"{redact(target)}: not a database URL (postgresql://...)", param_hint="--to")
+    source = db or default_db_path()
+    with _closing(CentralStore(target, site=_sensor_site(site))) as central:
+        report = push(source, central, audit,
+                      on_scan=lambda scan_id, n: render.info(f"sent scan {scan_id}: {n} observations"))
+        label = central.label
+    if fmt is Format.json:
+        render.print_json({"to": label, "site": central.write_site, **report.__dict__})
+        return
+    if report.sent:
+        render.info(f"{len(report.sent)} scans sent to {label} (site {central.write_site}): {report.observations} "
+                    f"observations, {report.heads} audit-chain heads; {report.already} were there already")
+    else:
+        render.info(f"nothing to send: {label} (site {central.write_site}) has all {report.already} finished scans")
+    if report.held_back:
+        render.info(f"held back {len(report.held_back)} scans from {report.held_back[0]} on: that one is still "
+                    "running (or was killed: any otprobe command on the file closes it), and scans go in order")
+    render.info(f"audit log: {report.audit}")
+
+
+@inventory_app.command("firmware")
+def inventory_firmware(
+    db: DbOption = None,
+    site: SiteOption = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
+) -> None:
+    """Which firmware versions of each vendor's model run on how many devices, at which sites.
+
+    Example: otprobe inventory firmware --db postgresql://reader@127.0.0.1/otprobe --site plant-a
+    """
+    from otprobe.inventory.fleet import firmware_summary, site_counts
+
+    with _closing(open_store(db, site)) as store:
+        # a central store counts in the database; a sensor's file is one site, its own
+        counts = (store.firmware_counts() if hasattr(store, "firmware_counts")
+                  else site_counts(store.assets(), _sensor_site(site)))
+    rows = firmware_summary(counts)
+    if fmt is Format.json:
+        render.print_json([row.as_dict() for row in rows])
+        return
+    render.generic_table(
+        "Firmware by vendor and model", ("vendor", "model", "firmware", "devices", "sites"),
+        [(r.vendor, r.model, r.firmware, r.devices, ", ".join(f"{site} {n}" for site, n in r.sites.items()))
+         for r in rows])
 
 
 @scans_app.command("list")
@@ -380,6 +495,10 @@ def scan(
                                                 "(needs --reason; recorded in the audit log).")] = False,
     reason: Annotated[str | None, typer.Option(help="Why the window is overridden.")] = None,
     db: DbOption = None,
+    site: Annotated[str | None, typer.Option(
+        "--site", callback=_site, show_default=False,
+        help="Site of a central inventory the scan belongs to (default: the profile's site, $OTPROBE_SITE, the "
+        "config file's site, else default).")] = None,
     audit: Annotated[Path | None, typer.Option(help="Audit log (default: audit.jsonl beside the inventory).")]
     = None,
     fmt: Annotated[ScanFormat, typer.Option("--format", help="table, json (one document, see docs/report.md) or "
@@ -398,7 +517,7 @@ def scan(
     import asyncio
     from datetime import UTC, datetime
 
-    from otprobe.inventory import SqliteStore, default_db_path
+    from otprobe.inventory.database import audit_beside, database_setting, is_central
     from otprobe.scan import parse_deadline, resume_targets
 
     if report is not None and not (report.parent.is_dir() and os.access(report.parent, os.W_OK)):
@@ -419,8 +538,8 @@ def scan(
         # it would only open a scan that aborts every device at once
         raise typer.BadParameter(f"--deadline {deadline} is in the past ({until:%Y-%m-%d %H:%M} UTC)",
                                  param_hint="--deadline")
-    db_path = db or default_db_path()
-    with _closing(SqliteStore(db_path)) as store:
+    setting = database_setting(db)
+    with _closing(open_store(setting, site)) as store:
         resuming = resume_targets(store) if resume else None
         if resuming is not None:
             profile = profile or resuming.profile
@@ -433,8 +552,16 @@ def scan(
         prepared = _prepare(profile or "default", list(targets or []), protocol, port, scope, now=now,
                             deadline=until, resume=resuming,
                             ignore_window_reason=reason.strip() if ignore_window and reason else None)
-        audit_path = audit or db_path.parent / "audit.jsonl"
-        outcome = asyncio.run(_run_scan(prepared, store, audit_path, now, quiet))
+        leases = None
+        if is_central(setting):
+            from otprobe.inventory.central import CentralStore
+
+            if isinstance(store, CentralStore):  # always, for a central URL
+                store.site = _sensor_site(site, prepared.profile.site)
+                leases = store.device_leases()  # across sensors, on top of the host-wide leases
+                render.info(f"recording into {store.label} as site {store.site}", quiet)
+        audit_path = audit or audit_beside(setting)
+        outcome = asyncio.run(_run_scan(prepared, store, audit_path, now, quiet, leases))
         if report is not None:
             _write_report(store, outcome.scan_id, audit_path, report, _report_format(None, report), prepared.profile)
             render.info(f"report: {report}", quiet)
@@ -462,7 +589,7 @@ def _report_format(fmt: ReportFormat | None, output: Path | None) -> ReportForma
         suffix, ReportFormat.html)
 
 
-def _write_report(store: SqliteStore, scan_id: str, audit_path: Path, output: Path | None, fmt: ReportFormat,
+def _write_report(store: Store, scan_id: str, audit_path: Path, output: Path | None, fmt: ReportFormat,
                   profile: Any = None) -> None:
     """Scan `scan_id`'s report or JSON document to `output`, or to stdout without one."""
     import json
@@ -506,11 +633,11 @@ def report(
 
     Example: otprobe report 20261207T0455 -o scan.html
     """
-    from otprobe.inventory import default_db_path
+    from otprobe.inventory.database import audit_beside, database_setting
 
-    db_path = db or default_db_path()
-    with _closing(open_store(db_path)) as store:
-        _write_report(store, scan_id, audit or db_path.parent / "audit.jsonl", output, _report_format(fmt, output))
+    setting = database_setting(db)
+    with _closing(open_store(setting)) as store:
+        _write_report(store, scan_id, audit or audit_beside(setting), output, _report_format(fmt, output))
     if output is not None:
         render.info(f"report of scan {scan_id}: {output}")
 
@@ -528,7 +655,7 @@ def _summary(outcome: Any, prepared: Any) -> dict[str, Any]:
     }
 
 
-async def _run_scan(prepared: Any, store: SqliteStore, audit_path: Path, now: Any, quiet: bool) -> Any:
+async def _run_scan(prepared: Any, store: Store, audit_path: Path, now: Any, quiet: bool, leases: Any = None) -> Any:
     """Run one scan with Ctrl-C semantics: first stops gracefully, second at once; sockets close either way."""
     import asyncio
     import signal
@@ -543,7 +670,7 @@ async def _run_scan(prepared: Any, store: SqliteStore, audit_path: Path, now: An
         progress.jobs_done += 1
         progress.devices_done.add(observation.target)
 
-    run = ScanRun(prepared, store, audit_path, now=now, on_observation=seen)
+    run = ScanRun(prepared, store, audit_path, now=now, on_observation=seen, leases=leases)
     loop = asyncio.get_running_loop()
     interrupts = 0
 

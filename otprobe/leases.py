@@ -12,6 +12,10 @@ Leaving a device, a scan writes into the lease file when its last packet and its
 so the cap and the connection gap also hold across the hand-over. A file that cannot be read as such, or one from
 another boot, is taken as "a packet just left": the safe reading.
 
+Other backends (the central store's leases across sensors, `otprobe.inventory.central_leases`) offer the same two
+things a scan uses, `acquire` and `waited` (`DeviceLeases`), and hand out leases with a `handover` and a `release`
+(`HeldLease`).
+
 Directory: `$OTPROBE_LEASE_DIR`, else `/run/lock/otprobe-leases` (not private per service, unlike /tmp under
 systemd's PrivateTmp), else `otprobe-leases` in the temporary directory. Created sticky and world-writable like
 /tmp, so that every user's scans share it. Only the class and global caps stay per scan.
@@ -32,6 +36,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from otprobe.errors import OtprobeError
 
@@ -68,6 +73,22 @@ class Handover:
 
     last_sent: float
     last_connection: float
+
+
+class HeldLease(Protocol):
+    """A device lease as the scheduler holds it."""
+
+    handover: Handover | None
+
+    def release(self, last_sent: float, last_connection: float) -> None: ...
+
+
+class DeviceLeases(Protocol):
+    """What a scan needs of a lease backend: wait for a device's lease, and say which devices it waited for."""
+
+    waited: list[tuple[str, str]]
+
+    async def acquire(self, address: str, stopping: Callable[[], bool]) -> HeldLease | None: ...
 
 
 class Lease:

@@ -212,6 +212,8 @@ class Profile(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
+    # the site its scans belong to in a central inventory (`--site` overrides); the SQLite file is one site
+    site: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     scope: ScopeConfig = ScopeConfig()
     global_pps: Rate = 10.0
     classes: dict[str, ClassLimits] = {"unknown": ClassLimits(pps=0.5)}

@@ -1,0 +1,69 @@
+"""Rows of the inventory tables to and from the store's records, over plain mappings: one encoding of JSON columns
+and identities for every backend (a sqlite3.Row and a SQLAlchemy row mapping read alike).
+
+Pure: no database here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from otprobe.inventory.reconcile import Decision
+from otprobe.inventory.store import AssetRecord, ScanRecord
+from otprobe.model import Identity, Observation, Status
+
+
+@dataclass
+class SiteAssetRecord(AssetRecord):
+    """An asset of a store holding several sites: an address means something only within its site."""
+
+    site: str = ""
+
+
+def scan_record(r: Mapping[str, Any]) -> ScanRecord:
+    return ScanRecord(r["id"], r["profile"], r["started_at"], r["ended_at"], r["status"], json.loads(r["targets"]),
+                      json.loads(r["not_covered"]), json.loads(r["counts"]), json.loads(r["protocols"]), r["resumes"])
+
+
+def asset_record(r: Mapping[str, Any], duplicate_serial: bool) -> SiteAssetRecord:
+    return SiteAssetRecord(
+        r["id"], r["ip"], r["device_class"], r["vendor"], r["model"], r["product_code"], r["serial"], r["firmware"],
+        r["hardware_version"], json.loads(r["protocols"]), json.loads(r["identity"]), json.loads(r["conflicts"]),
+        r["first_seen"], r["last_seen"], bool(r["retired"]), duplicate_serial and not r["retired"],
+        site=r["site"],
+    )
+
+
+def observation_row(obs: Observation) -> dict[str, Any]:
+    """The observations columns of one observation, but its scan and time."""
+    return {
+        "ip": obs.target, "protocol": obs.protocol, "port": obs.port, "status": str(obs.status),
+        "device_class": obs.device_class,
+        "identity": json.dumps(obs.identity.as_dict()) if obs.identity else None,
+        "latency_s": obs.latency_s, "packets": obs.packets_sent, "error": obs.error,
+    }
+
+
+def observation(r: Mapping[str, Any]) -> Observation:
+    ident = None
+    if r["identity"]:
+        data = json.loads(r["identity"])
+        data.pop("firmware_version", None)  # an older spelling of firmware, derived again by Identity
+        ident = Identity(**data)
+    return Observation(r["ip"], r["protocol"], r["port"], Status(r["status"]), ident, r["latency_s"], r["packets"],
+                       r["error"], r["device_class"])
+
+
+def asset_columns(d: Decision) -> dict[str, Any]:
+    """The assets columns one reconcile decision sets, from what the scan saw of the address."""
+    seen, m = d.seen, d.seen.identity
+    identity = {**m.fields, "sources": m.sources, "raw": m.raw}
+    return {
+        "ip": seen.ip, "device_class": seen.device_class, "vendor": m.get("vendor"), "model": seen.model,
+        "product_code": m.get("product_code"), "serial": seen.serial, "firmware": d.firmware,
+        "hardware_version": m.get("hardware_version"), "protocols": json.dumps(m.protocols),
+        "identity": json.dumps(identity, default=str), "conflicts": json.dumps(m.conflicts, default=str),
+    }

@@ -5,6 +5,9 @@ The server, in order: `$OTPROBE_TEST_PG` (a URL of a role that may create databa
 127.0.0.1:5432 (trust authentication, database `postgres`); a throwaway server started from the installed
 `initdb`/`pg_ctl` on a free loopback port (as the `nobody` user when the tests run as root: PostgreSQL refuses to
 run as root); otherwise the PostgreSQL tests skip, saying why. Only loopback addresses are ever used.
+
+`.ci/run` sets `OTPROBE_REQUIRE_PG=1`: there a missing PostgreSQL fails these tests instead of skipping them, so CI
+cannot pass with the central store untested.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ from pathlib import Path
 import pytest
 
 LOCAL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("OTPROBE_REQUIRE_PG") == "1":
+        pytest.fail(f"OTPROBE_REQUIRE_PG=1 but {reason}")
+    pytest.skip(reason)
 
 
 def _answers(url: str) -> str | None:
@@ -75,12 +84,15 @@ def _throwaway_server(base: Path) -> tuple[str | None, str, list[str]]:
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
     """A URL of a PostgreSQL role that may create databases, or a skip naming the reason."""
-    pytest.importorskip("psycopg")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _unavailable("psycopg is not installed")
     configured = os.environ.get("OTPROBE_TEST_PG")
     if configured:
         why = _answers(configured)
         if why:
-            pytest.skip(f"$OTPROBE_TEST_PG does not answer: {why}")
+            _unavailable(f"$OTPROBE_TEST_PG does not answer: {why}")
         yield configured
         return
     if _answers(LOCAL) is None:
@@ -90,7 +102,7 @@ def pg_server() -> Iterator[str]:
     url, why, stop = _throwaway_server(base)
     if url is None:
         shutil.rmtree(base, ignore_errors=True)
-        pytest.skip(f"no PostgreSQL for the central store tests: {why}")
+        _unavailable(f"no PostgreSQL for the central store tests: {why}")
     try:
         yield url
     finally:

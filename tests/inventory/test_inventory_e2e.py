@@ -94,12 +94,12 @@ class Inventory:
         return ["scan", *targets, "--profile", str(self.profile), "--db", str(self.db), "--audit", str(self.audit)]
 
     async def scan(self, plant: dict[str, Any], targets: Sequence[str]) -> list[dict[str, Any]]:
-        """Run the plant, scan it with `otprobe scan --format json --quiet`; the observations printed."""
+        """Run the plant, scan it with `otprobe scan --format jsonl --quiet`; the observations printed."""
         async with running_plant(plant):
-            done = await run_otprobe(*self.scan_args(targets), "--format", "json", "--quiet", env=self.env)
+            done = await run_otprobe(*self.scan_args(targets), "--format", "jsonl", "--quiet", env=self.env)
         assert done.code == 0, done.stderr
         assert done.stderr == ""  # --quiet: no summary, no progress
-        return done.json()
+        return done.rows()
 
 
 async def test_a_demo_plant_scan_gives_one_asset_per_answering_device_each_with_firmware(tmp_path: Path) -> None:
@@ -233,7 +233,7 @@ async def test_a_scan_killed_with_sigkill_leaves_a_sound_database_and_the_next_s
         events = [r.get("event") for r in map(json.loads, audit.read_text().splitlines())]
         assert "scan_start" in events and "scan_end" not in events
 
-        done = await run_otprobe("scan", "--resume", "--profile", str(fast), *common, "--format", "json", env=env)
+        done = await run_otprobe("scan", "--resume", "--profile", str(fast), *common, "--format", "jsonl", env=env)
     assert done.code == 0, done.stderr
     scans = json.loads(runner.invoke(app, ["scans", "list", "--db", str(db), "--format", "json"]).stdout)
     assert [s["status"] for s in scans] == ["interrupted", "complete"]

@@ -158,7 +158,7 @@ def test_a_session_is_cut_at_max_session_s_and_still_closes() -> None:
 
 def test_deadline_makes_the_result_incomplete_and_lists_what_was_not_covered() -> None:
     deadline = vtime.START + 6.0
-    config = replace(LOOSE, max_devices_in_flight=2, deadline=deadline)
+    config = replace(LOOSE, max_devices_in_flight=1, max_addresses_in_flight=1, deadline=deadline)
     devices = targets(6)
     result, wire, _, _ = scan(devices, config=config)
     assert not result.complete

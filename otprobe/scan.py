@@ -88,6 +88,14 @@ def check_sessions_fit(profile: Profile, profile_ref: str, probes: Sequence[Prob
     paces each device at its cap less the config's headroom, so a session takes that much longer.
     """
     config = scan_config(profile)
+    budget = profile.max_packets_per_device
+    for probe in probes:
+        if budget is not None and probe.max_packets() > budget:
+            raise ProfileError(
+                f"profile {profile_ref}: max_packets_per_device: {budget} is less than one worst-case {probe.name} "
+                f"session ({probe.max_packets()} packets), which could then never run; raise it or narrow the "
+                f"probe's options"
+            )
     for name in classes:
         limits = profile.limits(name)
         for probe in probes:
@@ -267,7 +275,8 @@ class ScanRun:
             jobs = {t.ip: [p for p in prepared.probes if p.name in owed.get(t.ip, ())] for t in prepared.targets}
         self.scheduler = Scheduler(
             prepared.targets, prepared.probes, scan_config(prepared.profile, deadline=deadline),
-            audit=self.audit, on_observation=self._record, clock=clock, in_scope=prepared.scope.allows, jobs=jobs,
+            audit=self.audit, on_observation=self._record, on_batch=self._record_batch, clock=clock,
+            in_scope=prepared.scope.allows, jobs=jobs,
             leases=leases or Leases(),  # host-wide: no other otprobe process has a device of this scan in flight
         )
 
@@ -277,6 +286,13 @@ class ScanRun:
         self.store.add_observation(self.scan_id, observation)
         if self._on_observation is not None:
             self._on_observation(observation)
+
+    def _record_batch(self, observations: list[Observation]) -> None:
+        """The addresses a stopped scan never started: one transaction, however many."""
+        self.store.add_observations(self.scan_id, observations)
+        if self._on_observation is not None:
+            for observation in observations:
+                self._on_observation(observation)
 
     def stop(self, now: bool = False) -> None:
         self.audit_log.event("interrupt", immediate=now)
@@ -305,8 +321,7 @@ class ScanRun:
                         device_class=t.device_class)
             for t in p.resolution.excluded for probe in p.probes
         ]
-        for observation in excluded:
-            self._record(observation)
+        self._record_batch(excluded)
         try:
             result = await self.scheduler.run()
         except BaseException:
@@ -320,7 +335,11 @@ class ScanRun:
         # killed one) makes the scan incomplete even if every job of its own ran
         missing = self.store.missing(self.scan_id)
         status = "complete" if result.complete and not missing else "incomplete"
-        self.store.finish_scan(self.scan_id, status, list(missing))
+        plan = self.prepared.plan
+        self.store.finish_scan(self.scan_id, status, list(missing), figures={
+            "plan_worst_s": round(plan.worst_seconds, 3), "plan_expected_s": round(plan.expected_seconds, 3),
+            "plan_packets": plan.total_packets, "plan_expected_packets": plan.expected_packets,
+        })
         self.audit_log.event(
             "scan_end", status=status, packets=result.packets_sent, elapsed_s=round(result.elapsed_s, 3),
             not_covered=missing, tripped=result.tripped,

@@ -26,7 +26,7 @@ from otprobe.inventory.store import Store
 from otprobe.leases import Leases
 from otprobe.link import AuditSink
 from otprobe.model import Observation, Status, Target
-from otprobe.pacing.plan import Plan, plan_scan
+from otprobe.pacing.plan import Plan, plan_scan, remaining_seconds
 from otprobe.pacing.scheduler import ScanResult, Scheduler
 from otprobe.probes import names, probe_class
 from otprobe.profile import Profile, scan_config
@@ -150,11 +150,13 @@ def prepare(
     check_window: bool = True,
     scope_include: Sequence[str] | None = None,
     resume: Resume | None = None,
+    expect_devices: int | None = None,
 ) -> Prepared:
     """Resolve and check everything before a scan; raises ScopeError or WindowError. Opens no socket.
 
     With `resume`, the protocols default to those the resumed chain still owes (even one the profile now disables:
-    the chain's first scan ran it), and the scan will run only the owed pairs."""
+    the chain's first scan ran it), and the scan will run only the owed pairs. `expect_devices` is how many of the
+    addresses the plan's expected figures assume hold a device (default: plan.DEFAULT_DENSITY of them)."""
     if not targets:
         raise ScopeError("no targets given")
     window_end = None
@@ -165,7 +167,7 @@ def prepare(
     if resume is not None and not protocols:
         protocols = sorted({name for names in resume.jobs.values() for name in names})
     probes = build_probes(profile, protocols, ports)
-    plan = plan_scan(list(resolution.targets), probes, scan_config(profile))
+    plan = plan_scan(list(resolution.targets), probes, scan_config(profile), expect_devices)
     check_sessions_fit(profile, profile_ref, probes, plan.classes)
     ends = [d for d in (deadline, window_end) if d is not None]
     return Prepared(profile, profile_ref, resolution, scope, probes, plan, min(ends) if ends else None, window_end,
@@ -198,6 +200,22 @@ class CountingAudit:
         while self._recent and self._recent[0][0] < horizon:
             self._recent.popleft()
         return sum(n for _, n in self._recent) / window_s
+
+
+# How many addresses' worth of weight the plan's expected density keeps in the progress estimate: the first few
+# addresses done say little about the rest of a block.
+PRIOR_ADDRESSES = 8
+
+
+@dataclass(frozen=True)
+class Progress:
+    addresses_done: int
+    addresses: int
+    devices_found: int
+    packets: int
+    rate_pps: float  # over the last few seconds
+    cap_pps: float  # the global cap
+    eta_s: float  # expected seconds left
 
 
 def new_scan_id(now: datetime) -> str:
@@ -286,6 +304,18 @@ class ScanRun:
         self.store.add_observation(self.scan_id, observation)
         if self._on_observation is not None:
             self._on_observation(observation)
+
+    def progress(self) -> Progress:
+        """Where the scan stands, and the expected seconds left from the pacing model over the addresses not yet
+        done, with the share of devices found so far (blended with the plan's until enough addresses are done)."""
+        scheduler, plan = self.scheduler, self.prepared.plan
+        total, done = len(scheduler.targets), scheduler.addresses_done
+        prior = plan.expected_devices / plan.devices if plan.devices else 0.0
+        share = (scheduler.devices_found + PRIOR_ADDRESSES * prior) / (done + PRIOR_ADDRESSES)
+        left = scheduler.targets[done:]
+        config = scheduler.config
+        return Progress(done, total, scheduler.devices_found, self.audit.packets, self.audit.rate(),
+                        config.global_pps, remaining_seconds(left, self.prepared.probes, config, share))
 
     def _record_batch(self, observations: list[Observation]) -> None:
         """The addresses a stopped scan never started: one transaction, however many."""

@@ -170,3 +170,11 @@ def _expected(targets: Sequence[Target], probes: Sequence[Probe], config: ScanCo
                live_time / max(1, config.max_devices_in_flight),
                empties / max(1, config.max_addresses_in_flight)]
     return total, max(bounds)
+
+
+def remaining_seconds(targets_left: Sequence[Target], probes: Sequence[Probe], config: ScanConfig,
+                      live_share: float) -> float:
+    """Expected seconds for the addresses a running scan has not finished, `live_share` of them holding a device
+    (the share seen so far): the plan's expected model over the work actually left, not the worst case."""
+    live = round(len(targets_left) * min(max(live_share, 0.0), 1.0))
+    return _expected(targets_left, probes, config, live)[1]

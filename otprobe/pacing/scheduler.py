@@ -93,6 +93,7 @@ class _Address:
     failures: int = 0  # consecutive timeouts/resets (the breaker)
     alive: bool = False  # something answered or refused
     absent: bool = False  # the first connection attempt, retries included, got no answer
+    found: bool = False  # a service answered: counted in devices_found
 
     @property
     def holds_device(self) -> bool:
@@ -167,6 +168,7 @@ class Scheduler:
         self.absent: list[str] = []
         self.packets_sent = 0
         self.addresses_done = 0  # addresses with every job reported (progress)
+        self.devices_found = 0  # addresses that proved to hold a device (progress: the density seen so far)
         self.jobs_total = sum(len(self.jobs_for(t)) for t in self.targets)
         self._started: float | None = None
         self._ended: float | None = None
@@ -304,6 +306,9 @@ class Scheduler:
                 if observation.status is Status.ABORTED:
                     self.not_covered.append(target.ip)
                     break
+                if not address.found and (observation.status in ANSWERED or address.holds_device):
+                    address.found = True
+                    self.devices_found += 1
                 address.alive |= observation.status in ANSWERED or observation.status is Status.REFUSED
                 if address.alive or address.holds_device:
                     address.absent = False

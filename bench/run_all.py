@@ -21,6 +21,7 @@ SCRIPTS = (
     "bench_stress.py",  # caps and makespan at the receiver beside 0, 2, 4 and 8 CPU-bound processes
     "bench_startup.py",  # `otprobe --help` and friends against `python -c pass`
     "bench_empty24.py",  # a /24 of 15 devices and 239 empty addresses (RST or dropped) per shipped profile
+    "bench_abort16.py",  # a /16 stopped by its deadline: recording the unstarted addresses, peak RSS
 )
 
 

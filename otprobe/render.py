@@ -192,7 +192,7 @@ class ScanProgress:
     def __init__(self, enabled: bool, every_s: float = 30.0) -> None:
         self._enabled = enabled
         self._every_s = every_s
-        self._last_line: float | None = None
+        self._last_line = 0.0  # the first plain line after `every_s`: a short scan prints none
         self._live: Any = None
         self._bar: Any = None
         if enabled and err.is_terminal:
@@ -225,7 +225,7 @@ class ScanProgress:
         if self._bar is not None:
             self._bar.update(self._task, completed=progress.addresses_done, total=max(progress.addresses, 1),
                              description=self.line(progress, elapsed_s))
-        elif self._last_line is None or elapsed_s - self._last_line >= self._every_s:
+        elif elapsed_s - self._last_line >= self._every_s:
             self._last_line = elapsed_s
             info(self.line(progress, elapsed_s))
 

@@ -11,7 +11,8 @@ other address of 127.0.88.0/24 is empty, in one of two ways:
 For each profile it first scans the 15 devices alone (their own session time), then the whole /24 for each kind,
 and prints the packets the scan sent, the least time the global cap allows for them (and the least time all the
 caps allow: the class aggregate binds first in the shipped profiles), the wall time and the ratio
-wall / (least + the devices' own time); and the plan's expected time (--expect-devices 15) against the wall time.
+wall / (least + the devices' own time); and the plan's expected time (--expect-devices 15, --expect-empty as the
+kind) against the wall time.
 
     unshare -n sh -c 'ip link set lo up && exec .venv/bin/python bench/bench_empty24.py default maintenance-window'
 
@@ -76,12 +77,14 @@ def dropping(ips: Sequence[str], tcp: Sequence[int], udp: Sequence[int]) -> Iter
             s.close()
 
 
-async def run_scan(profile_name: str, targets: Sequence[str], expect: int) -> tuple[Prepared, ScanOutcome, float]:
+async def run_scan(profile_name: str, targets: Sequence[str], expect: int,
+                   silent: float = 0.0) -> tuple[Prepared, ScanOutcome, float]:
     profile = load_profile(profile_name)
     with tempfile.TemporaryDirectory(prefix="otprobe-empty24-") as workdir:
         now = datetime.now(UTC)
         prepared = prepare(profile, profile_name, targets, now=now, check_window=False, scope_include=SCOPE,
-                           ports={"modbus": PORTS["modbus"], "s7": PORTS["s7"]}, expect_devices=expect)
+                           ports={"modbus": PORTS["modbus"], "s7": PORTS["s7"]}, expect_devices=expect,
+                           expect_silent=silent)
         store = SqliteStore(Path(workdir) / "inventory.db")
         started = time.monotonic()
         try:
@@ -105,7 +108,7 @@ async def main(profiles: Sequence[str]) -> None:
             identified = len({o.target for o in alone.result.observations if o.identity is not None})
             for kind in ("rst", "drop"):
                 with dropping(EMPTY, *ports(first)) if kind == "drop" else contextlib.nullcontext():
-                    prepared, outcome, wall = await run_scan(name, EVERY, len(LIVE))
+                    prepared, outcome, wall = await run_scan(name, EVERY, len(LIVE), 1.0 if kind == "drop" else 0.0)
                 profile = prepared.profile
                 sent = outcome.result.packets_sent
                 least_global = (sent - 1) / profile.global_pps

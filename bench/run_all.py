@@ -22,6 +22,7 @@ SCRIPTS = (
     "bench_startup.py",  # `otprobe --help` and friends against `python -c pass`
     "bench_empty24.py",  # a /24 of 15 devices and 239 empty addresses (RST or dropped) per shipped profile
     "bench_abort16.py",  # a /16 stopped by its deadline: recording the unstarted addresses, peak RSS
+    "bench_eta.py",  # progress ETA against the real end, plan expected against measured: demo plant, plant64
 )
 
 

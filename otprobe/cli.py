@@ -63,6 +63,11 @@ class Format(StrEnum):
     json = "json"
 
 
+class EmptyHosts(StrEnum):
+    refuse = "refuse"
+    drop = "drop"
+
+
 class ExportFormat(StrEnum):
     json = "json"
     csv = "csv"
@@ -326,6 +331,9 @@ def plan(
     expect_devices: Annotated[int | None, typer.Option(
         "--expect-devices", min=0, help="How many of the addresses you expect to hold a device (default: 10 %).",
         show_default=False)] = None,
+    expect_empty: Annotated[EmptyHosts, typer.Option(
+        "--expect-empty", help="How the other addresses behave: refuse (RST, the dearer) or drop (a firewall).")]
+    = EmptyHosts.refuse,
     fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
 ) -> None:
     """Show what a scan would do, without sending a single packet.
@@ -342,7 +350,7 @@ def plan(
 
     now = datetime.now(UTC)
     prepared = _prepare(profile, targets, protocol, port, scope, now=now, check_window=False,
-                        expect_devices=expect_devices)
+                        expect_devices=expect_devices, expect_silent=1.0 if expect_empty is EmptyHosts.drop else 0.0)
     p = prepared.plan
     excluded = len(prepared.resolution.excluded)
     windows = prepared.profile.windows
@@ -365,8 +373,9 @@ def plan(
         return
     rows = [(name, c.devices, c.packets, render.duration(c.min_seconds)) for name, c in sorted(p.classes.items())]
     render.plan_table(rows, ("total", p.devices, p.total_packets, render.duration(p.min_seconds)))
-    render.info(f"expected with {p.expected_devices} of {p.devices} addresses holding a device: about "
-                f"{p.expected_packets} packets in {render.duration(p.expected_seconds)}")
+    render.info(f"expected with {p.expected_devices} of {p.devices} addresses holding a device and the others "
+                f"{'dropping' if p.silent_share else 'refusing'} probes: about {p.expected_packets} packets in "
+                f"{render.duration(p.expected_seconds)}")
     if window is None:
         render.info(f"profile {prepared.profile.name} has no maintenance window: a scan may run at any time")
     else:

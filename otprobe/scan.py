@@ -151,12 +151,14 @@ def prepare(
     scope_include: Sequence[str] | None = None,
     resume: Resume | None = None,
     expect_devices: int | None = None,
+    expect_silent: float = 0.0,
 ) -> Prepared:
     """Resolve and check everything before a scan; raises ScopeError or WindowError. Opens no socket.
 
     With `resume`, the protocols default to those the resumed chain still owes (even one the profile now disables:
     the chain's first scan ran it), and the scan will run only the owed pairs. `expect_devices` is how many of the
-    addresses the plan's expected figures assume hold a device (default: plan.DEFAULT_DENSITY of them)."""
+    addresses the plan's expected figures assume hold a device (default: plan.DEFAULT_DENSITY of them), and
+    `expect_silent` the share of the other addresses that drop everything rather than refuse."""
     if not targets:
         raise ScopeError("no targets given")
     window_end = None
@@ -167,7 +169,7 @@ def prepare(
     if resume is not None and not protocols:
         protocols = sorted({name for names in resume.jobs.values() for name in names})
     probes = build_probes(profile, protocols, ports)
-    plan = plan_scan(list(resolution.targets), probes, scan_config(profile), expect_devices)
+    plan = plan_scan(list(resolution.targets), probes, scan_config(profile), expect_devices, expect_silent)
     check_sessions_fit(profile, profile_ref, probes, plan.classes)
     ends = [d for d in (deadline, window_end) if d is not None]
     return Prepared(profile, profile_ref, resolution, scope, probes, plan, min(ends) if ends else None, window_end,
@@ -309,13 +311,16 @@ class ScanRun:
         """Where the scan stands, and the expected seconds left from the pacing model over the addresses not yet
         done, with the share of devices found so far (blended with the plan's until enough addresses are done)."""
         scheduler, plan = self.scheduler, self.prepared.plan
-        total, done = len(scheduler.targets), scheduler.addresses_done
+        total, done, found = len(scheduler.targets), scheduler.addresses_done, scheduler.devices_found
         prior = plan.expected_devices / plan.devices if plan.devices else 0.0
-        share = (scheduler.devices_found + PRIOR_ADDRESSES * prior) / (done + PRIOR_ADDRESSES)
-        left = scheduler.targets[done:]
+        live = (found + PRIOR_ADDRESSES * prior) / (done + PRIOR_ADDRESSES)
+        empty_done = max(done - found, 0)
+        silent = (len(scheduler.absent) + PRIOR_ADDRESSES * plan.silent_share) / (empty_done + PRIOR_ADDRESSES)
+        # addresses in flight are about half done, on average
+        left = scheduler.targets[(done + len(scheduler.pacers)) // 2:]
         config = scheduler.config
-        return Progress(done, total, scheduler.devices_found, self.audit.packets, self.audit.rate(),
-                        config.global_pps, remaining_seconds(left, self.prepared.probes, config, share))
+        return Progress(done, total, found, self.audit.packets, self.audit.rate(), config.global_pps,
+                        remaining_seconds(left, self.prepared.probes, config, live, min(silent, 1.0)))
 
     def _record_batch(self, observations: list[Observation]) -> None:
         """The addresses a stopped scan never started: one transaction, however many."""

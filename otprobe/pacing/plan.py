@@ -9,9 +9,10 @@ Expected. Most addresses of a block hold no device, and a device answers one or 
 case overstates a real scan many times over. The expected figures assume `expect_devices` of the addresses hold a
 device (default: `DEFAULT_DENSITY` of them), that a device answers one probe, in about half that probe's worst
 case (the worst case counts every continuation and fallback), and refuses the others at one packet per transport;
-an empty address costs what the scheduler spends on one (`empty_packets`): half the addresses refusing every probe,
-half silent. The duration is the longest of: the caps over the expected packets, the empty addresses' own time over
-the discovery slots, the devices' own time over the session slots, and the slowest device.
+an empty address costs what the scheduler spends on one (`empty_packets`), refusing every probe or silent (the
+caller says which share is silent: refusing, the dearer in packets, by default). The duration is the longest of:
+the caps over the expected packets, the empty addresses' own time over the discovery slots and the devices' own
+time over the session slots; plus one device's own time, since the last session overlaps nothing.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Plan:
     expected_devices: int
     expected_packets: int
     expected_seconds: float
+    silent_share: float  # of the empty addresses, assumed to drop everything (the others refuse)
 
     @property
     def worst_seconds(self) -> float:
@@ -86,10 +88,11 @@ def device_packets(probes: Sequence[Probe]) -> float:
     return sum(_answering(p) + refused - _refused(p) for p in probes) / len(probes)
 
 
-def empty_packets(probes: Sequence[Probe], config: ScanConfig) -> tuple[float, float]:
-    """Expected packets to an address with no device and the seconds its task takes: the mean of a host that
-    refuses every probe (RST, ICMP port unreachable) and of one that drops everything (its first connection
-    attempt with retries, then one datagram per UDP-only probe)."""
+def empty_packets(probes: Sequence[Probe], config: ScanConfig, silent_share: float) -> tuple[float, float]:
+    """Expected packets to an address with no device, and the seconds its task takes. A host that refuses (RST,
+    ICMP port unreachable) gets one packet per probe and transport, paced as one device; a silent one gets its first
+    connection attempt with retries, waits out their timeouts, then one datagram per UDP-only probe. `silent_share`
+    of the empty addresses are silent, the others refuse."""
     if not probes:
         return 0.0, 0.0
     limits = config.limits_for("unknown")
@@ -101,11 +104,14 @@ def empty_packets(probes: Sequence[Probe], config: ScanConfig) -> tuple[float, f
     silent = attempts + udp_only
     backoff = sum(config.backoff_s * 2**a * (1 + config.jitter / 2) for a in range(attempts - 1))
     silent_s = attempts * config.timeouts.connect_s + backoff + udp_only * config.timeouts.response_s
-    return (refused + silent) / 2, (refused_s + silent_s) / 2
+    return (silent_share * silent + (1 - silent_share) * refused,
+            silent_share * silent_s + (1 - silent_share) * refused_s)
 
 
 def plan_scan(targets: Sequence[Target], probes: Sequence[Probe], config: ScanConfig,
-              expect_devices: int | None = None) -> Plan:
+              expect_devices: int | None = None, silent_share: float = 0.0) -> Plan:
+    """The plan; the expected figures for `expect_devices` live devices (default: DEFAULT_DENSITY of the
+    addresses), with `silent_share` of the empty addresses dropping everything and the others refusing."""
     once = sum(probe.max_packets() for probe in probes)
     per_device = once * (config.retries + 1)
     budget = config.max_packets_per_device
@@ -130,7 +136,7 @@ def plan_scan(targets: Sequence[Target], probes: Sequence[Probe], config: ScanCo
     if expect_devices is None:
         expect_devices = max(1, round(len(targets) * DEFAULT_DENSITY))
     live = min(len(targets), expect_devices)
-    packets, seconds = _expected(targets, probes, config, live)
+    packets, seconds = _expected(targets, probes, config, live, silent_share)
     return Plan(
         devices=len(targets),
         packets_per_device=per_device,
@@ -140,23 +146,25 @@ def plan_scan(targets: Sequence[Target], probes: Sequence[Probe], config: ScanCo
         expected_devices=live,
         expected_packets=round(packets),
         expected_seconds=seconds,
+        silent_share=silent_share,
     )
 
 
-def _expected(targets: Sequence[Target], probes: Sequence[Probe], config: ScanConfig, live: int) -> tuple[float, float]:
-    """Expected packets and seconds with `live` of the addresses holding a device, spread like the addresses."""
+def _expected(targets: Sequence[Target], probes: Sequence[Probe], config: ScanConfig, live: int,
+              silent_share: float) -> tuple[float, float]:
+    """Expected packets and seconds with `live` of the addresses holding a device, spread like the addresses: the
+    longest of the caps over the expected packets, the empty addresses' own time over the discovery slots and the
+    devices' own time over the session slots, plus one device's own time (the last session does not overlap)."""
     if not targets or not probes:
         return 0.0, 0.0
     share = live / len(targets)
-    empty, empty_s = empty_packets(probes, config)
+    empty, empty_s = empty_packets(probes, config, silent_share)
     per_live = device_packets(probes)
     if config.max_packets_per_device is not None:
         per_live = min(per_live, config.max_packets_per_device)
     counts = Counter(config.class_key(t.device_class) for t in targets)
     bounds: list[float] = []
-    total = 0.0
-    live_time = 0.0
-    slowest = 0.0
+    total = live_time = slowest = 0.0
     for key, addresses in counts.items():
         limits = config.limits_for(key)
         packets = addresses * (share * per_live + (1 - share) * empty)
@@ -164,17 +172,18 @@ def _expected(targets: Sequence[Target], probes: Sequence[Probe], config: ScanCo
         bounds.append(shared_min_seconds(packets, limits.class_pps))
         own = device_min_seconds(math.ceil(per_live), len(probes), limits)  # its packets, a session per probe
         live_time += addresses * share * own
-        slowest = max(slowest, own if share > 0 else 0.0)
+        if share > 0:
+            slowest = max(slowest, own)
     empties = (len(targets) - live) * empty_s
-    bounds += [shared_min_seconds(total, config.global_pps), slowest,
-               live_time / max(1, config.max_devices_in_flight),
+    bounds += [shared_min_seconds(total, config.global_pps), live_time / max(1, config.max_devices_in_flight),
                empties / max(1, config.max_addresses_in_flight)]
-    return total, max(bounds)
+    return total, max(bounds) + slowest
 
 
 def remaining_seconds(targets_left: Sequence[Target], probes: Sequence[Probe], config: ScanConfig,
-                      live_share: float) -> float:
+                      live_share: float, silent_share: float) -> float:
     """Expected seconds for the addresses a running scan has not finished, `live_share` of them holding a device
-    (the share seen so far): the plan's expected model over the work actually left, not the worst case."""
+    and `silent_share` of the empty ones silent (the shares seen so far): the plan's expected model over the work
+    actually left, not the worst case."""
     live = round(len(targets_left) * min(max(live_share, 0.0), 1.0))
-    return _expected(targets_left, probes, config, live)[1]
+    return _expected(targets_left, probes, config, live, silent_share)[1]

@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from common import table
+from emptyhosts import dropping
 from plantgen import PORTS, addresses, group, plant
 
 from otprobe.inventory import SqliteStore
@@ -48,33 +48,6 @@ LIVE = addresses(DEVICES)
 EVERY = [f"{BLOCK}.{host}" for host in range(1, 255)]
 EMPTY = [ip for ip in EVERY if ip not in LIVE]
 SCOPE = [f"{BLOCK}.0/24"]
-
-
-@contextlib.contextmanager
-def dropping(ips: Sequence[str], tcp: Sequence[int], udp: Sequence[int]) -> Iterator[None]:
-    """Make `ips` drop every SYN to `tcp` (a full accept queue never accepted) and ignore datagrams to `udp`."""
-    sockets: list[socket.socket] = []
-    try:
-        for ip in ips:
-            for port in tcp:
-                listener = socket.socket()
-                listener.bind((ip, port))
-                listener.listen(0)
-                sockets.append(listener)
-                for _ in range(2):  # backlog 0 queues two handshakes; later SYNs are dropped
-                    filler = socket.socket()
-                    filler.setblocking(False)
-                    filler.connect_ex((ip, port))
-                    sockets.append(filler)
-            for port in udp:
-                sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                sink.bind((ip, port))
-                sockets.append(sink)
-        time.sleep(0.2)  # the fillers' handshakes complete
-        yield
-    finally:
-        for s in sockets:
-            s.close()
 
 
 async def run_scan(profile_name: str, targets: Sequence[str], expect: int,

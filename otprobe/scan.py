@@ -295,8 +295,7 @@ class ScanRun:
             jobs = {t.ip: [p for p in prepared.probes if p.name in owed.get(t.ip, ())] for t in prepared.targets}
         self.scheduler = Scheduler(
             prepared.targets, prepared.probes, scan_config(prepared.profile, deadline=deadline),
-            audit=self.audit, on_observation=self._record, on_batch=self._record_batch, clock=clock,
-            in_scope=prepared.scope.allows, jobs=jobs,
+            audit=self.audit, on_observation=self._record, clock=clock, in_scope=prepared.scope.allows, jobs=jobs,
             leases=leases or Leases(),  # host-wide: no other otprobe process has a device of this scan in flight
         )
 
@@ -323,7 +322,7 @@ class ScanRun:
                         remaining_seconds(left, self.prepared.probes, config, live, min(silent, 1.0)))
 
     def _record_batch(self, observations: list[Observation]) -> None:
-        """The addresses a stopped scan never started: one transaction, however many."""
+        """Many results known at once (the excluded addresses): one transaction, however many."""
         self.store.add_observations(self.scan_id, observations)
         if self._on_observation is not None:
             for observation in observations:
@@ -374,6 +373,7 @@ class ScanRun:
         self.store.finish_scan(self.scan_id, status, list(missing), figures={
             "plan_worst_s": round(plan.worst_seconds, 3), "plan_expected_s": round(plan.expected_seconds, 3),
             "plan_packets": plan.total_packets, "plan_expected_packets": plan.expected_packets,
+            "not_started": len(result.unstarted),  # addresses never started: in not_covered, without results
         })
         self.audit_log.event(
             "scan_end", status=status, packets=result.packets_sent, elapsed_s=round(result.elapsed_s, 3),

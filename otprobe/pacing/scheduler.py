@@ -32,9 +32,9 @@ Why it is shaped this way:
   before open its breaker: it gets nothing more this scan.
 * Stopping: `stop()` (deadline, first Ctrl-C) sets the cutoff, so nothing new starts and running sessions close;
   `stop(now=True)` (second Ctrl-C) also cancels running sessions, which still close. Either way every job that
-  did not finish is reported ABORTED and its device listed as not covered; the addresses never started are
-  reported together, in one batch (`on_batch`), so that a /16 stopped at its deadline is recorded in one
-  transaction rather than one row at a time.
+  did not finish is reported ABORTED and its device listed as not covered. An address never started gets no
+  per-probe result at all: it is listed once, in `unstarted` and in `not_covered` (a /16 stopped at its deadline
+  would otherwise make hundreds of thousands of identical ABORTED results, each held in memory and written).
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ class ScanResult:
     packets_sent: int  # packets the links let through, all attempts
     elapsed_s: float
     absent: list[str] = field(default_factory=list)  # addresses that never answered (no device there)
+    unstarted: list[str] = field(default_factory=list)  # never started (a stop or the deadline came first): no results
 
 
 class _DevicePacer(Pacer):
@@ -121,10 +122,8 @@ class _Slot:
 
 class Scheduler:
     """Runs every probe against every target under `config` (or, with `jobs`, the probes listed for each target's
-    address; a target not listed gets every probe). Create one per scan; `await run()` once.
-
-    `on_observation` gets each result as it completes; `on_batch` (if given) gets the results of every address the
-    scan never started, at once, when it stops early (else they go to `on_observation` one by one)."""
+    address; a target not listed gets every probe). Create one per scan; `await run()` once. `on_observation` gets
+    each result as it completes."""
 
     def __init__(
         self,
@@ -134,7 +133,6 @@ class Scheduler:
         *,
         audit: AuditSink | None = None,
         on_observation: Callable[[Observation], None] | None = None,
-        on_batch: Callable[[list[Observation]], None] | None = None,
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
         slowdown: Slowdown | None = None,
@@ -153,7 +151,6 @@ class Scheduler:
         self.config = config
         self._audit = audit
         self._on_observation = on_observation
-        self._on_batch = on_batch
         self._in_scope = in_scope
         self._leases = leases
         self._slowdown = slowdown
@@ -166,6 +163,7 @@ class Scheduler:
         self.tripped: list[str] = []
         self.not_covered: list[str] = []
         self.absent: list[str] = []
+        self.unstarted: list[str] = []
         self.packets_sent = 0
         self.addresses_done = 0  # addresses with every job reported (progress)
         self.devices_found = 0  # addresses that proved to hold a device (progress: the density seen so far)
@@ -252,6 +250,7 @@ class Scheduler:
             packets_sent=self.packets_sent,
             elapsed_s=end - (self._started if self._started is not None else end),
             absent=list(self.absent),
+            unstarted=list(self.unstarted),
         )
 
     def _stopping(self) -> bool:
@@ -266,18 +265,10 @@ class Scheduler:
         )
 
     def _abort_unstarted(self, targets: list[Target]) -> None:
-        if not targets:
-            return
-        batch = [_observation(t, probe, Status.ABORTED, "scan stopped before this job ran")
-                 for t in targets for probe in self.jobs_for(t)]
-        self.not_covered.extend(t.ip for t in targets)
-        self.addresses_done += len(targets)
-        self.observations.extend(batch)
-        if self._on_batch is not None:
-            self._on_batch(batch)
-        elif self._on_observation is not None:
-            for observation in batch:
-                self._on_observation(observation)
+        ips = [t.ip for t in targets]
+        self.unstarted += ips
+        self.not_covered += ips
+        self.addresses_done += len(ips)
 
     async def _device(self, target: Target, slot: _Slot, sessions: asyncio.Semaphore) -> None:
         pacer = self._pacer(target)

@@ -12,10 +12,10 @@ Why it is shaped this way:
   sessions never hold back the sweep of the empty addresses. Per-device pacing (pps, connection gap) holds for
   every address either way: it lives in the address's Pacer, not in the slots.
 * An address whose first connection attempt (with its retries) gets no answer at all is treated as absent: no
-  other TCP probe is tried. Probes that speak only UDP still get one datagram each (no retry), because a BACnet or
-  SNMP device may filter TCP and answer UDP; if one answers, the host is proven alive and the skipped TCP probes
-  run after all. A refusal (RST, ICMP port unreachable) proves the host is up and that port closed: it is final
-  for that probe (never retried) and the other probes are still tried.
+  other TCP probe is tried. Probes that speak only UDP still get one datagram each (no retry), because a building
+  controller or a switch may filter TCP and answer UDP; if one answers, the host is proven alive and the skipped
+  TCP probes run after all. A refusal (RST, ICMP port unreachable) proves the host is up and that port closed:
+  it is final for that probe (never retried) and the other probes are still tried.
 * All pacing (buckets, connection gap, cutoff, slowdown) lives in one Pacer per device over one shared Limiter, so
   retries, sessions and probes cannot add packets behind its back: every packet goes through the Link.
 * A device packet budget (`max_packets_per_device`), when set, bounds everything one scan sends one address,

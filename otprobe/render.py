@@ -182,9 +182,9 @@ def duration(seconds: float) -> str:
 
 
 class ScanProgress:
-    """Scan progress on stderr: on a terminal a live bar (addresses done of total, devices found, packets, the rate
-    against the global cap, elapsed and the expected time left); elsewhere a plain line every `every_s` seconds, so
-    that a log shows the scan moving; nothing at all when disabled (--quiet).
+    """Scan progress on stderr: on a terminal a live bar (over the (address, probe) jobs done) with the addresses done
+    of total, devices found, packets, the rate against the global cap, elapsed and the expected time left; elsewhere
+    a plain line every `every_s` seconds, so that a log shows the scan moving; nothing when disabled (--quiet).
 
     `update` takes an `otprobe.scan.Progress`; the ETA in it comes from the pacing model over the work left.
     """
@@ -199,7 +199,7 @@ class ScanProgress:
             from rich.live import Live  # local: only scans on a terminal pay for it
             from rich.progress import BarColumn, Progress, TextColumn
 
-            self._bar = Progress(TextColumn("addresses"), BarColumn(), TextColumn("{task.description}"), console=err,
+            self._bar = Progress(BarColumn(bar_width=20), TextColumn("{task.description}"), console=err,
                                  transient=True)
             self._task = self._bar.add_task("", total=1)
             self._live = Live(self._bar, console=err, transient=True, refresh_per_second=4)
@@ -219,12 +219,19 @@ class ScanProgress:
                 f"{progress.packets} packets, {progress.rate_pps:.1f}/{progress.cap_pps:g} pps, elapsed "
                 f"{duration(elapsed_s)}, about {duration(progress.eta_s)} left")
 
+    @staticmethod
+    def short(progress: Any, elapsed_s: float) -> str:
+        """The bar's text: short enough for an 80-column terminal beside a 20-column bar."""
+        return (f"{progress.addresses_done}/{progress.addresses} addr  {progress.devices_found} dev  "
+                f"{progress.packets} pkt  {progress.rate_pps:.1f}/{progress.cap_pps:g} pps  {duration(elapsed_s)}  "
+                f"ETA {duration(progress.eta_s)}")
+
     def update(self, progress: Any, elapsed_s: float) -> None:
         if not self._enabled:
             return
         if self._bar is not None:
-            self._bar.update(self._task, completed=progress.addresses_done, total=max(progress.addresses, 1),
-                             description=self.line(progress, elapsed_s))
+            self._bar.update(self._task, completed=progress.jobs_done, total=max(progress.jobs, 1),
+                             description=self.short(progress, elapsed_s))
         elif elapsed_s - self._last_line >= self._every_s:
             self._last_line = elapsed_s
             info(self.line(progress, elapsed_s))

@@ -214,6 +214,8 @@ class Progress:
     addresses_done: int
     addresses: int
     devices_found: int
+    jobs_done: int  # (address, probe) results so far
+    jobs: int
     packets: int
     rate_pps: float  # over the last few seconds
     cap_pps: float  # the global cap
@@ -307,19 +309,21 @@ class ScanRun:
             self._on_observation(observation)
 
     def progress(self) -> Progress:
-        """Where the scan stands, and the expected seconds left from the pacing model over the addresses not yet
-        done, with the share of devices found so far (blended with the plan's until enough addresses are done)."""
+        """Where the scan stands, and the expected seconds left: the pacing model over the whole scan with the shares
+        of devices and of silent empty addresses seen so far (blended with the plan's until enough addresses are
+        seen), less the time already spent, and never less than the model of the addresses not yet started."""
         scheduler, plan = self.scheduler, self.prepared.plan
-        total, done, found = len(scheduler.targets), scheduler.addresses_done, scheduler.devices_found
+        done, found, started = scheduler.addresses_done, scheduler.devices_found, len(scheduler.pacers)
+        empty = scheduler.empty_done  # addresses judged so far: the devices found and the empty ones done
         prior = plan.expected_devices / plan.devices if plan.devices else 0.0
-        live = (found + PRIOR_ADDRESSES * prior) / (done + PRIOR_ADDRESSES)
-        empty_done = max(done - found, 0)
-        silent = (len(scheduler.absent) + PRIOR_ADDRESSES * plan.silent_share) / (empty_done + PRIOR_ADDRESSES)
-        # addresses in flight are about half done, on average
-        left = scheduler.targets[(done + len(scheduler.pacers)) // 2:]
-        config = scheduler.config
-        return Progress(done, total, found, self.audit.packets, self.audit.rate(), config.global_pps,
-                        remaining_seconds(left, self.prepared.probes, config, live, min(silent, 1.0)))
+        live = (found + PRIOR_ADDRESSES * prior) / (found + empty + PRIOR_ADDRESSES)
+        silent = (len(scheduler.absent) + PRIOR_ADDRESSES * plan.silent_share) / (empty + PRIOR_ADDRESSES)
+        probes, config = self.prepared.probes, scheduler.config
+        whole = remaining_seconds(scheduler.targets, probes, config, live, silent)
+        unstarted = remaining_seconds(scheduler.targets[started:], probes, config, live, silent)
+        return Progress(done, len(scheduler.targets), found, len(scheduler.observations), scheduler.jobs_total,
+                        self.audit.packets, self.audit.rate(), config.global_pps,
+                        max(whole - scheduler.elapsed_s, unstarted, 0.0))
 
     def _record_batch(self, observations: list[Observation]) -> None:
         """Many results known at once (the excluded addresses): one transaction, however many."""

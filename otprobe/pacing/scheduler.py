@@ -167,6 +167,7 @@ class Scheduler:
         self.packets_sent = 0
         self.addresses_done = 0  # addresses with every job reported (progress)
         self.devices_found = 0  # addresses that proved to hold a device (progress: the density seen so far)
+        self.empty_done = 0  # addresses done that never proved to hold one
         self.jobs_total = sum(len(self.jobs_for(t)) for t in self.targets)
         self._started: float | None = None
         self._ended: float | None = None
@@ -253,6 +254,10 @@ class Scheduler:
             unstarted=list(self.unstarted),
         )
 
+    @property
+    def elapsed_s(self) -> float:
+        return 0.0 if self._started is None else self._limiter.now() - self._started
+
     def _stopping(self) -> bool:
         return self._stop.is_set() or self._limiter.now() >= self._limiter.cutoff
 
@@ -325,6 +330,7 @@ class Scheduler:
             for probe in address.pending:
                 self._emit(_observation(target, probe, Status.ABORTED, "scan stopped before this job ran"))
             self.addresses_done += 1
+            self.empty_done += not address.found
 
     def _fits(self, address: _Address, probe: Probe) -> bool:
         budget = self.config.max_packets_per_device

@@ -118,7 +118,8 @@ def plan_scan(targets: Sequence[Target], probes: Sequence[Probe], config: ScanCo
     if budget is not None:
         once, per_device = min(once, budget), min(per_device, budget)
     counts = Counter(config.class_key(t.device_class) for t in targets)
-    in_flight = max(1, config.max_devices_in_flight)
+    # a device's first session runs in a discovery slot, its others in a session slot: both kinds progress at once
+    in_flight = max(1, config.max_devices_in_flight + config.max_addresses_in_flight)
     classes: dict[str, ClassPlan] = {}
     device_total = 0.0  # sum of per-device bounds: at most `in_flight` devices progress at once
     slowest = 0.0

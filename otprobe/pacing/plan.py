@@ -119,7 +119,7 @@ def plan_scan(targets: Sequence[Target], probes: Sequence[Probe], config: ScanCo
         once, per_device = min(once, budget), min(per_device, budget)
     counts = Counter(config.class_key(t.device_class) for t in targets)
     # a device's first session runs in a discovery slot, its others in a session slot: both kinds progress at once
-    in_flight = max(1, config.max_devices_in_flight + config.max_addresses_in_flight)
+    in_flight = config.max_devices_in_flight + max(config.max_addresses_in_flight, config.max_devices_in_flight)
     classes: dict[str, ClassPlan] = {}
     device_total = 0.0  # sum of per-device bounds: at most `in_flight` devices progress at once
     slowest = 0.0
@@ -177,7 +177,7 @@ def _expected(targets: Sequence[Target], probes: Sequence[Probe], config: ScanCo
             slowest = max(slowest, own)
     empties = (len(targets) - live) * empty_s
     bounds += [shared_min_seconds(total, config.global_pps), live_time / max(1, config.max_devices_in_flight),
-               empties / max(1, config.max_addresses_in_flight)]
+               empties / max(config.max_addresses_in_flight, config.max_devices_in_flight)]
     return total, max(bounds) + slowest
 
 

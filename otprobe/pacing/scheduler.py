@@ -205,7 +205,9 @@ class Scheduler:
         self._started = self._limiter.now()
         if self.config.deadline is not None:
             self._limiter.stop(at=self.config.deadline)
-        discovery = asyncio.Semaphore(self.config.max_addresses_in_flight)
+        # never fewer discovery slots than session slots: a scan of devices that each answer one probe runs that
+        # whole session in its discovery slot, and must not run fewer at once than the profile allows devices
+        discovery = asyncio.Semaphore(max(self.config.max_addresses_in_flight, self.config.max_devices_in_flight))
         sessions = asyncio.Semaphore(self.config.max_devices_in_flight)
         started = 0  # targets[:started] have a task
         try:

@@ -63,6 +63,11 @@ class Format(StrEnum):
     json = "json"
 
 
+class EmptyHosts(StrEnum):
+    refuse = "refuse"
+    drop = "drop"
+
+
 class ScanFormat(StrEnum):
     table = "table"
     json = "json"  # one document, otprobe/data/scan.schema.json
@@ -451,33 +456,65 @@ def plan(
     protocol: ProtocolOption = None,
     port: PortOption = None,
     scope: ScopeOption = None,
+    expect_devices: Annotated[int | None, typer.Option(
+        "--expect-devices", min=0, help="How many of the addresses you expect to hold a device (default: 10 %).",
+        show_default=False)] = None,
+    expect_empty: Annotated[EmptyHosts, typer.Option(
+        "--expect-empty", help="How the other addresses behave: refuse (RST, the dearer) or drop (a firewall).")]
+    = EmptyHosts.refuse,
     fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
 ) -> None:
     """Show what a scan would do, without sending a single packet.
 
-    Lists devices per class, the worst-case packets (retries included) and the least time the caps allow for that
-    worst case (devices that answer in fewer packets finish sooner).
+    Lists addresses per class, the worst-case packets (retries and the device packet budget included) and the least
+    time the caps allow for that worst case; then what to expect when --expect-devices of the addresses hold a
+    device (the others empty), and whether each fits the profile's next maintenance window.
 
-    Example: otprobe plan 127.0.1.0/24 --profile lab
+    Example: otprobe plan 127.0.1.0/24 --profile lab --expect-devices 20
     """
     from datetime import UTC, datetime
 
-    prepared = _prepare(profile, targets, protocol, port, scope, now=datetime.now(UTC), check_window=False)
+    from otprobe.windows import current_window, next_windows
+
+    now = datetime.now(UTC)
+    prepared = _prepare(profile, targets, protocol, port, scope, now=now, check_window=False,
+                        expect_devices=expect_devices, expect_silent=1.0 if expect_empty is EmptyHosts.drop else 0.0)
     p = prepared.plan
     excluded = len(prepared.resolution.excluded)
+    windows = prepared.profile.windows
+    window = (current_window(windows, now) or next(iter(next_windows(windows, now, 1)), None)) if windows else None
+    window_s = None if window is None else (window[1] - max(window[0], now)).total_seconds()
+    fits = {"worst": None if window_s is None else p.worst_seconds <= window_s,
+            "expected": None if window_s is None else p.expected_seconds <= window_s}
     if fmt is Format.json:
         render.print_json({
             "devices": p.devices, "excluded": excluded, "packets_per_device": p.packets_per_device,
             "total_packets": p.total_packets, "min_seconds": round(p.min_seconds, 3),
+            "worst_seconds": round(p.worst_seconds, 3), "expected_devices": p.expected_devices,
+            "expected_packets": p.expected_packets, "expected_seconds": round(p.expected_seconds, 3),
+            "window": None if window is None else {"opens": window[0].isoformat(), "closes": window[1].isoformat(),
+                                                   "worst_fits": fits["worst"], "expected_fits": fits["expected"]},
             "protocols": [probe.name for probe in prepared.probes],
             "classes": {k: {"devices": c.devices, "packets": c.packets, "min_seconds": round(c.min_seconds, 3)}
                         for k, c in p.classes.items()},
         })
         return
-    rows = [(name, c.devices, c.packets, f"{c.min_seconds:.1f}") for name, c in sorted(p.classes.items())]
-    render.plan_table(rows, ("total", p.devices, p.total_packets, f"{p.min_seconds:.1f}"))
-    render.info(f"protocols: {', '.join(probe.name for probe in prepared.probes)}; excluded devices "
-                f"(zero packets): {excluded}")
+    rows = [(name, c.devices, c.packets, render.duration(c.min_seconds)) for name, c in sorted(p.classes.items())]
+    render.plan_table(rows, ("total", p.devices, p.total_packets, render.duration(p.min_seconds)))
+    render.info(f"expected with {p.expected_devices} of {p.devices} addresses holding a device and the others "
+                f"{'dropping' if p.silent_share else 'refusing'} probes: about {p.expected_packets} packets in "
+                f"{render.duration(p.expected_seconds)}")
+    if window is None:
+        render.info(f"profile {prepared.profile.name} has no maintenance window: a scan may run at any time")
+    else:
+        def verdict(fit: bool | None) -> str:
+            return "fits" if fit else "does not fit"
+
+        render.info(f"next maintenance window {window[0].astimezone():%a %Y-%m-%d %H:%M} to "
+                    f"{window[1].astimezone():%H:%M %Z} ({render.duration(window_s or 0)}): the worst case "
+                    f"{verdict(fits['worst'])}, the expected scan {verdict(fits['expected'])}")
+    render.info(f"protocols: {', '.join(probe.name for probe in prepared.probes)}; at most {p.packets_per_device} "
+                f"packets per address; excluded devices (zero packets): {excluded}")
 
 
 @app.command()
@@ -663,14 +700,8 @@ async def _run_scan(prepared: Any, store: Store, audit_path: Path, now: Any, qui
 
     from otprobe.scan import ScanRun
 
-    progress = render.ScanProgress(prepared.plan.devices, prepared.plan.devices * len(prepared.probes),
-                                   prepared.plan.min_seconds, prepared.profile.global_pps, enabled=not quiet)
-
-    def seen(observation: Any) -> None:
-        progress.jobs_done += 1
-        progress.devices_done.add(observation.target)
-
-    run = ScanRun(prepared, store, audit_path, now=now, on_observation=seen, leases=leases)
+    progress = render.ScanProgress(enabled=not quiet)
+    run = ScanRun(prepared, store, audit_path, now=now, leases=leases)
     loop = asyncio.get_running_loop()
     interrupts = 0
 
@@ -688,8 +719,8 @@ async def _run_scan(prepared: Any, store: Store, audit_path: Path, now: Any, qui
     try:
         with progress:
             while not task.done():
-                await asyncio.wait({task}, timeout=0.25)
-                progress.update(run.audit.packets, run.audit.rate(), time.monotonic() - started)
+                await asyncio.wait({task}, timeout=1.0)
+                progress.update(run.progress(), time.monotonic() - started)
         return task.result()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -224,6 +224,8 @@ class Profile(_Strict):
     breaker: BreakerConfig = BreakerConfig()
     windows: list[Window] = []
     max_devices_in_flight: Int = Field(8, ge=1, le=256)
+    max_addresses_in_flight: Int = Field(32, ge=1, le=1024)
+    max_packets_per_device: Int | None = Field(None, ge=1, le=10_000)
     cautions: list[Caution] = []
 
     @model_validator(mode="after")
@@ -519,6 +521,8 @@ def scan_config(profile: Profile | None = None, *, deadline: float | None = None
         retries=profile.retries,
         breaker_failures=profile.breaker.failures,
         max_devices_in_flight=profile.max_devices_in_flight,
+        max_addresses_in_flight=profile.max_addresses_in_flight,
+        max_packets_per_device=profile.max_packets_per_device,
         deadline=deadline,
         enabled_intrusive=profile.intrusive_pairs(),
     )

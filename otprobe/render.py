@@ -175,20 +175,34 @@ def generic_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[An
     out.print(_table(title, columns, rows))
 
 
-class ScanProgress:
-    """Live status line on a terminal: devices done of total, packets, current rate against the cap, ETA.
+def duration(seconds: float) -> str:
+    """h:mm:ss, the way a person reads a scan's length."""
+    whole = max(0, round(seconds))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
-    Silent when stderr is not a terminal or with --quiet: unattended runs log only their summary.
+
+class ScanProgress:
+    """Scan progress on stderr: on a terminal a live bar (over the (address, probe) jobs done) with the addresses done
+    of total, devices found, packets, the rate against the global cap, elapsed and the expected time left; elsewhere
+    a plain line every `every_s` seconds, so that a log shows the scan moving; nothing when disabled (--quiet).
+
+    `update` takes an `otprobe.scan.Progress`; the ETA in it comes from the pacing model over the work left.
     """
 
-    def __init__(self, devices_total: int, jobs_total: int, planned_s: float, cap_pps: float, enabled: bool) -> None:
-        from rich.live import Live  # local: only scans on a terminal pay for it
+    def __init__(self, enabled: bool, every_s: float = 30.0) -> None:
+        self._enabled = enabled
+        self._every_s = every_s
+        self._last_line = 0.0  # the first plain line after `every_s`: a short scan prints none
+        self._live: Any = None
+        self._bar: Any = None
+        if enabled and err.is_terminal:
+            from rich.live import Live  # local: only scans on a terminal pay for it
+            from rich.progress import BarColumn, Progress, TextColumn
 
-        self.devices_total, self.jobs_total = devices_total, jobs_total
-        self.planned_s, self.cap_pps = planned_s, cap_pps
-        self.jobs_done = 0
-        self.devices_done: set[str] = set()
-        self._live = Live(console=err, transient=True, refresh_per_second=4) if enabled and err.is_terminal else None
+            self._bar = Progress(BarColumn(bar_width=20), TextColumn("{task.description}"), console=err,
+                                 transient=True)
+            self._task = self._bar.add_task("", total=1)
+            self._live = Live(self._bar, console=err, transient=True, refresh_per_second=4)
 
     def __enter__(self) -> ScanProgress:
         if self._live is not None:
@@ -199,15 +213,28 @@ class ScanProgress:
         if self._live is not None:
             self._live.__exit__(None, None, None)
 
-    def update(self, packets: int, rate: float, elapsed_s: float) -> None:
-        if self._live is None:
+    @staticmethod
+    def line(progress: Any, elapsed_s: float) -> str:
+        return (f"{progress.addresses_done}/{progress.addresses} addresses, {progress.devices_found} devices found, "
+                f"{progress.packets} packets, {progress.rate_pps:.1f}/{progress.cap_pps:g} pps, elapsed "
+                f"{duration(elapsed_s)}, about {duration(progress.eta_s)} left")
+
+    @staticmethod
+    def short(progress: Any, elapsed_s: float) -> str:
+        """The bar's text: short enough for an 80-column terminal beside a 20-column bar."""
+        return (f"{progress.addresses_done}/{progress.addresses} addr  {progress.devices_found} dev  "
+                f"{progress.packets} pkt  {progress.rate_pps:.1f}/{progress.cap_pps:g} pps  {duration(elapsed_s)}  "
+                f"ETA {duration(progress.eta_s)}")
+
+    def update(self, progress: Any, elapsed_s: float) -> None:
+        if not self._enabled:
             return
-        eta = max(self.planned_s - elapsed_s, 0.0)
-        self._live.update(
-            f"devices {len(self.devices_done)}/{self.devices_total}  jobs {self.jobs_done}/{self.jobs_total}  "
-            f"packets {packets}  rate {rate:.1f}/{self.cap_pps:g} pps  elapsed {elapsed_s:.0f} s  "
-            f"worst-case ETA {eta:.0f} s"
-        )
+        if self._bar is not None:
+            self._bar.update(self._task, completed=progress.jobs_done, total=max(progress.jobs, 1),
+                             description=self.short(progress, elapsed_s))
+        elif elapsed_s - self._last_line >= self._every_s:
+            self._last_line = elapsed_s
+            info(self.line(progress, elapsed_s))
 
 
 def scan_summary(summary: dict[str, Any]) -> None:
@@ -219,5 +246,5 @@ def scan_summary(summary: dict[str, Any]) -> None:
 
 
 def plan_table(rows: Sequence[Sequence[Any]], total: Sequence[Any]) -> None:
-    columns = ("class", "devices", "worst-case packets", "worst case takes at least (s)")
+    columns = ("class", "addresses", "worst-case packets", "worst case takes at least")
     out.print(_table("Scan plan (no packet sent)", columns, [*rows, total]))

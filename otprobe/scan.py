@@ -26,7 +26,7 @@ from otprobe.inventory.store import Store
 from otprobe.leases import Leases
 from otprobe.link import AuditSink
 from otprobe.model import Observation, Status, Target
-from otprobe.pacing.plan import Plan, plan_scan
+from otprobe.pacing.plan import Plan, plan_scan, remaining_seconds
 from otprobe.pacing.scheduler import ScanResult, Scheduler
 from otprobe.probes import names, probe_class
 from otprobe.profile import Profile, scan_config
@@ -88,6 +88,14 @@ def check_sessions_fit(profile: Profile, profile_ref: str, probes: Sequence[Prob
     paces each device at its cap less the config's headroom, so a session takes that much longer.
     """
     config = scan_config(profile)
+    budget = profile.max_packets_per_device
+    for probe in probes:
+        if budget is not None and probe.max_packets() > budget:
+            raise ProfileError(
+                f"profile {profile_ref}: max_packets_per_device: {budget} is less than one worst-case {probe.name} "
+                f"session ({probe.max_packets()} packets), which could then never run; raise it or narrow the "
+                f"probe's options"
+            )
     for name in classes:
         limits = profile.limits(name)
         for probe in probes:
@@ -142,11 +150,15 @@ def prepare(
     check_window: bool = True,
     scope_include: Sequence[str] | None = None,
     resume: Resume | None = None,
+    expect_devices: int | None = None,
+    expect_silent: float = 0.0,
 ) -> Prepared:
     """Resolve and check everything before a scan; raises ScopeError or WindowError. Opens no socket.
 
     With `resume`, the protocols default to those the resumed chain still owes (even one the profile now disables:
-    the chain's first scan ran it), and the scan will run only the owed pairs."""
+    the chain's first scan ran it), and the scan will run only the owed pairs. `expect_devices` is how many of the
+    addresses the plan's expected figures assume hold a device (default: plan.DEFAULT_DENSITY of them), and
+    `expect_silent` the share of the other addresses that drop everything rather than refuse."""
     if not targets:
         raise ScopeError("no targets given")
     window_end = None
@@ -157,7 +169,7 @@ def prepare(
     if resume is not None and not protocols:
         protocols = sorted({name for names in resume.jobs.values() for name in names})
     probes = build_probes(profile, protocols, ports)
-    plan = plan_scan(list(resolution.targets), probes, scan_config(profile))
+    plan = plan_scan(list(resolution.targets), probes, scan_config(profile), expect_devices, expect_silent)
     check_sessions_fit(profile, profile_ref, probes, plan.classes)
     ends = [d for d in (deadline, window_end) if d is not None]
     return Prepared(profile, profile_ref, resolution, scope, probes, plan, min(ends) if ends else None, window_end,
@@ -190,6 +202,24 @@ class CountingAudit:
         while self._recent and self._recent[0][0] < horizon:
             self._recent.popleft()
         return sum(n for _, n in self._recent) / window_s
+
+
+# How many addresses' worth of weight the plan's expected density keeps in the progress estimate: the first few
+# addresses done say little about the rest of a block.
+PRIOR_ADDRESSES = 8
+
+
+@dataclass(frozen=True)
+class Progress:
+    addresses_done: int
+    addresses: int
+    devices_found: int
+    jobs_done: int  # (address, probe) results so far
+    jobs: int
+    packets: int
+    rate_pps: float  # over the last few seconds
+    cap_pps: float  # the global cap
+    eta_s: float  # expected seconds left
 
 
 def new_scan_id(now: datetime) -> str:
@@ -278,6 +308,30 @@ class ScanRun:
         if self._on_observation is not None:
             self._on_observation(observation)
 
+    def progress(self) -> Progress:
+        """Where the scan stands, and the expected seconds left: the pacing model over the whole scan with the shares
+        of devices and of silent empty addresses seen so far (blended with the plan's until enough addresses are
+        seen), less the time already spent, and never less than the model of the addresses not yet started."""
+        scheduler, plan = self.scheduler, self.prepared.plan
+        done, found, started = scheduler.addresses_done, scheduler.devices_found, len(scheduler.pacers)
+        empty = scheduler.empty_done  # addresses judged so far: the devices found and the empty ones done
+        prior = plan.expected_devices / plan.devices if plan.devices else 0.0
+        live = (found + PRIOR_ADDRESSES * prior) / (found + empty + PRIOR_ADDRESSES)
+        silent = (len(scheduler.absent) + PRIOR_ADDRESSES * plan.silent_share) / (empty + PRIOR_ADDRESSES)
+        probes, config = self.prepared.probes, scheduler.config
+        whole = remaining_seconds(scheduler.targets, probes, config, live, silent)
+        unstarted = remaining_seconds(scheduler.targets[started:], probes, config, live, silent)
+        return Progress(done, len(scheduler.targets), found, len(scheduler.observations), scheduler.jobs_total,
+                        self.audit.packets, self.audit.rate(), config.global_pps,
+                        max(whole - scheduler.elapsed_s, unstarted, 0.0))
+
+    def _record_batch(self, observations: list[Observation]) -> None:
+        """Many results known at once (the excluded addresses): one transaction, however many."""
+        self.store.add_observations(self.scan_id, observations)
+        if self._on_observation is not None:
+            for observation in observations:
+                self._on_observation(observation)
+
     def stop(self, now: bool = False) -> None:
         self.audit_log.event("interrupt", immediate=now)
         self.scheduler.stop(now=now)
@@ -305,8 +359,7 @@ class ScanRun:
                         device_class=t.device_class)
             for t in p.resolution.excluded for probe in p.probes
         ]
-        for observation in excluded:
-            self._record(observation)
+        self._record_batch(excluded)
         try:
             result = await self.scheduler.run()
         except BaseException:
@@ -320,7 +373,12 @@ class ScanRun:
         # killed one) makes the scan incomplete even if every job of its own ran
         missing = self.store.missing(self.scan_id)
         status = "complete" if result.complete and not missing else "incomplete"
-        self.store.finish_scan(self.scan_id, status, list(missing))
+        plan = self.prepared.plan
+        self.store.finish_scan(self.scan_id, status, list(missing), figures={
+            "plan_worst_s": round(plan.worst_seconds, 3), "plan_expected_s": round(plan.expected_seconds, 3),
+            "plan_packets": plan.total_packets, "plan_expected_packets": plan.expected_packets,
+            "not_started": len(result.unstarted),  # addresses never started: in not_covered, without results
+        })
         self.audit_log.event(
             "scan_end", status=status, packets=result.packets_sent, elapsed_s=round(result.elapsed_s, 3),
             not_covered=missing, tripped=result.tripped,

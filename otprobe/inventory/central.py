@@ -112,18 +112,29 @@ class CentralStore:
                                                   **records.observation_row(observation)))
 
     @guarded
-    def finish_scan(self, scan_id: str, status: str, not_covered: Iterable[str] = ()) -> None:
+    def add_observations(self, scan_id: str, batch: Iterable[Observation]) -> None:
+        # one transaction for many rows (excluded hosts at a scan's start): all of them or none
+        at = self._now()
+        rows = [{"scan_id": scan_id, "observed_at": at, **records.observation_row(o)} for o in batch]
+        if rows:
+            with self.engine.begin() as c:
+                c.execute(insert(observations), rows)
+
+    @guarded
+    def finish_scan(self, scan_id: str, status: str, not_covered: Iterable[str] = (),
+                    figures: Mapping[str, float] | None = None) -> None:
         with self.engine.begin() as c:
             site = c.execute(select(scans.c.site).where(scans.c.id == scan_id)).scalar_one()
             self._lock_site(c, site)
             if c.execute(select(scans.c.status).where(scans.c.id == scan_id)).scalar_one() != "running":
                 return  # two commands closing a killed scan at once: the first did
             self._reconcile(c, scan_id, site, self._now())
-            counts = Counter(row.status for row in c.execute(
-                select(observations.c.status).where(observations.c.scan_id == scan_id)))
+            counts: dict[str, float] = dict(Counter(row.status for row in c.execute(
+                select(observations.c.status).where(observations.c.scan_id == scan_id))))
+            counts.update(figures or {})
             c.execute(update(scans).where(scans.c.id == scan_id).values(
                 status=status, ended_at=self._now(), not_covered=json.dumps(list(not_covered)),
-                counts=json.dumps(dict(counts)),
+                counts=json.dumps(counts),
             ))
 
     def _mark_interrupted(self) -> None:

@@ -22,7 +22,7 @@ import socket
 import sqlite3
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
@@ -179,21 +179,23 @@ class SqliteStore:
 
     @_domain_errors
     def add_observation(self, scan_id: str, obs: Observation) -> None:
-        self.db.execute(
-            "INSERT INTO observations (scan_id, ip, protocol, port, status, device_class, identity, latency_s,"
-            " packets, error, observed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (scan_id, obs.target, obs.protocol, obs.port, str(obs.status), obs.device_class,
-             json.dumps(obs.identity.as_dict()) if obs.identity else None, obs.latency_s, obs.packets_sent,
-             obs.error, _now()),
-        )
+        self.db.execute(_INSERT_OBSERVATION, _observation_row(scan_id, obs, _now()))
 
     @_domain_errors
-    def finish_scan(self, scan_id: str, status: str, not_covered: Iterable[str] = ()) -> None:
+    def add_observations(self, scan_id: str, observations: Iterable[Observation]) -> None:
+        now = _now()
+        with self._tx():
+            self.db.executemany(_INSERT_OBSERVATION, (_observation_row(scan_id, obs, now) for obs in observations))
+
+    @_domain_errors
+    def finish_scan(self, scan_id: str, status: str, not_covered: Iterable[str] = (),
+                    figures: Mapping[str, float] | None = None) -> None:
         """Merge the scan's observations into assets and close the scan row, in one transaction."""
         observations = self._observations(scan_id)
-        counts: dict[str, int] = defaultdict(int)
+        counts: dict[str, float] = defaultdict(int)
         for obs in observations:
             counts[str(obs.status)] += 1
+        counts.update(figures or {})
         with self._tx():
             seen = devices_seen(observations, self._observations(*self._chain(scan_id)[1:]))
             known = [KnownAsset(r["id"], r["ip"], r["serial"], r["model"], r["firmware"]) for r in
@@ -334,6 +336,18 @@ WITH RECURSIVE chain(id, resumes, depth) AS (
     UNION ALL SELECT scans.id, scans.resumes, chain.depth + 1 FROM scans JOIN chain ON scans.id = chain.resumes
 ) SELECT id FROM chain ORDER BY depth
 """
+
+
+_INSERT_OBSERVATION = (
+    "INSERT INTO observations (scan_id, ip, protocol, port, status, device_class, identity, latency_s, packets, error,"
+    " observed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _observation_row(scan_id: str, obs: Observation, now: str) -> tuple[Any, ...]:
+    return (scan_id, obs.target, obs.protocol, obs.port, str(obs.status), obs.device_class,
+            json.dumps(obs.identity.as_dict()) if obs.identity else None, obs.latency_s, obs.packets_sent, obs.error,
+            now)
 
 
 class _Transaction:

@@ -8,7 +8,7 @@ finished scan changes (new, moved, replaced, firmware changed, duplicate serial)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,7 +24,7 @@ class ScanRecord:
     status: str  # running | complete | incomplete | interrupted
     targets: list[str] = field(default_factory=list)
     not_covered: list[str] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, float] = field(default_factory=dict)  # per status, and the plan's figures (plan_*)
     protocols: list[str] = field(default_factory=list)  # probed on each target (the first scan's bind a chain)
     resumes: str | None = None  # the scan this one continues (`scan --resume`)
 
@@ -66,9 +66,15 @@ class Store(Protocol):
 
     def add_observation(self, scan_id: str, observation: Observation) -> None: ...
 
-    def finish_scan(self, scan_id: str, status: str, not_covered: Iterable[str] = ()) -> None:
+    def add_observations(self, scan_id: str, observations: Iterable[Observation]) -> None:
+        """Record many observations in one transaction (a scan stopped with thousands of addresses unstarted)."""
+        ...
+
+    def finish_scan(self, scan_id: str, status: str, not_covered: Iterable[str] = (),
+                    figures: Mapping[str, float] | None = None) -> None:
         """Close the scan and, in the same transaction, write `reconcile.reconcile`'s decisions for what its resume
-        chain saw (`reconcile.devices_seen`) against the active assets."""
+        chain saw (`reconcile.devices_seen`) against the active assets. `figures` (the plan's, e.g. `plan_worst_s`)
+        are kept in the scan's counts beside the per-status counts."""
         ...
 
     def observations(self, scan_id: str) -> list[Observation]: ...

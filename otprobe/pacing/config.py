@@ -41,7 +41,9 @@ class ScanConfig:
     timeouts: Timeouts
     retries: int
     breaker_failures: int
-    max_devices_in_flight: int
+    max_devices_in_flight: int  # addresses known to hold a device with a session under way
+    max_addresses_in_flight: int  # addresses not yet known to hold a device, on their first attempts
+    max_packets_per_device: int | None  # everything one scan may send one address, retries included; None: no cap
     deadline: float | None = None
     backoff_s: float = 1.0  # first retry waits backoff_s * (1 + jitter), then doubles
     jitter: float = 0.5

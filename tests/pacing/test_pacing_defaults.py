@@ -50,4 +50,5 @@ def test_a_config_without_the_unknown_class_is_refused() -> None:
     defaults = scan_config()
     with pytest.raises(ValueError, match="unknown"):
         ScanConfig(global_pps=10.0, classes={"plc": plc}, timeouts=defaults.timeouts, retries=1,
-                   breaker_failures=2, max_devices_in_flight=8)
+                   breaker_failures=2, max_devices_in_flight=8, max_addresses_in_flight=32,
+                   max_packets_per_device=None)

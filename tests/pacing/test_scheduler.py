@@ -158,13 +158,15 @@ def test_a_session_is_cut_at_max_session_s_and_still_closes() -> None:
 
 def test_deadline_makes_the_result_incomplete_and_lists_what_was_not_covered() -> None:
     deadline = vtime.START + 6.0
-    config = replace(LOOSE, max_devices_in_flight=2, deadline=deadline)
+    config = replace(LOOSE, max_devices_in_flight=1, max_addresses_in_flight=1, deadline=deadline)
     devices = targets(6)
     result, wire, _, _ = scan(devices, config=config)
     assert not result.complete
-    assert len(result.observations) == 12  # every job is accounted for
-    aborted = {o.target for o in result.observations if o.status is Status.ABORTED}
-    assert aborted and set(result.not_covered) == aborted
+    # every job is accounted for: a result each, or its address listed as never started
+    assert len(result.observations) + 2 * len(result.unstarted) == 12
+    assert result.unstarted, "the deadline came before the last devices started"
+    aborted = {o.target for o in result.observations if o.status is Status.ABORTED} | set(result.unstarted)
+    assert set(result.not_covered) == aborted
     covered = {t.ip for t in devices} - aborted
     assert covered, "the first devices finished before the deadline"
     assert max(wire.times()) <= deadline  # nothing arrives after the deadline, closes included

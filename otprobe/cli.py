@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
 from contextlib import closing as _closing
 from enum import IntEnum, StrEnum
 from pathlib import Path
@@ -76,8 +78,25 @@ def fail(exc: OtprobeError) -> typer.Exit:
     return typer.Exit(int(code))
 
 
+_VERBOSE = re.compile(r"-v+|--verbose")
+
+
+def _verbose_first(args: list[str]) -> list[str]:
+    """`-v`, `-vv` and `--verbose` moved before the command, wherever they were typed (`otprobe scan ... -v`): the
+    option is the top-level group's, and a command does not know it. `sim` passes its arguments on untouched, and
+    nothing after `--` is an option."""
+    if "sim" in args:
+        return args
+    end = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:end] if _VERBOSE.fullmatch(a)]
+    return [*flags, *(a for a in args[:end] if not _VERBOSE.fullmatch(a)), *args[end:]]
+
+
 class _LastResort(TyperGroup):
     """The top-level group: an exception no command expected is one error line and exit 5, not a traceback."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _verbose_first(args))
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -123,9 +142,14 @@ DbOption = Annotated[
 # The inventory is imported by the commands that use it, not here: `otprobe --help` and the commands that only
 # read profiles start faster without it.
 def open_store(db: Path | None) -> SqliteStore:
+    """The inventory for a read command: one that does not exist is an error (exit 5), never created empty."""
     from otprobe.inventory import SqliteStore, default_db_path
 
-    return SqliteStore(db or default_db_path())
+    return SqliteStore(db or default_db_path(), create=False)
+
+
+WideOption = Annotated[bool, typer.Option("--wide", help="Every column, each value whole (lines may be longer "
+                                          "than the terminal).")]
 
 
 def _print_version(asked: bool) -> None:
@@ -151,29 +175,37 @@ def main(
 def inventory_list(
     db: DbOption = None,
     vendor: Annotated[str | None, typer.Option(help="Only assets whose vendor contains this text.")] = None,
-    device_class: Annotated[str | None, typer.Option("--class", help="Only this device class.")] = None,
+    device_class: Annotated[str | None, typer.Option("--class", help="Only this pacing class.")] = None,
+    asset_type: Annotated[str | None, typer.Option("--type", help="Only this asset type (plc, drive, meter, ...: "
+                                                   "what the device says it is).")] = None,
     protocol: Annotated[str | None, typer.Option(help="Only assets that answered this protocol.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
+    wide: WideOption = False,
 ) -> None:
-    """List assets with firmware.
+    """List assets with firmware, type and pacing class, as they are read (any number of assets).
 
-    Example: otprobe inventory list --class plc --vendor Siemens
+    Example: otprobe inventory list --type plc --vendor Siemens
     """
-    with _closing(open_store(db)) as store:
-        assets = [
-            a for a in store.assets()
-            if (vendor is None or vendor.lower() in (a.vendor or "").lower())
-            and (device_class is None or a.device_class == device_class)
-            and (protocol is None or protocol in a.protocols)
-        ]
-    if fmt is Format.json:
-        render.print_json([a.__dict__ for a in assets])
-    elif not assets:
-        from otprobe.inventory import default_db_path
+    from otprobe.inventory.store import AssetFilter
+    from otprobe.model import ASSET_TYPES
 
-        render.info(f"no assets in {db or default_db_path()}: run `otprobe scan` (or `otprobe demo`) first")
-    else:
-        render.assets_table(assets)
+    if asset_type is not None and asset_type not in ASSET_TYPES:
+        raise typer.BadParameter(f"unknown asset type {asset_type!r} (known: {', '.join(ASSET_TYPES)})",
+                                 param_hint="--type")
+    where = AssetFilter(vendor=vendor, device_class=device_class, asset_type=asset_type, protocol=protocol)
+    with _closing(open_store(db)) as store:
+        if fmt is Format.json:
+            from otprobe.inventory.export import write_json
+
+            write_json(store.iter_assets(where), sys.stdout)
+            return
+        widths = store.asset_widths(where)
+        if not widths["id"]:
+            render.info(f"no assets in {store.path}" + (" match" if where != AssetFilter() else
+                                                         ": run `otprobe scan` (or `otprobe demo`) first"))
+            return
+        count = render.stream_assets("Inventory", store.iter_assets(where), widths, wide)
+    render.info(render.plural(count, "asset"))
 
 
 @inventory_app.command("show")
@@ -181,6 +213,7 @@ def inventory_show(
     asset: Annotated[str, typer.Argument(help="Asset id (or its prefix), address or serial.")],
     db: DbOption = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
+    wide: WideOption = False,
 ) -> None:
     """Show one asset with its firmware and address history.
 
@@ -192,34 +225,53 @@ def inventory_show(
     if fmt is Format.json:
         render.print_json({**record.__dict__, "history": history})
     else:
-        render.asset_detail(record, history)
+        render.asset_detail(record, history, wide)
 
 
 @inventory_app.command("diff")
 def inventory_diff(
-    from_scan: Annotated[str | None, typer.Option("--from", help="Earlier scan id (default: the one before --to).")]
-    = None,
-    to_scan: Annotated[str | None, typer.Option("--to", help="Later scan id (default: the latest finished scan).")]
-    = None,
+    from_scan: Annotated[str | None, typer.Option("--from", help="Earlier scan id or its prefix (default: the last "
+                                                  "one before --to with the same targets and protocols).")] = None,
+    to_scan: Annotated[str | None, typer.Option("--to", help="Later scan id or its prefix (default: the latest "
+                                                "finished scan).")] = None,
     db: DbOption = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
+    wide: WideOption = False,
 ) -> None:
-    """What changed between two scans: new, missing, firmware changed, replaced, moved.
+    """What changed between two scans: new, missing, firmware changed, replaced, moved, duplicate serial.
 
-    Exits 0 when nothing changed and 1 when something did, so cron and CI can alert on it.
+    A device is missing only when the later scan was complete and asked its address over a protocol that identified
+    it before. Exits 0 when nothing changed and 1 when something did, so cron and CI can alert on it.
 
-    Example: otprobe inventory diff --format json
+    Example: otprobe inventory diff --from 20261207T0455 --format json
     """
-    from otprobe.inventory.diff import diff_scans, pick_scans
+    from otprobe.inventory.diff import iter_changes, pick_scans
 
     with _closing(open_store(db)) as store:
-        old, new = pick_scans(store, from_scan, to_scan)
-        diff = diff_scans(store, old, new)
-    if fmt is Format.json:
-        render.print_json(diff.as_dict())
-    else:
-        render.diff_table(diff.as_dict())
-    raise typer.Exit(int(Exit.CHANGES if diff else Exit.OK))
+        pair = pick_scans(store, from_scan, to_scan)
+        changes = iter_changes(store, pair.old, pair.new)
+        old_id = pair.old.id if pair.old is not None else None
+        if fmt is Format.json:
+            changed = _diff_json(old_id, pair.new.id, pair.basis, changes)
+        else:
+            since = f"from scan {old_id}" if old_id else "(no earlier scan to compare with)"
+            render.info(f"comparing {pair.basis}")
+            changed = bool(render.stream_diff(f"Changes {since} to scan {pair.new.id}", changes, wide))
+    raise typer.Exit(int(Exit.CHANGES if changed else Exit.OK))
+
+
+def _diff_json(old_id: str | None, new_id: str, basis: str, changes: Any) -> bool:
+    """The diff as one JSON object on stdout, its changes written as they are found; whether there were any."""
+    import json
+    from dataclasses import asdict
+
+    head = json.dumps({"from": old_id, "to": new_id, "basis": basis}, indent=2)
+    sys.stdout.write(head[:-2] + ',\n  "changes": [')
+    count = 0
+    for count, change in enumerate(changes, 1):
+        sys.stdout.write(("," if count > 1 else "") + "\n    " + json.dumps(asdict(change)))
+    sys.stdout.write("\n  ]\n}\n" if count else "]\n}\n")
+    return count > 0
 
 
 @inventory_app.command("export")
@@ -230,31 +282,38 @@ def inventory_export(
     = None,
     db: DbOption = None,
 ) -> None:
-    """Export the inventory.
+    """Export the inventory, asset by asset (any number of assets).
 
     Example: otprobe inventory export --format cyclonedx -o plant.cdx.json
     """
-    from otprobe.inventory.export import to_csv, to_cyclonedx, to_json
+    from otprobe.inventory.export import write_csv, write_cyclonedx, write_json
 
+    write = {ExportFormat.json: write_json, ExportFormat.csv: write_csv, ExportFormat.cyclonedx: write_cyclonedx}[fmt]
     with _closing(open_store(db)) as store:
-        assets = store.assets()
-    text = {ExportFormat.json: to_json, ExportFormat.csv: to_csv, ExportFormat.cyclonedx: to_cyclonedx}[fmt](assets)
-    if output is None:
-        typer.echo(text, nl=not text.endswith("\n"))
-    else:
+        if output is None:
+            write(store.iter_assets(), sys.stdout)
+            return
+        # written beside the target and renamed at the end: a failed export leaves no half file under its name
+        partial = output.with_name(output.name + ".partial")
         try:
-            output.write_text(text)
+            with partial.open("w", encoding="utf-8", newline="") as stream:
+                write(store.iter_assets(), stream)
+            partial.replace(output)
         except OSError as exc:
             render.error_line(f"cannot write {output}: {exc.strerror or exc}")
             raise typer.Exit(int(Exit.ERROR)) from None
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 @scans_app.command("list")
 def scans_list(
     db: DbOption = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
+    wide: WideOption = False,
 ) -> None:
-    """List scans with their status (complete, incomplete, interrupted, running).
+    """List scans with their status (complete, incomplete, interrupted, running), duration and packets, each against
+    its plan when the scan recorded one.
 
     Example: otprobe scans list
     """
@@ -263,8 +322,7 @@ def scans_list(
     if fmt is Format.json:
         render.print_json([s.__dict__ for s in scans])
     else:
-        render.scans_table(scans)
-
+        render.scans_table(scans, wide)
 
 
 # --- scanning ---------------------------------------------------------------------------------------------------

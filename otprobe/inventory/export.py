@@ -1,5 +1,7 @@
 """Inventory exports: JSON, CSV (one row per asset) and CycloneDX 1.6 (devices with nested firmware).
 
+Each is written asset by asset to a stream as the store reads them, so an export of 100,000 assets holds one.
+
 CSV is opened in spreadsheets, which run a cell starting with `=`, `+`, `-`, `@`, TAB or CR as a formula, and the
 cells hold what devices said about themselves: see `csv_cell`.
 """
@@ -7,25 +9,31 @@ cells hold what devices said about themselves: see `csv_cell`.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
+import textwrap
 import uuid
+from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from otprobe import __version__
 from otprobe.inventory.store import AssetRecord
 
 CSV_COLUMNS = (
-    "id", "ip", "device_class", "vendor", "model", "product_code", "serial", "firmware", "hardware_version",
-    "protocols", "first_seen", "last_seen",
+    "id", "ip", "device_class", "asset_type", "vendor", "model", "product_code", "serial", "firmware",
+    "hardware_version", "protocols", "cpu_state", "first_seen", "last_seen",
 )
 
 
-def to_json(assets: list[AssetRecord]) -> str:
-    return json.dumps([asdict(a) for a in assets], indent=2, default=str)
+def write_json(assets: Iterable[AssetRecord], out: TextIO) -> None:
+    """A JSON array of every asset, written one asset at a time."""
+    out.write("[")
+    for n, asset in enumerate(assets):
+        out.write(",\n" if n else "\n")
+        out.write(textwrap.indent(json.dumps(asdict(asset), indent=2, default=str), "  "))
+    out.write("\n]\n")
 
 
 # Leading characters that make Excel, LibreOffice Calc or Google Sheets read a cell as a formula: a device naming
@@ -47,21 +55,19 @@ def csv_cell(value: Any) -> str:
     return text
 
 
-def to_csv(assets: list[AssetRecord]) -> str:
-    out = io.StringIO()
+def write_csv(assets: Iterable[AssetRecord], out: TextIO) -> None:
     writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(CSV_COLUMNS)
     for a in assets:
         row = {k: getattr(a, k) for k in CSV_COLUMNS}
         row["protocols"] = " ".join(f"{p}/{port}" for p, port in sorted(a.protocols.items()))
         writer.writerow([csv_cell(row[k]) for k in CSV_COLUMNS])
-    return out.getvalue()
 
 
-def to_cyclonedx(assets: list[AssetRecord]) -> str:
-    """A CycloneDX 1.6 BOM: each asset a `device` component with its firmware as a nested `firmware` component."""
-    components = [_device(a) for a in assets]
-    bom = {
+def write_cyclonedx(assets: Iterable[AssetRecord], out: TextIO) -> None:
+    """A CycloneDX 1.6 BOM: each asset a `device` component with its firmware as a nested `firmware` component,
+    written one component at a time."""
+    head = {
         "bomFormat": "CycloneDX",
         "specVersion": "1.6",
         "serialNumber": f"urn:uuid:{uuid.uuid4()}",
@@ -70,21 +76,72 @@ def to_cyclonedx(assets: list[AssetRecord]) -> str:
             "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
             "tools": {"components": [{"type": "application", "name": "otprobe", "version": __version__}]},
         },
-        "components": components,
     }
-    return json.dumps(bom, indent=2)
+    out.write(json.dumps(head, indent=2)[:-2] + ',\n  "components": [')
+    for n, asset in enumerate(assets):
+        out.write(",\n" if n else "\n")
+        out.write(textwrap.indent(json.dumps(_device(asset), indent=2), "    "))
+    out.write("\n  ]\n}\n")
+
+
+# What each protocol's probe recorded that says what the device is and how it can be reached, as CycloneDX
+# properties: (property, protocol, path in that protocol's raw identity).
+_RAW_PROPERTIES = (
+    ("otprobe:s7:cpu_state", "s7", ("cpu_state",)),
+    ("otprobe:bacnet:vendor_id", "bacnet", ("device_type", "vendor_identifier")),
+    ("otprobe:bacnet:device_instance", "bacnet", ("instance",)),
+    ("otprobe:bacnet:object_name", "bacnet", ("object_name",)),
+    ("otprobe:bacnet:application_software_version", "bacnet", ("application_software_version",)),
+    ("otprobe:snmp:sys_object_id", "snmp", ("snmp_device_type", "sys_object_id")),
+    ("otprobe:snmp:enterprise", "snmp", ("snmp_device_type", "enterprise")),
+    ("otprobe:snmp:enterprise_name", "snmp", ("snmp_device_type", "enterprise_name")),
+    ("otprobe:snmp:sys_name", "snmp", ("sys_name",)),
+    ("otprobe:snmp:sys_descr", "snmp", ("sys_descr",)),
+    ("otprobe:opcua:application_uri", "opcua", ("application_uri",)),
+    ("otprobe:opcua:product_uri", "opcua", ("product_uri",)),
+    ("otprobe:opcua:application_type", "opcua", ("application_type",)),
+    ("otprobe:opcua:security_policies", "opcua", ("security_policies",)),
+    ("otprobe:opcua:anonymous_without_security", "opcua", ("anonymous_without_security",)),
+    ("otprobe:opcua:certificate:subject", "opcua", ("certificate", "subject")),
+    ("otprobe:opcua:certificate:issuer", "opcua", ("certificate", "issuer")),
+    ("otprobe:opcua:certificate:not_before", "opcua", ("certificate", "not_before")),
+    ("otprobe:opcua:certificate:not_after", "opcua", ("certificate", "not_after")),
+    ("otprobe:opcua:certificate:self_signed", "opcua", ("certificate", "self_signed")),
+    ("otprobe:opcua:certificate:thumbprint_sha1", "opcua", ("certificate", "thumbprint_sha1")),
+)
+
+
+def _raw(identity: dict[str, Any], protocol: str, path: tuple[str, ...]) -> Any:
+    value: Any = (identity.get("raw") or {}).get(protocol)
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def _property_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return str(value)
 
 
 def _device(a: AssetRecord) -> dict[str, Any]:
-    props = {"otprobe:ip": a.ip, "otprobe:device_class": a.device_class, "cdx:device:serialNumber": a.serial,
-             "otprobe:product_code": a.product_code, "otprobe:hardware_version": a.hardware_version,
-             "otprobe:protocols": " ".join(f"{p}/{port}" for p, port in sorted(a.protocols.items())),
-             "otprobe:last_seen": a.last_seen}
+    props: dict[str, Any] = {
+        "otprobe:ip": a.ip, "otprobe:asset_type": a.asset_type, "otprobe:device_class": a.device_class,
+        "cdx:device:serialNumber": a.serial, "otprobe:product_code": a.product_code,
+        "otprobe:hardware_version": a.hardware_version,
+        "otprobe:protocols": " ".join(f"{p}/{port}" for p, port in sorted(a.protocols.items())),
+        "otprobe:last_seen": a.last_seen,
+    }
+    for name, protocol, path in _RAW_PROPERTIES:
+        props[name] = _raw(a.identity, protocol, path)
     device: dict[str, Any] = {
         "type": "device",
         "bom-ref": f"asset-{a.id}",
         "name": a.model or a.product_code or a.ip or a.id,
-        "properties": [{"name": k, "value": str(v)} for k, v in props.items() if v],
+        "properties": [{"name": k, "value": _property_value(v)} for k, v in props.items()
+                       if v not in (None, "", [])],
     }
     if a.vendor:
         device["manufacturer"] = {"name": a.vendor}

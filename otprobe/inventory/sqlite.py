@@ -22,18 +22,26 @@ import socket
 import sqlite3
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from otprobe.errors import InventoryError
-from otprobe.inventory.reconcile import Decision, KnownAsset, devices_seen, reconcile, shared_serials
-from otprobe.inventory.store import AssetRecord, ScanRecord, SnapshotRow
+from otprobe.inventory.reconcile import Decision, KnownAsset, devices_seen, reconcile
+from otprobe.inventory.store import (
+    ALL_ASSETS,
+    WIDTH_FIELDS,
+    AssetFilter,
+    AssetRecord,
+    ScanRecord,
+    SnapshotPair,
+    SnapshotRow,
+)
 from otprobe.model import Identity, Observation, Status
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -77,6 +85,23 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE scans ADD COLUMN resumes TEXT REFERENCES scans(id);
     UPDATE scans SET protocols =
         (SELECT json_group_array(DISTINCT protocol) FROM observations WHERE observations.scan_id = scans.id);
+    """,
+    # What a device is (`ASSET_TYPES`) and the S7 CPU's RUN/STOP as last read, per asset; per snapshot row the
+    # protocols that identified it, so a diff calls a device missing only where a later scan asked it over one of
+    # them. Rows from before this carry the protocols their scan identified at their address. The indexes serve
+    # the diff's keyed lookups (by address within a scan, by asset across scans).
+    3: """
+    ALTER TABLE assets ADD COLUMN asset_type TEXT;
+    ALTER TABLE assets ADD COLUMN cpu_state TEXT;
+    UPDATE assets SET asset_type = json_extract(identity, '$.asset_type'),
+                      cpu_state = json_extract(identity, '$.raw.s7.cpu_state');
+    CREATE INDEX assets_asset_type ON assets(asset_type);
+    ALTER TABLE scan_assets ADD COLUMN protocols TEXT NOT NULL DEFAULT '[]';
+    UPDATE scan_assets SET protocols = (SELECT json_group_array(DISTINCT protocol) FROM observations
+        WHERE observations.scan_id = scan_assets.scan_id AND observations.ip = scan_assets.ip
+        AND observations.status = 'identified');
+    CREATE INDEX scan_assets_ip ON scan_assets(scan_id, ip);
+    CREATE INDEX scan_assets_asset ON scan_assets(asset_id);
     """,
 }
 
@@ -126,8 +151,12 @@ def _domain_errors(method: Callable[Concatenate[SqliteStore, _P], _R]) -> Callab
 class SqliteStore:
     """One inventory file. Safe to open while another process writes it (WAL)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        """Open the inventory at `path`; with `create` false (the read commands), a missing file is an error, so a
+        mistyped path is said as such instead of showing an empty inventory it just created."""
         self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise InventoryError(f"{self.path}: no inventory there (check --db; `otprobe scan` creates one)")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
@@ -249,16 +278,20 @@ class SqliteStore:
         if d.address_recorded:
             self.db.execute("INSERT INTO asset_addresses VALUES (?,?,?,?)", (asset_id, seen.ip, scan_id, now))
         identity = {**m.fields, "sources": m.sources, "raw": m.raw}
+        # a state is a moment's: one this scan did not read is not carried over from an earlier one
+        cpu_state = m.raw.get("s7", {}).get("cpu_state")
         self.db.execute(
             "UPDATE assets SET ip=?, device_class=?, vendor=?, model=?, product_code=?, serial=?, firmware=?,"
-            " hardware_version=?, protocols=?, identity=?, conflicts=?, last_seen=? WHERE id=?",
+            " hardware_version=?, protocols=?, identity=?, conflicts=?, last_seen=?, asset_type=?, cpu_state=?"
+            " WHERE id=?",
             (seen.ip, seen.device_class, m.get("vendor"), seen.model, m.get("product_code"), seen.serial, d.firmware,
              m.get("hardware_version"), json.dumps(m.protocols), json.dumps(identity, default=str),
-             json.dumps(m.conflicts, default=str), now, asset_id),
+             json.dumps(m.conflicts, default=str), now, m.get("asset_type"), cpu_state, asset_id),
         )
         self.db.execute(
-            "INSERT OR REPLACE INTO scan_assets VALUES (?,?,?,?,?,?)",
-            (scan_id, asset_id, seen.ip, d.firmware, seen.model, seen.serial),
+            "INSERT OR REPLACE INTO scan_assets (scan_id, asset_id, ip, firmware, model, serial, protocols)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (scan_id, asset_id, seen.ip, d.firmware, seen.model, seen.serial, json.dumps(sorted(m.protocols))),
         )
 
     def _event(self, asset_id: str, scan_id: str, kind: str, old: Any, new: Any) -> None:
@@ -268,12 +301,13 @@ class SqliteStore:
 
     @_domain_errors
     def scans(self) -> list[ScanRecord]:
-        rows = self.db.execute("SELECT * FROM scans ORDER BY started_at, rowid").fetchall()
+        rows = self.db.execute(f"SELECT *, {_PACKETS} FROM scans ORDER BY started_at, rowid").fetchall()
         return [_row_to_scan(r) for r in rows]
 
     @_domain_errors
     def scan(self, scan_id: str) -> ScanRecord:
-        rows = self.db.execute("SELECT * FROM scans WHERE id LIKE ? ORDER BY rowid", (scan_id + "%",)).fetchall()
+        rows = self.db.execute(f"SELECT *, {_PACKETS} FROM scans WHERE id LIKE ? ORDER BY rowid",
+                               (scan_id + "%",)).fetchall()
         if len(rows) != 1:
             raise InventoryError(f"no scan {scan_id!r}" if not rows else f"scan id {scan_id!r} is ambiguous")
         return _row_to_scan(rows[0])
@@ -288,9 +322,24 @@ class SqliteStore:
 
     @_domain_errors
     def assets(self, include_retired: bool = False) -> list[AssetRecord]:
-        sql = "SELECT * FROM assets" + ("" if include_retired else " WHERE retired=0") + " ORDER BY ip"
+        return list(self.iter_assets(AssetFilter(include_retired=include_retired)))
+
+    def iter_assets(self, where: AssetFilter = ALL_ASSETS) -> Iterator[AssetRecord]:
+        clause, params = _where(where)
         shared = self._shared_serials()
-        return [_row_to_asset(r, shared) for r in self.db.execute(sql).fetchall()]
+        try:
+            # the cursor is read as the caller consumes it: a listing of 100,000 assets never holds them all
+            for row in self.db.execute(f"SELECT * FROM assets{clause} ORDER BY ip", params):
+                yield _row_to_asset(row, shared)
+        except sqlite3.DatabaseError as exc:
+            raise InventoryError(f"{self.path}: {exc}") from exc
+
+    @_domain_errors
+    def asset_widths(self, where: AssetFilter = ALL_ASSETS) -> dict[str, int]:
+        clause, params = _where(where)
+        columns = ", ".join(f"coalesce(max(length({name})), 0)" for name in WIDTH_FIELDS)
+        row = self.db.execute(f"SELECT {columns} FROM assets{clause}", params).fetchone()
+        return {**dict(zip(WIDTH_FIELDS, row, strict=True)), "duplicate_serial": len(self._shared_serials())}
 
     @_domain_errors
     def asset(self, key: str) -> AssetRecord:
@@ -303,12 +352,27 @@ class SqliteStore:
 
     def _shared_serials(self) -> set[str]:
         """Serials that several active assets carry: each of them is flagged as a duplicate serial."""
-        return shared_serials(r[0] for r in self.db.execute("SELECT serial FROM assets WHERE retired=0"))
+        return {r[0] for r in self.db.execute(
+            "SELECT serial FROM assets WHERE retired=0 AND serial<>'' GROUP BY serial HAVING count(*) > 1")}
+
+    def snapshot_pairs(self, old_id: str | None, new_id: str) -> Iterator[SnapshotPair]:
+        new_rowid = self.db.execute("SELECT rowid FROM scans WHERE id=?", (new_id,)).fetchone()
+        try:
+            for r in self.db.execute(_AFTER_PAIRS, {"old": old_id, "new": new_id, "new_rowid": new_rowid[0]}):
+                yield SnapshotPair(_snapshot_row(r, "b_"), _snapshot_row(r, "a_"), _snapshot_row(r, "d_"),
+                                   seen_earlier=bool(r["seen_earlier"]))
+            if old_id is None:
+                return
+            for r in self.db.execute(_BEFORE_ONLY, {"old": old_id, "new": new_id}):
+                yield SnapshotPair(_snapshot_row(r, "b_"), None, address_taken=bool(r["address_taken"]))
+        except sqlite3.DatabaseError as exc:
+            raise InventoryError(f"{self.path}: {exc}") from exc
 
     @_domain_errors
-    def snapshot(self, scan_id: str) -> list[SnapshotRow]:
-        rows = self.db.execute("SELECT * FROM scan_assets WHERE scan_id=?", (scan_id,)).fetchall()
-        return [SnapshotRow(r["asset_id"], r["ip"], r["firmware"], r["model"], r["serial"]) for r in rows]
+    def shared_snapshot_serials(self, scan_id: str) -> set[str]:
+        return {r[0] for r in self.db.execute(
+            "SELECT serial FROM scan_assets WHERE scan_id=? AND serial<>'' GROUP BY serial HAVING count(*) > 1",
+            (scan_id,))}
 
     @_domain_errors
     def history(self, asset_id: str) -> dict[str, list[dict[str, Any]]]:
@@ -325,6 +389,54 @@ class SqliteStore:
 
     def integrity_ok(self) -> bool:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+_SNAPSHOT = "{p}.asset_id AS {p}_asset_id, {p}.ip AS {p}_ip, {p}.firmware AS {p}_firmware, {p}.model AS {p}_model," \
+            " {p}.serial AS {p}_serial, {p}.protocols AS {p}_protocols"
+# Each asset of the later snapshot with its row in the earlier one (by asset id), the earlier scan's asset at its
+# address that the later scan no longer saw (a replaced device), and whether any earlier scan saw it. Every lookup
+# goes through an index: the diff is linear in the assets.
+_AFTER_PAIRS = f"""
+SELECT {_SNAPSHOT.format(p="a")}, {_SNAPSHOT.format(p="b")}, {_SNAPSHOT.format(p="d")},
+    EXISTS (SELECT 1 FROM scan_assets e JOIN scans s ON s.id = e.scan_id
+            WHERE e.asset_id = a.asset_id AND s.rowid < :new_rowid) AS seen_earlier
+FROM scan_assets a
+LEFT JOIN scan_assets b ON b.scan_id = :old AND b.asset_id = a.asset_id
+LEFT JOIN scan_assets d ON b.asset_id IS NULL AND d.scan_id = :old AND d.ip = a.ip
+    AND NOT EXISTS (SELECT 1 FROM scan_assets x WHERE x.scan_id = :new AND x.asset_id = d.asset_id)
+WHERE a.scan_id = :new ORDER BY a.ip
+"""
+# The earlier snapshot's assets the later one lacks, and whether the later scan saw another asset at the address.
+_BEFORE_ONLY = f"""
+SELECT {_SNAPSHOT.format(p="b")},
+    EXISTS (SELECT 1 FROM scan_assets x WHERE x.scan_id = :new AND x.ip = b.ip) AS address_taken
+FROM scan_assets b
+WHERE b.scan_id = :old AND NOT EXISTS (SELECT 1 FROM scan_assets a WHERE a.scan_id = :new AND a.asset_id = b.asset_id)
+ORDER BY b.ip
+"""
+
+
+def _where(where: AssetFilter) -> tuple[str, list[Any]]:
+    conditions: list[str] = [] if where.include_retired else ["retired=0"]
+    params: list[Any] = []
+    if where.vendor is not None:  # instr, not LIKE: a % or _ in the text is meant literally
+        conditions.append("instr(lower(coalesce(vendor, '')), lower(?)) > 0")
+        params.append(where.vendor)
+    for column, value in (("device_class", where.device_class), ("asset_type", where.asset_type)):
+        if value is not None:
+            conditions.append(f"{column}=?")
+            params.append(value)
+    if where.protocol is not None:
+        conditions.append("EXISTS (SELECT 1 FROM json_each(assets.protocols) WHERE json_each.key=?)")
+        params.append(where.protocol)
+    return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
+
+
+def _snapshot_row(r: sqlite3.Row, prefix: str) -> SnapshotRow | None:
+    if r[prefix + "asset_id"] is None:
+        return None
+    return SnapshotRow(r[prefix + "asset_id"], r[prefix + "ip"], r[prefix + "firmware"], r[prefix + "model"],
+                       r[prefix + "serial"], json.loads(r[prefix + "protocols"] or "[]"))
 
 
 # A scan resumes an earlier one, so following `resumes` ends at the chain's first scan.
@@ -350,16 +462,20 @@ class _Transaction:
         self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
+_PACKETS = "(SELECT sum(packets) FROM observations WHERE observations.scan_id = scans.id) AS packets_sent"
+
+
 def _row_to_scan(r: sqlite3.Row) -> ScanRecord:
     return ScanRecord(r["id"], r["profile"], r["started_at"], r["ended_at"], r["status"], json.loads(r["targets"]),
-                      json.loads(r["not_covered"]), json.loads(r["counts"]), json.loads(r["protocols"]), r["resumes"])
+                      json.loads(r["not_covered"]), json.loads(r["counts"]), json.loads(r["protocols"]), r["resumes"],
+                      r["packets_sent"])
 
 
 def _row_to_asset(r: sqlite3.Row, shared: set[str]) -> AssetRecord:
     return AssetRecord(r["id"], r["ip"], r["device_class"], r["vendor"], r["model"], r["product_code"], r["serial"],
                        r["firmware"], r["hardware_version"], json.loads(r["protocols"]), json.loads(r["identity"]),
                        json.loads(r["conflicts"]), r["first_seen"], r["last_seen"], bool(r["retired"]),
-                       not r["retired"] and r["serial"] in shared)
+                       not r["retired"] and r["serial"] in shared, r["asset_type"], r["cpu_state"])
 
 
 def _row_to_observation(r: sqlite3.Row) -> Observation:

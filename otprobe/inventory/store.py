@@ -8,7 +8,7 @@ finished scan changes (new, moved, replaced, firmware changed, duplicate serial)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,6 +27,7 @@ class ScanRecord:
     counts: dict[str, int] = field(default_factory=dict)
     protocols: list[str] = field(default_factory=list)  # probed on each target (the first scan's bind a chain)
     resumes: str | None = None  # the scan this one continues (`scan --resume`)
+    packets: int | None = None  # sent, as its observations count them; None: no observation recorded
 
 
 @dataclass
@@ -47,7 +48,22 @@ class AssetRecord:
     last_seen: str
     retired: bool = False
     duplicate_serial: bool = False  # another active asset reports the same serial
+    asset_type: str | None = None  # one of model.ASSET_TYPES, from the device's own protocol data
+    cpu_state: str | None = None  # RUN/STOP, when the last scan read an S7 CPU's state
 
+
+@dataclass(frozen=True)
+class AssetFilter:
+    """Which assets a listing or an export holds: every condition given must hold."""
+
+    vendor: str | None = None  # contained in the vendor, any case
+    device_class: str | None = None  # the pacing class
+    asset_type: str | None = None
+    protocol: str | None = None  # answered this protocol
+    include_retired: bool = False
+
+
+ALL_ASSETS = AssetFilter()  # every active asset
 
 @dataclass
 class SnapshotRow:
@@ -58,6 +74,23 @@ class SnapshotRow:
     firmware: str | None
     model: str | None
     serial: str | None
+    protocols: list[str] = field(default_factory=list)  # that identified it; empty: not recorded (older scans)
+
+
+@dataclass(frozen=True)
+class SnapshotPair:
+    """One asset across the two snapshots a diff compares, joined by asset id in the store."""
+
+    before: SnapshotRow | None  # as the earlier scan saw it; None: not in it
+    after: SnapshotRow | None  # as the later scan saw it; None: not in it
+    displaced: SnapshotRow | None = None  # after only: the earlier scan's asset at this address, absent later
+    address_taken: bool = False  # before only: the later scan saw another asset at this address
+    seen_earlier: bool = False  # after only: some scan before the later one saw this asset
+
+
+# Widest value of each column `inventory list` prints, so a streamed table fixes its columns before the first row.
+WIDTH_FIELDS = ("id", "ip", "device_class", "asset_type", "cpu_state", "vendor", "model", "product_code", "firmware",
+                "serial", "last_seen")
 
 
 class Store(Protocol):
@@ -83,9 +116,25 @@ class Store(Protocol):
 
     def assets(self, include_retired: bool = False) -> list[AssetRecord]: ...
 
+    def iter_assets(self, where: AssetFilter = ALL_ASSETS) -> Iterator[AssetRecord]:
+        """The assets `where` selects, by address, read as they are consumed: memory stays flat at any count."""
+        ...
+
+    def asset_widths(self, where: AssetFilter = ALL_ASSETS) -> dict[str, int]:
+        """`WIDTH_FIELDS` -> the longest value (in characters) among the assets `where` selects, 0 when none; and
+        `duplicate_serial` -> how many serials several active assets share (each is flagged where it is shown)."""
+        ...
+
     def asset(self, key: str) -> AssetRecord: ...
 
-    def snapshot(self, scan_id: str) -> list[SnapshotRow]: ...
+    def snapshot_pairs(self, old_id: str | None, new_id: str) -> Iterator[SnapshotPair]:
+        """Every asset of `new_id`'s snapshot by address (paired with `old_id`'s row of it), then those only in
+        `old_id`'s, by address; streamed, each found by key."""
+        ...
+
+    def shared_snapshot_serials(self, scan_id: str) -> set[str]:
+        """Serials that several assets of one scan's snapshot carry."""
+        ...
 
     def history(self, asset_id: str) -> dict[str, list[dict[str, Any]]]: ...
 

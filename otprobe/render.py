@@ -10,6 +10,7 @@ the exact string, which json.dumps escapes itself.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -379,17 +380,21 @@ _DIFF_COLUMNS = (Column("change", fixed=True), Column("ip", fixed=True), Column(
 def stream_diff(comparison: str, changes: Iterable[Any], wide: bool = False) -> Counter[str]:
     """The changes as they are found, and a count per kind on stderr; returns the counts."""
     counts: Counter[str] = Counter()
+    pending = iter(changes)
+    first = next(pending, None)
+    if first is None:
+        _title(comparison)
+        out.print("no changes", soft_wrap=True)
+        return counts
 
     def rows() -> Iterator[tuple[Any, ...]]:
-        for c in changes:
+        for c in itertools.chain([first], pending):
             counts[c.kind] += 1
             yield c.kind, c.ip, c.asset_id, c.old, c.new
 
     # ids and kinds are fixed by their vocabulary; old and new are labels or versions, guessed generously
     streamed_table(comparison, _DIFF_COLUMNS, (16, 15, 12, 32, 32), rows(), wide)
-    total = sum(counts.values())
-    info("no changes" if not total else f"{plural(total, 'change')}: " +
-         ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
+    info(f"{plural(sum(counts.values()), 'change')}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
     return counts
 
 

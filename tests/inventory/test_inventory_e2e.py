@@ -143,6 +143,23 @@ async def test_a_demo_plant_scan_gives_one_asset_per_answering_device_each_with_
     firmware = {c["bom-ref"].removeprefix("asset-"): [f["version"] for f in c.get("components", [])
                                                       if f["type"] == "firmware"] for c in bom["components"]}
     assert firmware == {a["id"]: [a["firmware"]] if a["firmware"] else [] for a in assets}
+    # what the BACnet/IP, SNMP and OPC UA probes read of each device is carried, as the simulated devices said it
+    props = {c["bom-ref"].removeprefix("asset-"): {p["name"]: p["value"] for p in c["properties"]}
+             for c in bom["components"]}
+    by_address = {a["ip"]: props[a["id"]] for a in assets}
+    pxc, rs20 = device(plant, "hvac-pxc")["bacnet"], device(plant, "net-rs20")["snmp"]
+    assert {k: by_address[device(plant, "hvac-pxc")["address"]].get(k) for k in (
+        "otprobe:bacnet:vendor_id", "otprobe:bacnet:device_instance", "otprobe:bacnet:object_name")} == {
+        "otprobe:bacnet:vendor_id": str(pxc["vendor_id"]),
+        "otprobe:bacnet:device_instance": str(pxc["device_instance"]),
+        "otprobe:bacnet:object_name": pxc["object_name"]}
+    switch = by_address[device(plant, "net-rs20")["address"]]
+    assert (switch["otprobe:snmp:sys_object_id"], switch["otprobe:snmp:enterprise"]) == (rs20["sys_object_id"], "248")
+    opcua_spec = device(plant, "line3-cpu1515")
+    server = by_address[opcua_spec["address"]]
+    assert server["otprobe:opcua:application_uri"] == opcua_spec["opcua"]["application_uri"]
+    assert server["otprobe:opcua:certificate:self_signed"] == "true"
+    assert server["otprobe:opcua:certificate:not_after"] > server["otprobe:opcua:certificate:not_before"]
     out = tmp_path / "inventory.csv"
     assert inv.cli("inventory", "export", "--format", "csv", "-o", str(out), "--db", str(inv.db)).exit_code == 0
     with out.open(newline="") as fh:

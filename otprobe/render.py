@@ -233,11 +233,12 @@ def _ip_key(ip: str) -> tuple[int, ...]:
     return tuple(int(p) for p in ip.split("."))
 
 
+# a device without identity has only its note to say why: it goes before vendor and serial on a narrow terminal
 OBSERVATION_COLUMNS = (
     Column("ip", fixed=True), Column("status", fixed=True), Column("firmware", fixed=True, drop=1),
-    Column("model", drop=2), Column("vendor", drop=3), Column("serial", fixed=True, drop=4),
-    Column("type", fixed=True, drop=5), Column("class", fixed=True, drop=6), Column("answered", drop=7),
-    Column("product code", fixed=True, drop=8), Column("note", drop=9),
+    Column("model", drop=2), Column("note", drop=3), Column("vendor", drop=4), Column("serial", fixed=True, drop=5),
+    Column("type", fixed=True, drop=6), Column("class", fixed=True, drop=7), Column("answered", drop=8),
+    Column("product code", fixed=True, drop=9),
 )
 
 
@@ -256,9 +257,8 @@ def observations_table(observations: Sequence[Observation], wide: bool = False) 
         via = ", ".join(f"{o.protocol}/{o.port}" for o in group if o.status in (Status.IDENTIFIED, Status.NO_IDENTITY))
         note = "" if found else "; ".join(sorted({o.error for o in group
                                                   if o.error and o.status is not Status.REFUSED}))
-        rows.append((ip, _text(best.status, style), i and i.firmware, i and (i.model or i.product_name),
-                     i and i.vendor, i and i.serial, i and i.asset_type, best.device_class, via,
-                     i and i.product_code, note))
+        rows.append((ip, _text(best.status, style), i and i.firmware, i and (i.model or i.product_name), note,
+                     i and i.vendor, i and i.serial, i and i.asset_type, best.device_class, via, i and i.product_code))
     fitted_table(f"Devices ({plural(len(rows), 'device')})", OBSERVATION_COLUMNS, rows, wide)
 
 

@@ -106,9 +106,6 @@ def iter_changes(store: Store, old: ScanRecord | None, new: ScanRecord) -> Itera
     """The changes from `old` to `new`: the later snapshot's assets by address, then the missing ones by address."""
     before_covered = _Coverage.of(old) if old is not None else None
     after_covered = _Coverage.of(new)
-    # a serial that became shared by several assets identifies none of them any more: each one is reported
-    newly_shared = store.shared_snapshot_serials(new.id) - (
-        store.shared_snapshot_serials(old.id) if old is not None else set())
     for pair in store.snapshot_pairs(old.id if old is not None else None, new.id):
         was, row = pair.before, pair.after
         if row is None:
@@ -126,7 +123,7 @@ def iter_changes(store: Store, old: ScanRecord | None, new: ScanRecord) -> Itera
                 yield Change("moved", row.asset_id, row.ip, was.ip, row.ip)
             if was.firmware != row.firmware and row.firmware is not None:
                 yield Change("firmware_changed", row.asset_id, row.ip, was.firmware, row.firmware)
-        if row.serial in newly_shared:
+        if pair.newly_shared_serial:  # a serial several assets now share identifies none of them: each is reported
             yield Change("duplicate_serial", row.asset_id, row.ip, None, row.serial)
 
 

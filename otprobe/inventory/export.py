@@ -11,10 +11,8 @@ from __future__ import annotations
 import csv
 import json
 import re
-import textwrap
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -28,11 +26,11 @@ CSV_COLUMNS = (
 
 
 def write_json(assets: Iterable[AssetRecord], out: TextIO) -> None:
-    """A JSON array of every asset, written one asset at a time."""
+    """A JSON array of every asset, one asset a line, written one asset at a time."""
     out.write("[")
     for n, asset in enumerate(assets):
         out.write(",\n" if n else "\n")
-        out.write(textwrap.indent(json.dumps(asdict(asset), indent=2, default=str), "  "))
+        out.write(json.dumps(asset.__dict__, default=str))  # the record's fields are JSON types: no deep copy
     out.write("\n]\n")
 
 
@@ -80,7 +78,7 @@ def write_cyclonedx(assets: Iterable[AssetRecord], out: TextIO) -> None:
     out.write(json.dumps(head, indent=2)[:-2] + ',\n  "components": [')
     for n, asset in enumerate(assets):
         out.write(",\n" if n else "\n")
-        out.write(textwrap.indent(json.dumps(_device(asset), indent=2), "    "))
+        out.write("    " + json.dumps(_device(asset)))  # one component a line: compact, and json's C encoder
     out.write("\n  ]\n}\n")
 
 

@@ -357,22 +357,18 @@ class SqliteStore:
 
     def snapshot_pairs(self, old_id: str | None, new_id: str) -> Iterator[SnapshotPair]:
         new_rowid = self.db.execute("SELECT rowid FROM scans WHERE id=?", (new_id,)).fetchone()
+        plain = self.db.cursor()
+        plain.row_factory = None  # tuples: a Row's lookup by name costs more than the rest of a pair
         try:
-            for r in self.db.execute(_AFTER_PAIRS, {"old": old_id, "new": new_id, "new_rowid": new_rowid[0]}):
-                yield SnapshotPair(_snapshot_row(r, "b_"), _snapshot_row(r, "a_"), _snapshot_row(r, "d_"),
-                                   seen_earlier=bool(r["seen_earlier"]))
+            for r in plain.execute(_AFTER_PAIRS, {"old": old_id, "new": new_id, "new_rowid": new_rowid[0]}):
+                yield SnapshotPair(_snapshot_row(r, 6), _snapshot_row(r, 0), _snapshot_row(r, 12),
+                                   seen_earlier=bool(r[18]), newly_shared_serial=bool(r[19]))
             if old_id is None:
                 return
-            for r in self.db.execute(_BEFORE_ONLY, {"old": old_id, "new": new_id}):
-                yield SnapshotPair(_snapshot_row(r, "b_"), None, address_taken=bool(r["address_taken"]))
+            for r in plain.execute(_BEFORE_ONLY, {"old": old_id, "new": new_id}):
+                yield SnapshotPair(_snapshot_row(r, 0), None, address_taken=bool(r[6]))
         except sqlite3.DatabaseError as exc:
             raise InventoryError(f"{self.path}: {exc}") from exc
-
-    @_domain_errors
-    def shared_snapshot_serials(self, scan_id: str) -> set[str]:
-        return {r[0] for r in self.db.execute(
-            "SELECT serial FROM scan_assets WHERE scan_id=? AND serial<>'' GROUP BY serial HAVING count(*) > 1",
-            (scan_id,))}
 
     @_domain_errors
     def history(self, asset_id: str) -> dict[str, list[dict[str, Any]]]:
@@ -391,25 +387,32 @@ class SqliteStore:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-_SNAPSHOT = "{p}.asset_id AS {p}_asset_id, {p}.ip AS {p}_ip, {p}.firmware AS {p}_firmware, {p}.model AS {p}_model," \
-            " {p}.serial AS {p}_serial, {p}.protocols AS {p}_protocols"
-# Each asset of the later snapshot with its row in the earlier one (by asset id), the earlier scan's asset at its
-# address that the later scan no longer saw (a replaced device), and whether any earlier scan saw it. Every lookup
-# goes through an index: the diff is linear in the assets.
+_SNAPSHOT = "{p}.asset_id, {p}.ip, {p}.firmware, {p}.model, {p}.serial, {p}.protocols"  # a SnapshotRow's fields
+# Each asset of the later snapshot that may have changed (not in the earlier one, another address or firmware, or a
+# serial that became shared there) with its earlier row (by asset id), the earlier scan's asset at its address that
+# the later scan no longer saw (a replaced device), and whether any earlier scan saw it. Every lookup goes through an
+# index and unchanged assets never leave the database: the diff is linear in the assets.
 _AFTER_PAIRS = f"""
-SELECT {_SNAPSHOT.format(p="a")}, {_SNAPSHOT.format(p="b")}, {_SNAPSHOT.format(p="d")},
-    EXISTS (SELECT 1 FROM scan_assets e JOIN scans s ON s.id = e.scan_id
-            WHERE e.asset_id = a.asset_id AND s.rowid < :new_rowid) AS seen_earlier
-FROM scan_assets a
-LEFT JOIN scan_assets b ON b.scan_id = :old AND b.asset_id = a.asset_id
-LEFT JOIN scan_assets d ON b.asset_id IS NULL AND d.scan_id = :old AND d.ip = a.ip
-    AND NOT EXISTS (SELECT 1 FROM scan_assets x WHERE x.scan_id = :new AND x.asset_id = d.asset_id)
-WHERE a.scan_id = :new ORDER BY a.ip
+WITH shared AS (
+    SELECT serial FROM scan_assets WHERE scan_id = :new AND serial <> '' GROUP BY serial HAVING count(*) > 1
+    EXCEPT SELECT serial FROM scan_assets WHERE scan_id = :old AND serial <> '' GROUP BY serial HAVING count(*) > 1
+), pairs AS (
+    SELECT {_SNAPSHOT.format(p="a")}, {_SNAPSHOT.format(p="b")}, {_SNAPSHOT.format(p="d")},
+        EXISTS (SELECT 1 FROM scan_assets e JOIN scans s ON s.id = e.scan_id
+                WHERE e.asset_id = a.asset_id AND s.rowid < :new_rowid),
+        a.serial IN shared AS newly_shared,
+        (b.asset_id IS NULL OR b.ip <> a.ip OR b.firmware IS NOT a.firmware) AS differs
+    FROM scan_assets a
+    LEFT JOIN scan_assets b ON b.scan_id = :old AND b.asset_id = a.asset_id
+    LEFT JOIN scan_assets d ON b.asset_id IS NULL AND d.scan_id = :old AND d.ip = a.ip
+        AND NOT EXISTS (SELECT 1 FROM scan_assets x WHERE x.scan_id = :new AND x.asset_id = d.asset_id)
+    WHERE a.scan_id = :new ORDER BY a.ip
+) SELECT * FROM pairs WHERE differs OR newly_shared
 """
 # The earlier snapshot's assets the later one lacks, and whether the later scan saw another asset at the address.
 _BEFORE_ONLY = f"""
 SELECT {_SNAPSHOT.format(p="b")},
-    EXISTS (SELECT 1 FROM scan_assets x WHERE x.scan_id = :new AND x.ip = b.ip) AS address_taken
+    EXISTS (SELECT 1 FROM scan_assets x WHERE x.scan_id = :new AND x.ip = b.ip)
 FROM scan_assets b
 WHERE b.scan_id = :old AND NOT EXISTS (SELECT 1 FROM scan_assets a WHERE a.scan_id = :new AND a.asset_id = b.asset_id)
 ORDER BY b.ip
@@ -432,11 +435,11 @@ def _where(where: AssetFilter) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
 
 
-def _snapshot_row(r: sqlite3.Row, prefix: str) -> SnapshotRow | None:
-    if r[prefix + "asset_id"] is None:
+def _snapshot_row(r: tuple[Any, ...], at: int) -> SnapshotRow | None:
+    """The SnapshotRow in the six columns of `r` from `at` (`_SNAPSHOT`); None when the join found none."""
+    if r[at] is None:
         return None
-    return SnapshotRow(r[prefix + "asset_id"], r[prefix + "ip"], r[prefix + "firmware"], r[prefix + "model"],
-                       r[prefix + "serial"], json.loads(r[prefix + "protocols"] or "[]"))
+    return SnapshotRow(*r[at: at + 5], protocols_json=r[at + 5])
 
 
 # A scan resumes an earlier one, so following `resumes` ends at the chain's first scan.

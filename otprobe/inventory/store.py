@@ -8,6 +8,7 @@ finished scan changes (new, moved, replaced, firmware changed, duplicate serial)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -74,7 +75,12 @@ class SnapshotRow:
     firmware: str | None
     model: str | None
     serial: str | None
-    protocols: list[str] = field(default_factory=list)  # that identified it; empty: not recorded (older scans)
+    protocols_json: str = "[]"  # the protocols that identified it, as stored; read through `protocols`
+
+    @property
+    def protocols(self) -> list[str]:
+        """The protocols that identified it; empty: not recorded (older scans). Parsed only when a diff asks."""
+        return list(json.loads(self.protocols_json or "[]"))
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,7 @@ class SnapshotPair:
     displaced: SnapshotRow | None = None  # after only: the earlier scan's asset at this address, absent later
     address_taken: bool = False  # before only: the later scan saw another asset at this address
     seen_earlier: bool = False  # after only: some scan before the later one saw this asset
+    newly_shared_serial: bool = False  # after only: its serial is on several assets of the later snapshot only
 
 
 # Widest value of each column `inventory list` prints, so a streamed table fixes its columns before the first row.
@@ -128,12 +135,9 @@ class Store(Protocol):
     def asset(self, key: str) -> AssetRecord: ...
 
     def snapshot_pairs(self, old_id: str | None, new_id: str) -> Iterator[SnapshotPair]:
-        """Every asset of `new_id`'s snapshot by address (paired with `old_id`'s row of it), then those only in
-        `old_id`'s, by address; streamed, each found by key."""
-        ...
-
-    def shared_snapshot_serials(self, scan_id: str) -> set[str]:
-        """Serials that several assets of one scan's snapshot carry."""
+        """The assets of `new_id`'s snapshot that may have changed since `old_id`'s (absent from it, at another
+        address, with other firmware, or a serial newly shared), by address and paired with their earlier row;
+        then those only in `old_id`'s, by address. Streamed, each found by key: an unchanged asset is never read."""
         ...
 
     def history(self, asset_id: str) -> dict[str, list[dict[str, Any]]]: ...

@@ -254,9 +254,10 @@ def inventory_diff(
         if fmt is Format.json:
             changed = _diff_json(old_id, pair.new.id, pair.basis, changes)
         else:
+            # the basis is on stdout with the changes, not on stderr, which cron mails even when nothing changed
             since = f"from scan {old_id}" if old_id else "(no earlier scan to compare with)"
-            render.info(f"comparing {pair.basis}")
-            changed = bool(render.stream_diff(f"Changes {since} to scan {pair.new.id}", changes, wide))
+            title = f"Changes {since} to scan {pair.new.id}: {pair.basis}"
+            changed = bool(render.stream_diff(title, changes, wide))
     raise typer.Exit(int(Exit.CHANGES if changed else Exit.OK))
 
 

@@ -199,13 +199,13 @@ def inventory_list(
 
             write_json(store.iter_assets(where), sys.stdout)
             return
-        widths = store.asset_widths(where)
-        if not widths["id"]:
+        widths = store.asset_widths(where, render.shown_width)
+        if not widths["count"]:
             render.info(f"no assets in {store.path}" + (" match" if where != AssetFilter() else
                                                          ": run `otprobe scan` (or `otprobe demo`) first"))
             return
-        count = render.stream_assets("Inventory", store.iter_assets(where), widths, wide)
-    render.info(render.plural(count, "asset"))
+        render.stream_assets(f"Inventory ({render.plural(widths['count'], 'asset')})", store.iter_assets(where),
+                             widths, wide)
 
 
 @inventory_app.command("show")
@@ -304,7 +304,8 @@ def inventory_export(
             render.error_line(f"cannot write {output}: {exc.strerror or exc}")
             raise typer.Exit(int(Exit.ERROR)) from None
         finally:
-            partial.unlink(missing_ok=True)
+            if partial.exists():  # only after a failure: a finished export was renamed
+                partial.unlink()
 
 
 @scans_app.command("list")

@@ -190,12 +190,13 @@ def _fit(text: str, width: int, fixed: bool) -> str:
 
 
 def streamed_table(title: str, columns: Sequence[Column], natural: Sequence[int], rows: Iterable[Sequence[Any]],
-                   wide: bool = False) -> int:
+                   wide: bool = False) -> None:
     """A table of any number of rows, printed as they come: the columns are fixed before the first row from
     `natural` (the widest value of each column, or a fair guess), so memory and time stay flat; a rich Table would
-    hold every row. Drawn like `fitted_table`, without styles. Returns the number of rows."""
+    hold every row. Drawn like `fitted_table`, without styles."""
     widths = _layout(columns, [max(n, _cells(c.header)) for c, n in zip(columns, natural, strict=True)], wide)
-    shown = [(i, widths[i], columns[i].fixed) for i in widths]
+    # --wide cuts nothing: a value longer than a guessed width pushes its line out rather than lose its end
+    shown = [(i, widths[i], columns[i].fixed or wide) for i in widths]
 
     def line(left: str, middle: str, right: str, fill: str) -> str:
         return left + middle.join(fill * (w + 2) for _, w, _ in shown) + right + "\n"
@@ -205,12 +206,10 @@ def streamed_table(title: str, columns: Sequence[Column], natural: Sequence[int]
     write(line("┏", "┳", "┓", "━"))
     write("┃" + "┃".join(f" {_fit(columns[i].header, w, False)} " for i, w, _ in shown) + "┃\n")
     write(line("┡", "╇", "┩", "━"))
-    count = 0
     batch: list[str] = []
     for row in rows:
         cells = (_fit("" if row[i] is None else visible(str(row[i])), w, fixed) for i, w, fixed in shown)
         batch.append("│" + "│".join(f" {c} " for c in cells) + "│\n")
-        count += 1
         if len(batch) == 1000:
             write("".join(batch))
             batch.clear()
@@ -218,7 +217,6 @@ def streamed_table(title: str, columns: Sequence[Column], natural: Sequence[int]
     write(line("└", "┴", "┘", "─"))
     sys.stdout.flush()
     _hidden_note(columns, widths)
-    return count
 
 
 # --- the tables ---------------------------------------------------------------------------------------------------
@@ -295,16 +293,22 @@ def assets_table(assets: Sequence[AssetRecord], title: str = "Inventory", wide: 
     fitted_table(title, [ASSET_COLUMNS[i] for i in keep], [[row[i] for i in keep] for row in rows], wide)
 
 
-def stream_assets(title: str, assets: Iterable[AssetRecord], widths: dict[str, int], wide: bool = False) -> int:
-    """Any number of assets as a table, as they are read. `widths` is the store's `asset_widths` for them."""
+def shown_width(text: str) -> int:
+    """How wide a device's text is once shown: control characters spelled out, wide characters counted double."""
+    return _cells(visible(text))
+
+
+def stream_assets(title: str, assets: Iterable[AssetRecord], widths: dict[str, int], wide: bool = False) -> None:
+    """Any number of assets as a table, as they are read. `widths` is the store's `asset_widths` for them, measured
+    with `shown_width`."""
     natural = (widths["id"], widths["ip"], widths["firmware"], widths["model"], widths["asset_type"],
                widths["vendor"], widths["serial"] + (len(_DUPLICATE) if widths["duplicate_serial"] else 0),
                widths["cpu_state"], widths["device_class"],
                widths["product_code"], 20, 16)  # protocols: a fair guess; last seen: minutes
     keep = _asset_columns(widths["cpu_state"] > 0)
     rows = (_asset_row(a, f"{a.serial}{_DUPLICATE}" if a.duplicate_serial else a.serial) for a in assets)
-    return streamed_table(title, [ASSET_COLUMNS[i] for i in keep], [natural[i] for i in keep],
-                          ([row[i] for i in keep] for row in rows), wide)
+    streamed_table(title, [ASSET_COLUMNS[i] for i in keep], [natural[i] for i in keep],
+                   ([row[i] for i in keep] for row in rows), wide)
 
 
 _DETAIL = (Column("field", fixed=True), Column("value"))

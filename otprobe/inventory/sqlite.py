@@ -335,11 +335,25 @@ class SqliteStore:
             raise InventoryError(f"{self.path}: {exc}") from exc
 
     @_domain_errors
-    def asset_widths(self, where: AssetFilter = ALL_ASSETS) -> dict[str, int]:
+    def asset_widths(self, where: AssetFilter = ALL_ASSETS,
+                     measure: Callable[[str], int] = len) -> dict[str, int]:
         clause, params = _where(where)
-        columns = ", ".join(f"coalesce(max(length({name})), 0)" for name in WIDTH_FIELDS)
-        row = self.db.execute(f"SELECT {columns} FROM assets{clause}", params).fetchone()
-        return {**dict(zip(WIDTH_FIELDS, row, strict=True)), "duplicate_serial": len(self._shared_serials())}
+        # printable ASCII is as wide as it is long, counted in SQL; any other value (a control character, a letter
+        # beyond ASCII, a NUL, where SQLite's text functions stop) is rare and measured by `measure` in a second pass
+        # over those values only
+        odd = {name: f"({name} GLOB '*[^ -~]*' OR length(CAST({name} AS BLOB)) <> length({name}))"
+               for name in WIDTH_FIELDS}
+        columns = ", ".join(f"coalesce(max(CASE WHEN {odd[name]} THEN 0 ELSE length({name}) END), 0)"
+                            for name in WIDTH_FIELDS)
+        row = self.db.execute(f"SELECT count(*), {columns} FROM assets{clause}", params).fetchone()
+        widths = dict(zip(WIDTH_FIELDS, row[1:], strict=True))
+        unusual = " OR ".join(odd.values())
+        for values in self.db.execute(f"SELECT {', '.join(WIDTH_FIELDS)} FROM assets"
+                                      f"{clause + ' AND' if clause else ' WHERE'} ({unusual})", params):
+            for name, value in zip(WIDTH_FIELDS, values, strict=True):
+                if value is not None:
+                    widths[name] = max(widths[name], measure(str(value)))
+        return {**widths, "count": row[0], "duplicate_serial": len(self._shared_serials())}
 
     @_domain_errors
     def asset(self, key: str) -> AssetRecord:

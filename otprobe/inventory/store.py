@@ -9,7 +9,7 @@ finished scan changes (new, moved, replaced, firmware changed, duplicate serial)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -127,9 +127,9 @@ class Store(Protocol):
         """The assets `where` selects, by address, read as they are consumed: memory stays flat at any count."""
         ...
 
-    def asset_widths(self, where: AssetFilter = ALL_ASSETS) -> dict[str, int]:
-        """`WIDTH_FIELDS` -> the longest value (in characters) among the assets `where` selects, 0 when none; and
-        `duplicate_serial` -> how many serials several active assets share (each is flagged where it is shown)."""
+    def asset_widths(self, where: AssetFilter = ALL_ASSETS, measure: Callable[[str], int] = len) -> dict[str, int]:
+        """For the assets `where` selects: `WIDTH_FIELDS` -> the widest value as `measure` counts it (0 when none),
+        `count` -> how many there are, and `duplicate_serial` -> how many serials several active assets share."""
         ...
 
     def asset(self, key: str) -> AssetRecord: ...

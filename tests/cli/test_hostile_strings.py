@@ -98,8 +98,9 @@ async def test_device_control_characters_are_escaped_in_every_table_and_exact_in
         assert_shown_escaped(shown, *modbus_strings, colour=mode == "colour")
         shown = await run_otprobe("inventory", "show", ENIP["address"], *db, env=env)
         assert_shown_escaped(shown, ENIP["product_name"], colour=mode == "colour")
-        # against the first scan everything is new, labelled with the device's model (and serial)
-        diff = await run_otprobe("inventory", "diff", "--to", first_scan, *db, env=env)
+        # against the first scan everything is new, labelled with the device's model (and serial); the labels'
+        # width is not known before the diff streams them: --wide shows each whole
+        diff = await run_otprobe("inventory", "diff", "--to", first_scan, "--wide", *db, env=env)
         assert diff.code == 1, diff.stderr
         assert_shown_escaped(diff, MODBUS["model_name"], enip_label, colour=mode == "colour")
 

@@ -97,7 +97,7 @@ def test_inventory_list_fits_and_keeps_ids_addresses_and_versions_whole(db: Path
     assert LONG_VENDOR not in done.stdout and LONG_MODEL not in done.stdout  # free text cut ...
     assert "…" in done.stdout  # ... with an ellipsis
     assert "--wide shows every column" in done.stderr or width >= 120
-    assert "3 assets" in done.stderr
+    assert "Inventory (3 assets)" in done.stdout
 
 
 def test_wide_shows_every_column_and_every_value_whole(db: Path) -> None:
@@ -151,7 +151,7 @@ def test_asset_type_and_pacing_class_are_both_shown_and_the_type_filters(db: Pat
     assert table.exit_code == 0, table.output
     [row] = [line for line in table_lines(table.stdout) if line.startswith("│")]
     assert "127.0.201.10" in row and "safety_plc" in row and " plc " in row
-    assert "1 asset" in table.stderr and "1 assets" not in table.stderr
+    assert "Inventory (1 asset)" in table.stdout
     shown = cli(200, "inventory", "show", "127.0.201.12", "--db", str(db)).stdout
     assert "│ type " in shown and "drive" in shown and "infra (pacing)" in shown
     nothing = cli(200, "inventory", "list", "--type", "meter", "--db", str(db))

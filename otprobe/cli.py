@@ -197,15 +197,15 @@ def inventory_list(
         if fmt is Format.json:
             from otprobe.inventory.export import write_json
 
-            write_json(store.iter_assets(where), sys.stdout)
+            write_json(store.iter_asset_json(where), sys.stdout)
             return
-        widths = store.asset_widths(where, render.shown_width)
+        widths = store.asset_widths(where)
         if not widths["count"]:
             render.info(f"no assets in {store.path}" + (" match" if where != AssetFilter() else
                                                          ": run `otprobe scan` (or `otprobe demo`) first"))
             return
-        render.stream_assets(f"Inventory ({render.plural(widths['count'], 'asset')})", store.iter_assets(where),
-                             widths, wide)
+        render.stream_assets(f"Inventory ({render.plural(widths['count'], 'asset')})",
+                             store.iter_assets(where, details=False), widths, wide)
 
 
 @inventory_app.command("show")
@@ -287,25 +287,32 @@ def inventory_export(
 
     Example: otprobe inventory export --format cyclonedx -o plant.cdx.json
     """
+    from functools import partial
+
     from otprobe.inventory.export import write_csv, write_cyclonedx, write_json
 
-    write = {ExportFormat.json: write_json, ExportFormat.csv: write_csv, ExportFormat.cyclonedx: write_cyclonedx}[fmt]
     with _closing(open_store(db)) as store:
+        # each format reads the assets the cheapest way it can: JSON as the database builds it, CSV without the
+        # identity it does not show
+        assets = {ExportFormat.json: store.iter_asset_json, ExportFormat.csv: partial(store.iter_assets, details=False),
+                  ExportFormat.cyclonedx: store.iter_assets}[fmt]
+        write: Any = {ExportFormat.json: write_json, ExportFormat.csv: write_csv,
+                      ExportFormat.cyclonedx: write_cyclonedx}[fmt]
         if output is None:
-            write(store.iter_assets(), sys.stdout)
+            write(assets(), sys.stdout)
             return
         # written beside the target and renamed at the end: a failed export leaves no half file under its name
-        partial = output.with_name(output.name + ".partial")
+        unfinished = output.with_name(output.name + ".partial")
         try:
-            with partial.open("w", encoding="utf-8", newline="") as stream:
-                write(store.iter_assets(), stream)
-            partial.replace(output)
+            with unfinished.open("w", encoding="utf-8", newline="") as stream:
+                write(assets(), stream)
+            unfinished.replace(output)
         except OSError as exc:
             render.error_line(f"cannot write {output}: {exc.strerror or exc}")
             raise typer.Exit(int(Exit.ERROR)) from None
         finally:
-            if partial.exists():  # only after a failure: a finished export was renamed
-                partial.unlink()
+            if unfinished.exists():  # only after a failure: a finished export was renamed
+                unfinished.unlink()
 
 
 @scans_app.command("list")

@@ -208,8 +208,14 @@ def streamed_table(title: str, columns: Sequence[Column], natural: Sequence[int]
     write(line("┡", "╇", "┩", "━"))
     batch: list[str] = []
     for row in rows:
-        cells = (_fit("" if row[i] is None else visible(str(row[i])), w, fixed) for i, w, fixed in shown)
-        batch.append("│" + "│".join(f" {c} " for c in cells) + "│\n")
+        texts = ["" if row[i] is None else str(row[i]) for i, _, _ in shown]
+        joined = "".join(texts)
+        if joined.isascii() and _UNSAFE.search(joined) is None:  # nearly every row: as wide as long, nothing to escape
+            cells = [t.ljust(w) if fixed or len(t) <= w else t[: w - 1] + _ELLIPSIS
+                     for t, (_, w, fixed) in zip(texts, shown, strict=True)]
+        else:
+            cells = [_fit(visible(t), w, fixed) for t, (_, w, fixed) in zip(texts, shown, strict=True)]
+        batch.append("│ " + " │ ".join(cells) + " │\n")
         if len(batch) == 1000:
             write("".join(batch))
             batch.clear()
@@ -293,14 +299,8 @@ def assets_table(assets: Sequence[AssetRecord], title: str = "Inventory", wide: 
     fitted_table(title, [ASSET_COLUMNS[i] for i in keep], [[row[i] for i in keep] for row in rows], wide)
 
 
-def shown_width(text: str) -> int:
-    """How wide a device's text is once shown: control characters spelled out, wide characters counted double."""
-    return _cells(visible(text))
-
-
 def stream_assets(title: str, assets: Iterable[AssetRecord], widths: dict[str, int], wide: bool = False) -> None:
-    """Any number of assets as a table, as they are read. `widths` is the store's `asset_widths` for them, measured
-    with `shown_width`."""
+    """Any number of assets as a table, as they are read. `widths` is the store's `asset_widths` for them."""
     natural = (widths["id"], widths["ip"], widths["firmware"], widths["model"], widths["asset_type"],
                widths["vendor"], widths["serial"] + (len(_DUPLICATE) if widths["duplicate_serial"] else 0),
                widths["cpu_state"], widths["device_class"],

@@ -25,12 +25,18 @@ CSV_COLUMNS = (
 )
 
 
-def write_json(assets: Iterable[AssetRecord], out: TextIO) -> None:
-    """A JSON array of every asset, one asset a line, written one asset at a time."""
+# What a terminal obeys beyond C0 (which JSON escapes itself): DEL, the C1 controls (U+009B is a one-character CSI
+# to some terminals), the line separators and the bidirectional overrides. A database's JSON keeps them raw; escaped
+# as \uXXXX they mean the same to a JSON reader and nothing to a terminal that shows the export.
+_TERMINAL_CONTROLS = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def write_json(assets: Iterable[str], out: TextIO) -> None:
+    """A JSON array of the assets, each given as its JSON object (`Store.iter_asset_json`), one a line."""
     out.write("[")
     for n, asset in enumerate(assets):
         out.write(",\n" if n else "\n")
-        out.write(json.dumps(asset.__dict__, default=str))  # the record's fields are JSON types: no deep copy
+        out.write(_TERMINAL_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", asset))
     out.write("\n]\n")
 
 

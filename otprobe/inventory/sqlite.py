@@ -324,36 +324,34 @@ class SqliteStore:
     def assets(self, include_retired: bool = False) -> list[AssetRecord]:
         return list(self.iter_assets(AssetFilter(include_retired=include_retired)))
 
-    def iter_assets(self, where: AssetFilter = ALL_ASSETS) -> Iterator[AssetRecord]:
+    def iter_assets(self, where: AssetFilter = ALL_ASSETS, *, details: bool = True) -> Iterator[AssetRecord]:
         clause, params = _where(where)
         shared = self._shared_serials()
         try:
             # the cursor is read as the caller consumes it: a listing of 100,000 assets never holds them all
-            for row in self.db.execute(f"SELECT * FROM assets{clause} ORDER BY ip", params):
-                yield _row_to_asset(row, shared)
+            columns = "*" if details else _UNDETAILED
+            for row in self.db.execute(f"SELECT {columns} FROM assets{clause} ORDER BY ip", params):
+                yield _row_to_asset(row, shared, details)
+        except sqlite3.DatabaseError as exc:
+            raise InventoryError(f"{self.path}: {exc}") from exc
+
+    def iter_asset_json(self, where: AssetFilter = ALL_ASSETS) -> Iterator[str]:
+        clause, params = _where(where)
+        try:
+            for (text,) in self.db.execute(f"{_ASSET_JSON} FROM assets{clause} ORDER BY ip", params):
+                yield text
         except sqlite3.DatabaseError as exc:
             raise InventoryError(f"{self.path}: {exc}") from exc
 
     @_domain_errors
-    def asset_widths(self, where: AssetFilter = ALL_ASSETS,
-                     measure: Callable[[str], int] = len) -> dict[str, int]:
+    def asset_widths(self, where: AssetFilter = ALL_ASSETS) -> dict[str, int]:
         clause, params = _where(where)
-        # printable ASCII is as wide as it is long, counted in SQL; any other value (a control character, a letter
-        # beyond ASCII, a NUL, where SQLite's text functions stop) is rare and measured by `measure` in a second pass
-        # over those values only
-        odd = {name: f"({name} GLOB '*[^ -~]*' OR length(CAST({name} AS BLOB)) <> length({name}))"
-               for name in WIDTH_FIELDS}
-        columns = ", ".join(f"coalesce(max(CASE WHEN {odd[name]} THEN 0 ELSE length({name}) END), 0)"
-                            for name in WIDTH_FIELDS)
+        # bytes, not characters: SQLite's length() stops at a NUL a device may have sent, and one aggregate is all
+        # 100,000 assets cost (checking each value for unusual characters took ten times longer)
+        columns = ", ".join(f"coalesce(max(length(CAST({name} AS BLOB))), 0)" for name in WIDTH_FIELDS)
         row = self.db.execute(f"SELECT count(*), {columns} FROM assets{clause}", params).fetchone()
-        widths = dict(zip(WIDTH_FIELDS, row[1:], strict=True))
-        unusual = " OR ".join(odd.values())
-        for values in self.db.execute(f"SELECT {', '.join(WIDTH_FIELDS)} FROM assets"
-                                      f"{clause + ' AND' if clause else ' WHERE'} ({unusual})", params):
-            for name, value in zip(WIDTH_FIELDS, values, strict=True):
-                if value is not None:
-                    widths[name] = max(widths[name], measure(str(value)))
-        return {**widths, "count": row[0], "duplicate_serial": len(self._shared_serials())}
+        return {**dict(zip(WIDTH_FIELDS, row[1:], strict=True)), "count": row[0],
+                "duplicate_serial": len(self._shared_serials())}
 
     @_domain_errors
     def asset(self, key: str) -> AssetRecord:
@@ -488,11 +486,26 @@ def _row_to_scan(r: sqlite3.Row) -> ScanRecord:
                       r["packets_sent"])
 
 
-def _row_to_asset(r: sqlite3.Row, shared: set[str]) -> AssetRecord:
+def _row_to_asset(r: sqlite3.Row, shared: set[str], details: bool = True) -> AssetRecord:
     return AssetRecord(r["id"], r["ip"], r["device_class"], r["vendor"], r["model"], r["product_code"], r["serial"],
-                       r["firmware"], r["hardware_version"], json.loads(r["protocols"]), json.loads(r["identity"]),
-                       json.loads(r["conflicts"]), r["first_seen"], r["last_seen"], bool(r["retired"]),
-                       not r["retired"] and r["serial"] in shared, r["asset_type"], r["cpu_state"])
+                       r["firmware"], r["hardware_version"], json.loads(r["protocols"]),
+                       json.loads(r["identity"]) if details else {}, json.loads(r["conflicts"]) if details else {},
+                       r["first_seen"], r["last_seen"], bool(r["retired"]), not r["retired"] and r["serial"] in shared,
+                       r["asset_type"], r["cpu_state"])
+
+
+# The columns of an AssetRecord without its details (identity and conflicts), which a table or CSV never shows
+_UNDETAILED = ("id, ip, device_class, vendor, model, product_code, serial, firmware, hardware_version, protocols,"
+               " first_seen, last_seen, retired, asset_type, cpu_state")
+# An AssetRecord as JSON, built by SQLite itself (no parse and dump of each asset's identity in Python): the same
+# keys in the same order, the stored JSON columns embedded as they are.
+_ASSET_JSON = """SELECT json_object('id', id, 'ip', ip, 'device_class', device_class, 'vendor', vendor, 'model', model,
+    'product_code', product_code, 'serial', serial, 'firmware', firmware, 'hardware_version', hardware_version,
+    'protocols', json(protocols), 'identity', json(identity), 'conflicts', json(conflicts), 'first_seen', first_seen,
+    'last_seen', last_seen, 'retired', json(CASE WHEN retired THEN 'true' ELSE 'false' END),
+    'duplicate_serial', json(CASE WHEN retired = 0 AND serial IN (SELECT serial FROM assets WHERE retired = 0
+        AND serial <> '' GROUP BY serial HAVING count(*) > 1) THEN 'true' ELSE 'false' END),
+    'asset_type', asset_type, 'cpu_state', cpu_state)"""
 
 
 def _row_to_observation(r: sqlite3.Row) -> Observation:

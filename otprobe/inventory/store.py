@@ -9,7 +9,7 @@ finished scan changes (new, moved, replaced, firmware changed, duplicate serial)
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -123,13 +123,19 @@ class Store(Protocol):
 
     def assets(self, include_retired: bool = False) -> list[AssetRecord]: ...
 
-    def iter_assets(self, where: AssetFilter = ALL_ASSETS) -> Iterator[AssetRecord]:
-        """The assets `where` selects, by address, read as they are consumed: memory stays flat at any count."""
+    def iter_assets(self, where: AssetFilter = ALL_ASSETS, *, details: bool = True) -> Iterator[AssetRecord]:
+        """The assets `where` selects, by address, read as they are consumed: memory stays flat at any count.
+        Without `details`, `identity` and `conflicts` are left empty (a table or CSV, which show neither)."""
         ...
 
-    def asset_widths(self, where: AssetFilter = ALL_ASSETS, measure: Callable[[str], int] = len) -> dict[str, int]:
-        """For the assets `where` selects: `WIDTH_FIELDS` -> the widest value as `measure` counts it (0 when none),
-        `count` -> how many there are, and `duplicate_serial` -> how many serials several active assets share."""
+    def iter_asset_json(self, where: AssetFilter = ALL_ASSETS) -> Iterator[str]:
+        """The same assets, each one JSON object of AssetRecord's fields, built by the database."""
+        ...
+
+    def asset_widths(self, where: AssetFilter = ALL_ASSETS) -> dict[str, int]:
+        """For the assets `where` selects: `WIDTH_FIELDS` -> the longest value in UTF-8 bytes (0 when none; as wide
+        as it shows, or wider, unless a control character is spelled out), `count` -> how many there are, and
+        `duplicate_serial` -> how many serials several active assets share."""
         ...
 
     def asset(self, key: str) -> AssetRecord: ...

@@ -12,7 +12,7 @@ import csv
 import json
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -89,37 +89,46 @@ def write_cyclonedx(assets: Iterable[AssetRecord], out: TextIO) -> None:
 
 
 # What each protocol's probe recorded that says what the device is and how it can be reached, as CycloneDX
-# properties: (property, protocol, path in that protocol's raw identity).
-_RAW_PROPERTIES = (
-    ("otprobe:s7:cpu_state", "s7", ("cpu_state",)),
-    ("otprobe:bacnet:vendor_id", "bacnet", ("device_type", "vendor_identifier")),
-    ("otprobe:bacnet:device_instance", "bacnet", ("instance",)),
-    ("otprobe:bacnet:object_name", "bacnet", ("object_name",)),
-    ("otprobe:bacnet:application_software_version", "bacnet", ("application_software_version",)),
-    ("otprobe:snmp:sys_object_id", "snmp", ("snmp_device_type", "sys_object_id")),
-    ("otprobe:snmp:enterprise", "snmp", ("snmp_device_type", "enterprise")),
-    ("otprobe:snmp:enterprise_name", "snmp", ("snmp_device_type", "enterprise_name")),
-    ("otprobe:snmp:sys_name", "snmp", ("sys_name",)),
-    ("otprobe:snmp:sys_descr", "snmp", ("sys_descr",)),
-    ("otprobe:opcua:application_uri", "opcua", ("application_uri",)),
-    ("otprobe:opcua:product_uri", "opcua", ("product_uri",)),
-    ("otprobe:opcua:application_type", "opcua", ("application_type",)),
-    ("otprobe:opcua:security_policies", "opcua", ("security_policies",)),
-    ("otprobe:opcua:anonymous_without_security", "opcua", ("anonymous_without_security",)),
-    ("otprobe:opcua:certificate:subject", "opcua", ("certificate", "subject")),
-    ("otprobe:opcua:certificate:issuer", "opcua", ("certificate", "issuer")),
-    ("otprobe:opcua:certificate:not_before", "opcua", ("certificate", "not_before")),
-    ("otprobe:opcua:certificate:not_after", "opcua", ("certificate", "not_after")),
-    ("otprobe:opcua:certificate:self_signed", "opcua", ("certificate", "self_signed")),
-    ("otprobe:opcua:certificate:thumbprint_sha1", "opcua", ("certificate", "thumbprint_sha1")),
-)
+# properties: protocol -> (property, path in that protocol's raw identity).
+_RAW_PROPERTIES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "s7": (("otprobe:s7:cpu_state", ("cpu_state",)),),
+    "bacnet": (
+        ("otprobe:bacnet:vendor_id", ("device_type", "vendor_identifier")),
+        ("otprobe:bacnet:device_instance", ("instance",)),
+        ("otprobe:bacnet:object_name", ("object_name",)),
+        ("otprobe:bacnet:application_software_version", ("application_software_version",)),
+    ),
+    "snmp": (
+        ("otprobe:snmp:sys_object_id", ("snmp_device_type", "sys_object_id")),
+        ("otprobe:snmp:enterprise", ("snmp_device_type", "enterprise")),
+        ("otprobe:snmp:enterprise_name", ("snmp_device_type", "enterprise_name")),
+        ("otprobe:snmp:sys_name", ("sys_name",)),
+        ("otprobe:snmp:sys_descr", ("sys_descr",)),
+    ),
+    "opcua": (
+        ("otprobe:opcua:application_uri", ("application_uri",)),
+        ("otprobe:opcua:product_uri", ("product_uri",)),
+        ("otprobe:opcua:application_type", ("application_type",)),
+        ("otprobe:opcua:security_policies", ("security_policies",)),
+        ("otprobe:opcua:anonymous_without_security", ("anonymous_without_security",)),
+        ("otprobe:opcua:certificate:subject", ("certificate", "subject")),
+        ("otprobe:opcua:certificate:issuer", ("certificate", "issuer")),
+        ("otprobe:opcua:certificate:not_before", ("certificate", "not_before")),
+        ("otprobe:opcua:certificate:not_after", ("certificate", "not_after")),
+        ("otprobe:opcua:certificate:self_signed", ("certificate", "self_signed")),
+        ("otprobe:opcua:certificate:thumbprint_sha1", ("certificate", "thumbprint_sha1")),
+    ),
+}
 
 
-def _raw(identity: dict[str, Any], protocol: str, path: tuple[str, ...]) -> Any:
-    value: Any = (identity.get("raw") or {}).get(protocol)
-    for key in path:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
+def _raw_properties(identity: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """The `_RAW_PROPERTIES` of the protocols that answered, as (property, value)."""
+    for protocol, raw in (identity.get("raw") or {}).items():
+        for name, path in _RAW_PROPERTIES.get(protocol, ()):
+            value: Any = raw
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            yield name, value
 
 
 def _property_value(value: Any) -> str:
@@ -138,8 +147,7 @@ def _device(a: AssetRecord) -> dict[str, Any]:
         "otprobe:protocols": " ".join(f"{p}/{port}" for p, port in sorted(a.protocols.items())),
         "otprobe:last_seen": a.last_seen,
     }
-    for name, protocol, path in _RAW_PROPERTIES:
-        props[name] = _raw(a.identity, protocol, path)
+    props.update(_raw_properties(a.identity))
     device: dict[str, Any] = {
         "type": "device",
         "bom-ref": f"asset-{a.id}",

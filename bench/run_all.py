@@ -20,6 +20,7 @@ SCRIPTS = (
     "bench_limiters.py",  # asyncio-throttle against otprobe's bucket
     "bench_stress.py",  # caps and makespan at the receiver beside 0, 2, 4 and 8 CPU-bound processes
     "bench_startup.py",  # `otprobe --help` and friends against `python -c pass`
+    "bench_inventory.py",  # list, export and diff on 100,000 assets: time and peak RSS of each command
 )
 
 

@@ -273,6 +273,10 @@ async def test_verbose_adds_log_lines_on_stderr_only(tmp_path: Path) -> None:
     assert "INFO" not in runs[()].stderr and "DEBUG" not in runs[()].stderr
     assert "INFO otprobe.scan: scan " in runs[("-v",)].stderr and "DEBUG" not in runs[("-v",)].stderr
     assert f"DEBUG otprobe.scan: {METER['address']} modbus/" in runs[("-vv",)].stderr
+    async with running_plant({"plant": "one", "devices": [METER]}):  # after the command, as users type it too
+        after = await run_otprobe(*common, "--db", str(tmp_path / "after.db"), "-vv", env=env)
+    assert after.code == 0, after.stderr
+    assert f"DEBUG otprobe.scan: {METER['address']} modbus/" in after.stderr
 
 
 async def test_device_text_that_looks_like_rich_markup_prints_as_written(tmp_path: Path) -> None:

@@ -89,7 +89,7 @@ MIGRATIONS: dict[int, str] = {
     # What a device is (`ASSET_TYPES`) and the S7 CPU's RUN/STOP as last read, per asset; per snapshot row the
     # protocols that identified it, so a diff calls a device missing only where a later scan asked it over one of
     # them. Rows from before this carry the protocols their scan identified at their address. The indexes serve
-    # the diff's keyed lookups (by address within a scan, by asset across scans).
+    # the diff's keyed lookups (by address and by serial within a scan, by asset across scans).
     3: """
     ALTER TABLE assets ADD COLUMN asset_type TEXT;
     ALTER TABLE assets ADD COLUMN cpu_state TEXT;
@@ -101,6 +101,7 @@ MIGRATIONS: dict[int, str] = {
         WHERE observations.scan_id = scan_assets.scan_id AND observations.ip = scan_assets.ip
         AND observations.status = 'identified');
     CREATE INDEX scan_assets_ip ON scan_assets(scan_id, ip);
+    CREATE INDEX scan_assets_serial ON scan_assets(scan_id, serial);
     CREATE INDEX scan_assets_asset ON scan_assets(asset_id);
     """,
 }
@@ -399,7 +400,9 @@ class SqliteStore:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-_SNAPSHOT = "{p}.asset_id, {p}.ip, {p}.firmware, {p}.model, {p}.serial, {p}.protocols"  # a SnapshotRow's fields
+# a SnapshotRow's fields, from the table aliased {p}, named {p}_...
+_SNAPSHOT = ("{p}.asset_id AS {p}_id, {p}.ip AS {p}_ip, {p}.firmware AS {p}_firmware, {p}.model AS {p}_model,"
+             " {p}.serial AS {p}_serial, {p}.protocols AS {p}_protocols")
 # Each asset of the later snapshot that may have changed (not in the earlier one, another address or firmware, or a
 # serial that became shared there) with its earlier row (by asset id), the earlier scan's asset at its address that
 # the later scan no longer saw (a replaced device), and whether any earlier scan saw it. Every lookup goes through an
@@ -408,18 +411,20 @@ _AFTER_PAIRS = f"""
 WITH shared AS (
     SELECT serial FROM scan_assets WHERE scan_id = :new AND serial <> '' GROUP BY serial HAVING count(*) > 1
     EXCEPT SELECT serial FROM scan_assets WHERE scan_id = :old AND serial <> '' GROUP BY serial HAVING count(*) > 1
-), pairs AS (
-    SELECT {_SNAPSHOT.format(p="a")}, {_SNAPSHOT.format(p="b")}, {_SNAPSHOT.format(p="d")},
-        EXISTS (SELECT 1 FROM scan_assets e JOIN scans s ON s.id = e.scan_id
-                WHERE e.asset_id = a.asset_id AND s.rowid < :new_rowid),
-        a.serial IN shared AS newly_shared,
-        (b.asset_id IS NULL OR b.ip <> a.ip OR b.firmware IS NOT a.firmware) AS differs
-    FROM scan_assets a
-    LEFT JOIN scan_assets b ON b.scan_id = :old AND b.asset_id = a.asset_id
-    LEFT JOIN scan_assets d ON b.asset_id IS NULL AND d.scan_id = :old AND d.ip = a.ip
-        AND NOT EXISTS (SELECT 1 FROM scan_assets x WHERE x.scan_id = :new AND x.asset_id = d.asset_id)
-    WHERE a.scan_id = :new ORDER BY a.ip
-) SELECT * FROM pairs WHERE differs OR newly_shared
+), changed AS MATERIALIZED (
+    SELECT {_SNAPSHOT.format(p="a")}, {_SNAPSHOT.format(p="b")}
+    FROM scan_assets a LEFT JOIN scan_assets b ON b.scan_id = :old AND b.asset_id = a.asset_id
+    WHERE a.scan_id = :new
+        AND (b.asset_id IS NULL OR b.ip <> a.ip OR b.firmware IS NOT a.firmware OR a.serial IN shared)
+)
+SELECT changed.*, {_SNAPSHOT.format(p="d")},
+    EXISTS (SELECT 1 FROM scan_assets e JOIN scans s ON s.id = e.scan_id
+            WHERE e.asset_id = changed.a_id AND s.rowid < :new_rowid),
+    changed.a_serial IN shared
+FROM changed
+LEFT JOIN scan_assets d ON changed.b_id IS NULL AND d.scan_id = :old AND d.ip = changed.a_ip
+    AND NOT EXISTS (SELECT 1 FROM scan_assets x WHERE x.scan_id = :new AND x.asset_id = d.asset_id)
+ORDER BY changed.a_ip
 """
 # The earlier snapshot's assets the later one lacks, and whether the later scan saw another asset at the address.
 _BEFORE_ONLY = f"""

@@ -70,15 +70,17 @@ def site_a(store: SqliteStore, count: int) -> list[tuple[str, float]]:
             ("site A, second scan", scan(store, "A2", targets, second))]
 
 
-def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS (MB) and exit code of `command`, run under a fresh parent of its own."""
+def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, float, int]:
+    """Wall seconds, CPU seconds (user + system), peak RSS (MB) and exit code of `command`, run under a fresh parent
+    of its own. CPU time is the steadier figure on a machine other work shares."""
     probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
              "code = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL); "
-             "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)")
+             "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+             "print(time.perf_counter() - t, u.ru_utime + u.ru_stime, u.ru_maxrss, code)")
     done = subprocess.run([sys.executable, "-c", probe, *command], env=env, capture_output=True, text=True,
                           check=True)
-    seconds, rss_kb, code = done.stdout.split()
-    return float(seconds), int(rss_kb) / 1024, int(code)
+    seconds, cpu, rss_kb, code = done.stdout.split()
+    return float(seconds), float(cpu), int(rss_kb) / 1024, int(code)
 
 
 def main() -> None:
@@ -117,8 +119,9 @@ def main() -> None:
         rows += [(name, *measure([*otprobe, *args], env)) for name, args in across.items()]
         table(("synthesis through the store API", "seconds"), [(name, f"{s:.1f}") for name, s in built])
         print(f"database {db.stat().st_size / 1e6:.0f} MB\n")
-        table(("command", "wall s", "peak RSS MB", "exit"),
-              [(name, f"{seconds:.2f}", f"{rss:.0f}", code) for name, seconds, rss, code in rows])
+        table(("command", "wall s", "CPU s", "peak RSS MB", "exit"),
+              [(name, f"{seconds:.2f}", f"{cpu:.2f}", f"{rss:.0f}", code) for name, seconds, cpu, rss, code in rows])
+        print(f"load average during the run: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ def addresses(base: ipaddress.IPv4Address, count: int, skip: int = 0) -> list[st
 
 
 def identity(n: int, firmware: str) -> Identity:
+    """A device's identity; `n` (its address as a number) makes its serial unique across both sites."""
     return Identity(vendor=("Siemens", "Rockwell Automation/Allen-Bradley", "Schneider Electric")[n % 3],
                     model=f"Model {n % 97:02d} series {n % 7}", product_code=f"6ES7 {n % 1000:03d}-2EH14-0AB0",
                     asset_type=ASSET_TYPES[n % len(ASSET_TYPES)], serial=f"S C-{n:012d}", firmware=firmware,
@@ -51,7 +52,7 @@ def scan(store: SqliteStore, scan_id: str, targets: list[str], firmware: dict[st
     store.db.execute("BEGIN")  # one transaction for the synthesis: a real scan commits each observation
     for ip in targets:
         version = firmware.get(ip)
-        n = int(ipaddress.IPv4Address(ip)) & 0xFFFFF
+        n = int(ipaddress.IPv4Address(ip))
         store.add_observation(scan_id, Observation(
             ip, "s7", 102, Status.IDENTIFIED if version else Status.TIMEOUT,
             identity(n, version) if version else None, 0.01, 5 if version else 2, None, "plc"))

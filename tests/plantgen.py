@@ -12,10 +12,13 @@ shared by tests and bench/.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -183,6 +186,27 @@ async def scan_targets(scan_profile: Profile, targets: Sequence[str], *, deadlin
             store.close()
         ended = time.monotonic()
     return Scan(prepared, outcome, started, ended, None if deadline_s is None else started + deadline_s)
+
+
+@contextlib.contextmanager
+def cpu_hogs(processes: int) -> Iterator[None]:
+    """`processes` CPU-bound processes (`while True: pass`) for the duration: a busy machine, as in the field."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
+def deadline_margins(scanned: Scanned) -> tuple[float, float]:
+    """(last packet at any device, last FIN or connection end) in seconds before the deadline: negative is late."""
+    assert scanned.deadline is not None
+    closes = [c.closed_mono for recorder in scanned.recorders.values() for c in recorder.connections]
+    last_packet = max(scanned.packet_times(), default=-math.inf)
+    last_close = max((t if t is not None else math.inf for t in closes), default=-math.inf)
+    return scanned.deadline - last_packet, scanned.deadline - last_close
 
 
 # -- measures at the receiver ------------------------------------------------------------------------------------

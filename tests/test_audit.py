@@ -5,6 +5,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -57,17 +60,109 @@ def test_records_carry_seq_time_scan_and_the_previous_line_hash(tmp_path: Path) 
     assert verify(path).ok and verify(path).records == 4
 
 
-def test_intent_is_on_disk_before_intent_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    synced: list[int] = []
-    monkeypatch.setattr(audit_module.os, "fsync", synced.append)
+class BlockedFsync:
+    """Stands in for os.fsync: records the thread and the file size of each call, and blocks until released."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.calls: list[tuple[str, int]] = []
+
+    def __call__(self, fd: int) -> None:
+        self.calls.append((threading.current_thread().name, os.fstat(fd).st_size))
+        self.started.set()
+        if not self.release.wait(10):
+            raise AssertionError("fsync never released")
+
+
+INTENT = {"device": "127.0.1.1", "protocol": "s7", "operation": "connect", "code": "tcp:connect", "packets": 1}
+
+
+def test_intent_is_in_the_file_before_it_returns_while_the_fsync_runs_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsync = BlockedFsync()
+    monkeypatch.setattr(audit_module.os, "fsync", fsync)
     path = tmp_path / "audit.jsonl"
     log = AuditLog(path, "scan-1", fake_clock())
-    record = log.intent(device="127.0.1.1", protocol="s7", operation="connect", code="tcp:connect", packets=1)
+    record = log.intent(**INTENT)  # returns although the disk has not confirmed anything yet
     assert json.loads(path.read_bytes())["seq"] == record  # read through another handle, log still open
-    assert len(synced) == 1
-    log.outcome(record, "ok")
-    assert len(synced) == 1  # outcomes are flushed, not fsync'd
+    assert fsync.started.wait(5)  # the writer thread took it up...
+    assert log.synced == 0  # ...and the caller did not wait for it
+    fsync.release.set()
+    log.sync()
+    assert log.synced == log.written == 1
+    [(thread, size)] = fsync.calls
+    assert thread != threading.current_thread().name and size == path.stat().st_size
     log.close()
+
+
+def test_one_fsync_covers_every_record_written_while_the_previous_one_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsync = BlockedFsync()
+    monkeypatch.setattr(audit_module.os, "fsync", fsync)
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, "scan-1", fake_clock()) as log:
+        log.outcome(log.intent(**INTENT), "ok")
+        assert fsync.started.wait(5)
+        for _ in range(49):  # written while the first fsync is stuck at the disk
+            log.outcome(log.intent(**INTENT), "ok")
+        assert log.synced == 0
+        fsync.release.set()
+        log.sync()
+        assert log.synced == 100
+        assert log.fsyncs == len(fsync.calls) <= 2  # group commit: not one per record
+        assert fsync.calls[-1][1] == path.stat().st_size
+    assert verify(path).records == 100
+
+
+def test_an_event_returns_only_once_it_is_on_stable_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(audit_module.os, "fsync", lambda fd: synced.append(os.fstat(fd).st_size))
+    path = tmp_path / "audit.jsonl"
+    with AuditLog(path, "scan-1", fake_clock()) as log:
+        log.event("scan_start", profile="lab")
+        assert synced and synced[-1] == path.stat().st_size
+
+
+def test_a_failed_fsync_refuses_every_later_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(audit_module.os, "fsync", broken)
+    log = AuditLog(tmp_path / "audit.jsonl", "scan-1", fake_clock())
+    log.intent(**INTENT)
+    with pytest.raises(AuditError, match="Input/output error"):
+        log.sync()
+    with pytest.raises(AuditError, match="failed earlier"):
+        log.intent(**INTENT)
+    log.close()
+    assert verify(tmp_path / "audit.jsonl").ok
+
+
+_KILLED_AFTER_INTENTS = """
+import os, sys, threading
+from otprobe import audit
+audit.os.fsync = lambda fd: threading.Event().wait()  # the disk never confirms anything
+log = audit.AuditLog(sys.argv[1], "scan-1")
+for n in range(20):
+    log.intent(device=f"127.0.1.{n + 1}", protocol="s7", operation="connect", code="tcp:connect", packets=1)
+print("sent", flush=True)
+threading.Event().wait()
+"""
+
+
+def test_a_killed_process_loses_no_intent_it_wrote(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_AFTER_INTENTS, str(path)], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"sent\n"
+    finally:
+        child.kill()  # SIGKILL: no clean-up, no flush, the writer thread dies mid-fsync
+        child.wait()
+    result = verify(path)
+    assert (result.ok, result.records) == (True, 20)
 
 
 def test_a_failed_write_leaves_a_valid_chain_and_refuses_every_later_write(

@@ -111,11 +111,11 @@ def test_one_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path):
         assert verify.returncode == 0, verify.stderr
 
         resumed = subprocess.run(
-            otprobe(tmp_path, "scan", "--resume", "--audit", str(tmp_path / "a.jsonl"), "--format", "json"),
+            otprobe(tmp_path, "scan", "--resume", "--audit", str(tmp_path / "a.jsonl"), "--format", "jsonl"),
             capture_output=True, text=True, timeout=60,
         )
         assert resumed.returncode == 0, resumed.stderr
-        covered = {row["ip"] for row in json.loads(resumed.stdout)}
+        covered = {json.loads(row)["ip"] for row in resumed.stdout.splitlines()}
         assert covered == set(first["not_covered"])
         assert_closed_cleanly(devices)
     listed = subprocess.run(otprobe(tmp_path, "inventory", "list", "--format", "json"), capture_output=True,

@@ -126,14 +126,14 @@ async def test_two_scans_with_their_own_inventories_never_have_a_device_in_fligh
     with PlantProcess(plant("two-scans", devices)) as plants:
         runs = [
             run_otprobe("scan", *addresses, "--profile", str(profile), "--db", str(tmp_path / f"inv{n}.db"),
-                        "--audit", str(tmp_path / f"audit{n}.jsonl"), "--format", "json", env=env, timeout=120)
+                        "--audit", str(tmp_path / f"audit{n}.jsonl"), "--format", "jsonl", env=env, timeout=120)
             for n in (1, 2)
         ]
         results = await asyncio.gather(*runs)
         recorders = plants.recorders_by_address()
     for result in results:
         assert result.code == 0, result.stderr
-        rows = result.json()
+        rows = result.rows()
         assert sorted(row["ip"] for row in rows) == sorted(addresses)  # one Modbus row per device
         assert {row["status"] for row in rows} == {"identified"}
     for address in addresses:

@@ -3,8 +3,9 @@
 Why: a device must be able to tell us nothing but "slow down". So every operation takes its packets from the
 device's bucket and the shared class/global buckets (one Limiter for the scan), a new connection waits
 `connect_gap_s` after the previous one ended, nothing but a close starts unless it and its close fit before the
-cutoff, and when replies get much slower than the device's own baseline its rate halves, then climbs back one
-step per normal reply (AIMD, as TCP does for congestion).
+cutoff, with room for the other open connections' closes (each connection owes its close on the shared buckets
+from its connect until it ends), and when replies get much slower than the device's own baseline its rate
+halves, then climbs back one step per normal reply (AIMD, as TCP does for congestion).
 
 An operation of n packets takes its n tokens at one instant, because the library sends them back to back: taking
 them one by one and then sending all at the last grant would put n packets right after the previous one.
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from otprobe.contract import Kind, Timeouts
-from otprobe.pacing.bucket import Limiter, TokenBucket
+from otprobe.pacing.bucket import AGGREGATE_ABSORB_S, Limiter, TokenBucket
 
 # What a busy machine may add between a close's grant and its FIN leaving (scheduling delay; tens of ms measured
 # beside 4 CPU-bound processes on 2 cores), kept free before the cutoff.
@@ -57,11 +58,14 @@ class Pacer:
         self._group = group  # the device's class: open sessions go first within it
         self._bucket = bucket
         self._buckets = (bucket, *shared)
+        for aggregate in shared:  # class and global caps: the schedule survives a late timer (bucket.py)
+            aggregate.absorb_s = AGGREGATE_ABSORB_S
         self._gap = connect_gap_s
         self._timeouts = timeouts or Timeouts()
         self._slowdown = slowdown or Slowdown()
         self.cap = bucket.rate
         self._last_connection = -math.inf  # when the last connect or close left, or when the device closed
+        self._open = False  # a connection is open: its close is owed on the shared buckets
         self.last_sent = -math.inf  # when the last packet to this device left
         self._baseline: dict[Kind, float] = {}
         # Called when a connection (or a datagram exchange) is granted: the scheduler starts the session clock
@@ -82,6 +86,7 @@ class Pacer:
             reserve=self._reserve(kind),
             priority=1 if kind in (Kind.CONNECT, Kind.DATAGRAM) else 0,  # open sessions first
             group=self._group,
+            closes=1 if kind is Kind.CONNECT else 0,  # room for its own close before the cutoff
         )
         if kind is Kind.CLOSE:
             await _uncancellable(future)
@@ -95,7 +100,9 @@ class Pacer:
         reserve = self._reserve(kind)
         while True:
             try:
-                sent = await self._limiter.depart(self._buckets, count=packets, reserve=reserve)
+                sent = await self._limiter.depart(
+                    self._buckets, count=packets, reserve=reserve, closes=1 if kind is Kind.CONNECT else 0
+                )
                 break
             except asyncio.CancelledError:
                 if kind is not Kind.CLOSE:
@@ -104,6 +111,7 @@ class Pacer:
         self.last_sent = sent
         if kind in (Kind.CONNECT, Kind.CLOSE):
             self._last_connection = sent
+            self._owe_close(kind is Kind.CONNECT)
 
     @property
     def last_connection(self) -> float:
@@ -119,6 +127,19 @@ class Pacer:
     def note_closed(self) -> None:
         """The device ended the connection (FIN or RST) and gets no close from us: the gap runs from now."""
         self._last_connection = max(self._last_connection, self._limiter.now())
+        self._owe_close(False)
+
+    def connect_failed(self) -> None:
+        """The connect left but no connection came of it (refused, timed out): no close is owed."""
+        self._owe_close(False)
+
+    def _owe_close(self, owed: bool) -> None:
+        """While a connection is open, its close is counted on the shared buckets (TokenBucket.owed), so that
+        refusable grants stop early enough for every open connection's FIN to leave before the cutoff."""
+        if owed != self._open:
+            for bucket in self._buckets[1:]:
+                bucket.owed += 1 if owed else -1
+            self._open = owed
 
     def _reserve(self, kind: Kind) -> float | None:
         """Time an operation needs after its grant: its reply, then the device's next token for the close, and the

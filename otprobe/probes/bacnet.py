@@ -30,7 +30,8 @@ Decisions
   * bacpypes3 is only the codec (otprobe.probes.bacnet_wire). Its Application would retry each request 3 times,
     3 s apart, unseen by the pacer, and keep 127.* datagrams to its own port local; this module owns the socket.
   * BACnet has no device-type field: vendor-identifier plus model-name is what the device says it is, kept in
-    raw["device_type"].
+    raw["device_type"]. asset_type is building_controller unless that maker and model name another product line
+    (otprobe.probes.asset_type).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from pydantic import Field
 from otprobe.contract import Category, Int, Kind, Operation, Port, Probe, ProbeLink, ProbeOptions
 from otprobe.errors import ProtocolError
 from otprobe.model import Identity, Observation, Status, Target
+from otprobe.probes import asset_type
 from otprobe.probes import bacnet_wire as wire
 
 STANDARD_PORT = 47808  # 0xBAC0
@@ -233,5 +235,7 @@ def _identity(instance: int, values: dict[int, str | int], errors: dict[int, str
     }
     if errors:
         raw["missing"] = {wire.PROPERTY_NAMES[pid]: reason for pid, reason in errors.items()}
-    return Identity(vendor=text(wire.VENDOR_NAME), vendor_id=vendor_id, product_name=model, model=model,
-                    serial=text(wire.SERIAL_NUMBER), firmware=text(wire.FIRMWARE_REVISION), raw=raw)
+    vendor = text(wire.VENDOR_NAME)
+    return Identity(vendor=vendor, vendor_id=vendor_id, product_name=model, model=model,
+                    asset_type=asset_type.bacnet(vendor, model), serial=text(wire.SERIAL_NUMBER),
+                    firmware=text(wire.FIRMWARE_REVISION), raw=raw)

@@ -54,8 +54,8 @@ from pydantic import Field
 from otprobe.contract import Category, Flag, Int, Kind, Operation, Port, Probe, ProbeLink, ProbeOptions
 from otprobe.errors import ProtocolError, ScanAborted
 from otprobe.model import Identity, Observation, Status, Target
+from otprobe.probes import asset_type, tcp_close
 from otprobe.probes import enip_wire as wire
-from otprobe.probes import tcp_close
 
 logging.getLogger("pycomm3").addHandler(logging.NullHandler())
 logging.getLogger("pycomm3").propagate = False
@@ -88,14 +88,16 @@ def to_identity(ident: wire.CipIdentity, source: str) -> Identity:
     """Normalise a decoded Identity object; numeric ids kept beside their names, raw fields in `raw`."""
     raw = ident.raw_fields()
     raw["source"] = source
+    vendor = vendor_name(ident.vendor_id)
     return Identity(
-        vendor=vendor_name(ident.vendor_id),
+        vendor=vendor,
         vendor_id=ident.vendor_id,
         product_name=ident.product_name,
         model=ident.product_name,
         product_code=str(ident.product_code),
         device_type=device_type_name(ident.device_type),
         device_type_id=ident.device_type,
+        asset_type=asset_type.cip(ident.vendor_id, ident.device_type, vendor, ident.product_name),
         serial=f"{ident.serial:08X}",
         firmware=f"{ident.revision[0]}.{ident.revision[1]}",
         raw=raw,

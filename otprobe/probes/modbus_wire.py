@@ -14,6 +14,7 @@ from typing import Any
 
 from otprobe.errors import ProtocolError
 from otprobe.model import Identity
+from otprobe.probes import asset_type
 
 MBAP_LEN = 7  # TID u16 | PID u16 = 0 | LEN u16 = 1 + len(PDU) | UNIT u8
 MAX_PDU = 253
@@ -216,7 +217,8 @@ def identity_from_objects(objects: dict[int, bytes], conformity: int | None, uni
         "objects": {OBJECT_NAMES.get(oid, f"0x{oid:02X}"): value for oid, value in sorted(values.items())},
     }
     return Identity(
-        vendor=vendor, product_code=code, firmware=revision, product_name=name, model=model or name or code, raw=raw
+        vendor=vendor, product_code=code, firmware=revision, product_name=name, model=model or name or code,
+        asset_type=asset_type.modbus(vendor, model, name, code), raw=raw,
     )
 
 
@@ -233,4 +235,6 @@ def identity_from_server_id(reply: ServerIdReply, unit: int) -> Identity:
     }
     if reply.declared_count != len(reply.payload):
         raw["fc17_declared_count"] = reply.declared_count
-    return Identity(model=longest_text(reply.payload), raw=raw)
+    model = longest_text(reply.payload)
+    # FC17's content is vendor-defined: only a model text that names its product line gives a type
+    return Identity(model=model, asset_type=asset_type.modbus(None, model), raw=raw)

@@ -52,8 +52,8 @@ from pydantic import Field
 from otprobe.contract import Category, Float, Kind, Operation, Port, Probe, ProbeLink, ProbeOptions
 from otprobe.errors import ProtocolError, ScanAborted
 from otprobe.model import Identity, Observation, Status, Target
+from otprobe.probes import asset_type, tcp_close
 from otprobe.probes import opcua_wire as wire
-from otprobe.probes import tcp_close
 
 BUILD_INFO = "read_build_info"
 SESSION_OPERATIONS = 4  # CreateSession, ActivateSession, Read, CloseSession
@@ -270,6 +270,8 @@ def to_identity(endpoints: list[Any]) -> Identity:
             raw["certificate_error"] = str(exc)
     return Identity(
         product_name=raw["application_name"],
+        asset_type=asset_type.opcua(int(server.ApplicationType), None, raw["application_name"],
+                                    server.ApplicationUri, server.ProductUri),
         device_type=f"OPC UA {application_type}",
         device_type_id=int(server.ApplicationType),
         raw=raw,
@@ -283,6 +285,9 @@ def add_build_info(identity: Identity, info: dict[str, str | None]) -> None:
     identity.model = info["ProductName"]
     identity.product_name = info["ProductName"] or identity.product_name
     identity.firmware = info["SoftwareVersion"]
+    if identity.asset_type == "server":  # BuildInfo names maker and product: a controller's server may show now
+        identity.asset_type = asset_type.from_products("opcua", identity.vendor, identity.product_name,
+                                                       identity.raw["application_uri"]) or "server"
 
 
 def _describe(exc: BaseException) -> str:

@@ -58,8 +58,8 @@ from otprobe import cautions
 from otprobe.contract import Flag, Int, Kind, Operation, Port, Probe, ProbeLink, ProbeOptions
 from otprobe.errors import ProbeContractError, ProtocolError
 from otprobe.model import Identity, Observation, Status, Target
+from otprobe.probes import asset_type, tcp_close
 from otprobe.probes import s7_wire as wire
-from otprobe.probes import tcp_close
 
 PDU_SIZE = 240
 SRC_REF = 0x0001
@@ -255,10 +255,12 @@ class _Session:
         _note_partial(raw, module_list, module.notes, [name for name, value in read.items() if value is not None])
         if module.firmware_ext:
             raw["firmware_ext"] = module.firmware_ext
+        model = model_from_order_code(module.order_code) if module.order_code else None
         self.identity = ident = Identity(
             vendor="Siemens",
             product_code=module.order_code,
-            model=model_from_order_code(module.order_code) if module.order_code else None,
+            model=model,
+            asset_type=asset_type.s7(module.order_code, model),
             firmware=module.firmware,
             hardware_version=None if module.hardware_version is None else str(module.hardware_version),
             raw=raw,
@@ -271,6 +273,8 @@ class _Session:
                 ident.serial = fields.pop("serial", None)
                 ident.model = fields.pop("module_type_name", None) or ident.model
                 raw.update(fields)
+                # the CPU's own type name ("CPU 1214FC ...") says fail-safe where its order code does not
+                ident.asset_type = asset_type.s7(ident.product_code, ident.model)
         if self.probe.read_cpu_state and self._permitted("read_cpu_state"):
             state = await self._optional(conn, "read_cpu_state", 0x0424)
             if state is not None:

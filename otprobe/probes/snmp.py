@@ -12,7 +12,8 @@ Probe card
   an earlier request finds no listener), each waiting its reply up to the profile's response timeout:
     1. only with v3 users: the USM discovery, a GetRequest with no varbind, no engine id and no user (1). Its
        Report names the engine id, boots and time the next requests must carry; silence skips every v3 user.
-    2. GetRequest sysDescr.0, sysObjectID.0, sysUpTime.0, sysName.0, once per credential until one is answered:
+    2. GetRequest sysDescr.0, sysObjectID.0, sysUpTime.0, sysName.0, sysServices.0, once per credential until
+       one is answered:
        the v3 users in the profile's order (a Report, e.g. unknown user, moves on), then the communities (silence
        is how an agent refuses a community, so each costs one request and one response timeout)      (1 each)
     3. with the credential that answered: GetBulk (non-repeaters 0, max-repetitions 4) of the eight
@@ -54,14 +55,18 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, m
 from otprobe.contract import Flag, Int, Kind, Operation, Port, Probe, ProbeLink, ProbeOptions
 from otprobe.errors import ProtocolError
 from otprobe.model import Identity, Observation, Status, Target
+from otprobe.probes import asset_type
 
 if TYPE_CHECKING:  # the wire module imports pysnmp: loaded when a probe runs, not with the registry
     from otprobe.probes import snmp_wire
 
 OID = tuple[int, ...]
 SYSTEM = (1, 3, 6, 1, 2, 1, 1)
+# sysServices is in RFC 3418's mandatory system group: one more varbind, no more packets, and the OSI layers the
+# agent serves (2: a switch, 3: a router) where no product data says what the device is
 SYSTEM_OIDS: dict[str, OID] = {"sys_descr": (*SYSTEM, 1, 0), "sys_object_id": (*SYSTEM, 2, 0),
-                               "sys_uptime": (*SYSTEM, 3, 0), "sys_name": (*SYSTEM, 5, 0)}
+                               "sys_uptime": (*SYSTEM, 3, 0), "sys_name": (*SYSTEM, 5, 0),
+                               "sys_services": (*SYSTEM, 7, 0)}
 ENT_PHYSICAL_ENTRY = (1, 3, 6, 1, 2, 1, 47, 1, 1, 1, 1)
 # entPhysicalEntry columns read (RFC 6933)
 COLUMNS: dict[str, int] = {"contained_in": 4, "class": 5, "hardware_rev": 8, "firmware_rev": 9, "software_rev": 10,
@@ -442,10 +447,16 @@ def to_identity(system: dict[str, Any], rows: list[dict[str, Any]], wire: Any) -
 
     descr = wire.text(system.get("sys_descr"))
     uptime = system.get("sys_uptime")
+    services = system.get("sys_services")
+    services = services if isinstance(services, int) else None  # noSuchObject from an agent without it
+    vendor = first("mfg_name") or (ENTERPRISES.get(enterprise) if enterprise is not None else None)
+    model = first("model_name")
+    classes = sorted({r["class"] for r in rows})
     return Identity(
-        vendor=first("mfg_name") or (ENTERPRISES.get(enterprise) if enterprise is not None else None),
+        vendor=vendor,
         product_name=descr,
-        model=first("model_name"),
+        model=model,
+        asset_type=asset_type.snmp(vendor, (model, descr), object_id, services, classes),
         serial=first("serial"),
         firmware=first("firmware_rev", "software_rev"),
         hardware_version=first("hardware_rev"),
@@ -459,7 +470,8 @@ def to_identity(system: dict[str, Any], rows: list[dict[str, Any]], wire: Any) -
                 "sys_object_id": ".".join(map(str, object_id)) if object_id else None,
                 "enterprise": enterprise,
                 "enterprise_name": ENTERPRISES.get(enterprise) if enterprise is not None else None,
-                "entity_classes": sorted({r["class"] for r in rows}),
+                "sys_services": services,
+                "entity_classes": classes,
             },
             "entities": rows,
         },

@@ -49,7 +49,7 @@ def one_error_line(stderr: str) -> str:
 
 def test_the_commands_are_those_the_issue_names() -> None:
     assert {path[0] for path in PATHS if len(path) == 1} == {
-        "scan", "plan", "inventory", "scans", "audit", "profiles", "windows", "sim", "demo"}
+        "scan", "plan", "inventory", "scans", "audit", "profiles", "windows", "sim", "demo", "report"}
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: " ".join(p) or "otprobe")
@@ -247,29 +247,29 @@ async def test_scan_json_goes_to_stdout_and_the_summary_to_stderr_unless_quiet(t
     env = plain_env(tmp_path)
     common = ["scan", METER["address"], "--profile", "lab", "--protocol", "modbus", "--db", str(tmp_path / "i.db")]
     async with running_plant({"plant": "one", "devices": [METER]}):
-        loud = await run_otprobe(*common, "--format", "json", env=env)
-        quiet = await run_otprobe(*common, "--format", "json", "--quiet", env=env)
+        loud = await run_otprobe(*common, "--format", "jsonl", env=env)
+        quiet = await run_otprobe(*common, "--format", "jsonl", "--quiet", env=env)
         quiet_table = await run_otprobe(*common, "--quiet", env=env)
     for done in (loud, quiet, quiet_table):
         assert done.code == 0, done.stderr
-    [observation] = loud.json()
+    [observation] = loud.rows()
     assert (observation["ip"], observation["status"], observation["firmware"]) == (METER["address"], "identified",
                                                                                    "v2.7")
     assert re.search(r"^scan \S+: complete; \d+ packets", loud.stderr, re.MULTILINE)
-    assert quiet.json() == [{**observation, "latency_s": quiet.json()[0]["latency_s"]}]
+    assert quiet.rows() == [{**observation, "latency_s": quiet.rows()[0]["latency_s"]}]
     assert quiet.stderr == "" and quiet_table.stderr == ""
     assert "PM5560" in quiet_table.stdout  # --quiet drops progress and summary, not the result
 
 
 async def test_verbose_adds_log_lines_on_stderr_only(tmp_path: Path) -> None:
     env = plain_env(tmp_path)
-    common = ["scan", METER["address"], "--profile", "lab", "--protocol", "modbus", "--format", "json"]
+    common = ["scan", METER["address"], "--profile", "lab", "--protocol", "modbus", "--format", "jsonl"]
     async with running_plant({"plant": "one", "devices": [METER]}):
         runs = {flags: await run_otprobe(*flags, *common, "--db", str(tmp_path / f"{len(flags)}{flags}.db"), env=env)
                 for flags in ((), ("-v",), ("-vv",))}
     for done in runs.values():
         assert done.code == 0, done.stderr
-        assert [o["status"] for o in done.json()] == ["identified"]  # stdout stays JSON whatever the verbosity
+        assert [o["status"] for o in done.rows()] == ["identified"]  # stdout stays JSON whatever the verbosity
     assert "INFO" not in runs[()].stderr and "DEBUG" not in runs[()].stderr
     assert "INFO otprobe.scan: scan " in runs[("-v",)].stderr and "DEBUG" not in runs[("-v",)].stderr
     assert f"DEBUG otprobe.scan: {METER['address']} modbus/" in runs[("-vv",)].stderr

@@ -48,7 +48,7 @@ async def test_resume_from_another_folder_finds_a_profile_given_by_a_relative_pa
                   classes={"unknown": {"pps": 4, "burst": 1, "class_pps": 4, "connect_gap_s": 0.2}})
     env = plain_env(tmp_path)
     stores = ["--db", str(tmp_path / "inv.db")]
-    common = ["--protocol", "modbus", *stores, "--audit", str(tmp_path / "audit.jsonl"), "--format", "json", "--quiet"]
+    common = ["--protocol", "modbus", *stores, "--audit", str(tmp_path / "audit.jsonl"), "--format", "jsonl", "--quiet"]
 
     async def scans() -> list[dict[str, object]]:
         return json.loads((await otprobe_in(elsewhere, "scans", "list", *stores, "--format", "json", env=env)).stdout)
@@ -61,7 +61,7 @@ async def test_resume_from_another_folder_finds_a_profile_given_by_a_relative_pa
         assert record["not_covered"] and Path(str(record["profile"])) == (site / "slow.yaml").resolve()
         resumed = await otprobe_in(elsewhere, "scan", "--resume", *common, env=env)
         assert resumed.code == 0, resumed.stderr
-        assert {o["ip"] for o in resumed.json()} == set(record["not_covered"])
+        assert {o["ip"] for o in resumed.rows()} == set(record["not_covered"])
         # every device was reached in the end: the resume ran with the stored profile, from the other folder
         assert all(device.recorder.packet_count() > 0 for device in plant)
     assert [scan["status"] for scan in await scans()] == ["incomplete", "complete"]

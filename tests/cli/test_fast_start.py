@@ -23,7 +23,9 @@ import otprobe
 REPO = Path(__file__).resolve().parents[2]
 PROTOCOL_LIBRARIES = ("pymodbus", "snap7", "pycomm3")
 # what a command that reads no profile and no inventory has no use for
-PRINT_ONLY = (*PROTOCOL_LIBRARIES, "pydantic", "yaml", "sqlite3")
+# the report's template engine and plotting library load only when a report is written
+REPORT_LIBRARIES = ("jinja2", "matplotlib")
+PRINT_ONLY = (*PROTOCOL_LIBRARIES, *REPORT_LIBRARIES, "pydantic", "yaml", "sqlite3")
 
 CHILD = """
 import json, sys
@@ -58,8 +60,9 @@ def run_cli(tmp_path: Path, *args: str, preload: tuple[str, ...] = ()) -> tuple[
 COMMANDS = {  # name: (arguments, expected in the output, packages it must not load)
     "help": (("--help",), "Usage: otprobe", PRINT_ONLY),
     "version": (("--version",), f"otprobe {version('otprobe')}", PRINT_ONLY),
-    "profiles list": (("profiles", "list"), "maintenance-window", PROTOCOL_LIBRARIES),
+    "profiles list": (("profiles", "list"), "maintenance-window", (*PROTOCOL_LIBRARIES, *REPORT_LIBRARIES)),
     "plan": (("plan", "127.0.1.1", "--profile", "lab"), "total", PROTOCOL_LIBRARIES),
+    "report help": (("report", "--help"), "Usage: otprobe report", (*PROTOCOL_LIBRARIES, *REPORT_LIBRARIES)),
 }
 
 

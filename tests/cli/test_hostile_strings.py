@@ -76,7 +76,7 @@ async def test_device_control_characters_are_escaped_in_every_table_and_exact_in
         # on a terminal the progress line redraws itself with rich's own cursor controls: --quiet keeps it out
         scans = {mode: await run_otprobe(*scan, *(["--quiet"] if mode == "colour" else []), env=env)
                  for mode, env in envs(tmp_path).items()}
-        as_json = await run_otprobe(*scan, "--format", "json", env=envs(tmp_path)["plain"])
+        as_json = await run_otprobe(*scan, "--format", "jsonl", env=envs(tmp_path)["plain"])
 
     for mode, done in scans.items():
         assert done.code == 0, done.stderr
@@ -85,7 +85,7 @@ async def test_device_control_characters_are_escaped_in_every_table_and_exact_in
     # JSON keeps each string exactly as the device sent it, in JSON's own escapes (no raw control byte)
     assert as_json.code == 0, as_json.stderr
     assert not CONTROL.findall(as_json.stdout)
-    observed = {o["ip"]: o for o in as_json.json() if o["status"] == "identified"}
+    observed = {o["ip"]: o for o in as_json.rows() if o["status"] == "identified"}
     assert [observed[MODBUS["address"]][k] for k in ("vendor", "model", "product_code", "firmware")] == modbus_strings
     assert observed[ENIP["address"]]["model"] == ENIP["product_name"]
 

@@ -147,7 +147,8 @@ async def test_every_loopback_example_runs_against_the_demo_plant(tmp_path: Path
     for name in {e.redirect for e in loopback if e.redirect}:
         assert (tmp_path / name).stat().st_size > 0
     scanned = json.loads((tmp_path / "scan.json").read_text())
-    assert scanned and {o["ip"] for o in scanned} <= targeted
+    assert scanned["devices"] and {device["ip"] for device in scanned["devices"]} <= targeted
+    assert "<svg" in (tmp_path / "scan.html").read_text()  # the example's --report
     assert (tmp_path / "plant.cdx.json").exists()
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 import vtime
 from fakes import ScriptedProbe, Wire
+from test_scheduler import LOOSE, PLC
 
 from otprobe.contract import Kind, Timeouts
 from otprobe.errors import ScanAborted
 from otprobe.link import Link
-from otprobe.model import Status, Target
+from otprobe.model import Observation, Status, Target
+from otprobe.pacing import Scheduler
 from otprobe.pacing.bucket import Limiter, TokenBucket
 from otprobe.pacing.pacer import Pacer, Slowdown
 
@@ -176,3 +179,87 @@ def test_the_link_reports_reply_times_to_the_pacer() -> None:
         return pacer.rate
 
     assert vtime.run(scenario()) == 2.0
+
+
+def test_every_open_connection_closes_before_the_deadline_when_the_shared_cap_binds() -> None:
+    """64 devices under a global cap of 20 pps; each read is answered 0.2 s before the deadline or after the 3 s
+    response timeout, whichever comes first, so the last sessions' FINs all want the global bucket at the end:
+    closes go first and every open connection's close is owed, and every FIN leaves before the deadline."""
+    wire = _converging_replies()
+    assert max(wire.times()) <= DEADLINE
+    assert all(n == 0 for n in wire.open_now.values())  # every connection closed
+    assert sum(1 for _, _, kind in wire.packets if kind is Kind.REQUEST) >= 32  # the reservation is not everything
+
+
+def test_a_request_leaves_room_for_the_other_open_connections_closes() -> None:
+    """Global bucket at 10 pps, cutoff 2 s away, a request needing 1 s after its grant: with 5 connections open
+    (its own among them) the 4 other closes need 0.4 s more and it fits; with 12 open they need 1.1 s and it is
+    refused at once. A close is never refused."""
+
+    async def scenario(open_connections: int) -> list[object]:
+        limiter, everyone = Limiter(), TokenBucket(10.0)
+        everyone.owed = open_connections
+        limiter.stop(at=vtime.START + 2.0)
+        outcomes: list[object] = []
+        for reserve in (1.0, None):
+            try:
+                outcomes.append(await limiter.submit((TokenBucket(10.0), everyone), reserve=reserve))
+            except ScanAborted as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    assert vtime.run(scenario(5))[0] == vtime.START
+    refused, close = vtime.run(scenario(12))
+    assert isinstance(refused, ScanAborted) and close == vtime.START
+
+
+def test_the_pacer_owes_a_close_from_its_connect_until_the_connection_ends() -> None:
+    async def scenario() -> list[int]:
+        limiter, everyone = Limiter(), TokenBucket(100.0)
+        pacer = Pacer(limiter, TokenBucket(100.0), (everyone,))
+        seen = []
+        for kind in (C, R, X, C):
+            await send(pacer, kind)
+            seen.append(everyone.owed)
+        pacer.note_closed()  # the device closed that one
+        seen.append(everyone.owed)
+        await send(pacer, C)
+        pacer.connect_failed()  # and this connect opened nothing
+        seen.append(everyone.owed)
+        return seen
+
+    assert vtime.run(scenario()) == [1, 1, 0, 1, 0, 0]
+
+
+DEADLINE = vtime.START + 8.0
+
+
+class _ConvergingProbe(ScriptedProbe):
+    """Connect, one read answered at DEADLINE - 0.2 s (or after the 3 s response timeout, if sooner), close."""
+
+    async def run(self, link: Link, target: Target) -> Observation:
+        loop = asyncio.get_running_loop()
+        async with link.op("connect"):
+            self.wire.record(target.ip, Kind.CONNECT)
+        try:
+            async with link.op("read"):
+                self.wire.record(target.ip, Kind.REQUEST)
+                await asyncio.sleep(min(DEADLINE - 0.2 - loop.time(), link.timeouts.response_s))
+            return Observation(target.ip, self.name, self.port, Status.IDENTIFIED)
+        finally:
+            async with link.op("close"):
+                self.wire.record(target.ip, Kind.CLOSE)
+
+
+def _converging_replies() -> Wire:
+    devices = [Target(f"127.0.1.{i + 1}", "plc") for i in range(64)]
+    fast = replace(PLC, pps=10.0, class_pps=None, connect_gap_s=0.0, max_session_s=30.0)
+    config = replace(LOOSE, global_pps=20.0, max_devices_in_flight=64, classes={**LOOSE.classes, "plc": fast},
+                     deadline=DEADLINE, retries=0)
+    wire = Wire()
+
+    async def go() -> None:
+        await Scheduler(devices, [_ConvergingProbe(wire)], config).run()
+
+    vtime.run(go())
+    return wire

@@ -95,11 +95,11 @@ async def test_an_installed_probe_scans_a_device_through_the_real_scan_path(tmp_
     db = tmp_path / "inventory.db"
     async with running_plant(PLANT) as running:
         code, out, err = await otprobe(site, "scan", ADDRESS, "--profile", str(path), "--db", str(db),
-                                       "--format", "json", "--quiet")
+                                       "--format", "jsonl", "--quiet")
         recorder = running["meter"].recorder
         await settled(recorder)
     assert (code, err) == (0, ""), err
-    [observation] = json.loads(out)
+    [observation] = map(json.loads, out.splitlines())
     assert (observation["protocol"], observation["port"], observation["status"]) == ("example-mbid", PORT,
                                                                                       "identified")
     assert observation["identity"]["vendor"] == "Acme" and observation["identity"]["firmware"] == "v2.1"

@@ -263,8 +263,11 @@ def assert_rs20(obs: Observation) -> None:
     assert (ident.vendor, ident.model, ident.serial, ident.firmware, ident.hardware_version) == (
         "Hirschmann", "RS20-0800T1T1SDAUHC", "943434001", "09.0.08", "1.07")
     assert ident.product_name == "Hirschmann Railswitch" and ident.raw["sys_name"] == "rs20-hall-a"
+    # the simulated agent has no sysServices (noSuchObject): the product line says what it is
     assert ident.raw["snmp_device_type"] == {"sys_object_id": "1.3.6.1.4.1.248.14", "enterprise": 248,
-                                             "enterprise_name": "Hirschmann", "entity_classes": ["chassis", "module"]}
+                                             "enterprise_name": "Hirschmann", "sys_services": None,
+                                             "entity_classes": ["chassis", "module"]}
+    assert ident.asset_type == "switch"
     chassis, module = ident.raw["entities"]
     assert (chassis["index"], chassis["class"], chassis["contained_in"]) == (1, "chassis", 0)
     assert (module["model_name"], module["software_rev"], module["contained_in"]) == ("RS20-CPU", "L2E-09.0.08", 1)

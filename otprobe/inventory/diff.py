@@ -3,8 +3,8 @@
 Diffs compare the per-scan snapshots of assets, and say only what the two scans can tell apart:
 
 - A device is `missing` only when the later scan was complete and asked its address over one of the protocols that
-  identified it before: an incomplete scan (deadline, Ctrl-C), a scan of other addresses, or one with
-  `--protocol s7` for an EtherNet/IP device marks nothing missing.
+  identified it before: an incomplete scan (deadline, Ctrl-C), a scan of other addresses, or one whose `--protocol`
+  left out every protocol the device answers marks nothing missing.
 - A device is `new` when nothing saw it before the later scan, or when the earlier scan asked its address over one
   of the protocols that now identify it and got no such asset: a known device outside the earlier scan is not new.
 - By default the later scan is the last finished one and the earlier one the last finished before it with the same

@@ -88,47 +88,29 @@ def write_cyclonedx(assets: Iterable[AssetRecord], out: TextIO) -> None:
     out.write("\n  ]\n}\n")
 
 
-# What each protocol's probe recorded that says what the device is and how it can be reached, as CycloneDX
-# properties: protocol -> (property, path in that protocol's raw identity).
-_RAW_PROPERTIES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
-    "s7": (("otprobe:s7:cpu_state", ("cpu_state",)),),
-    "bacnet": (
-        ("otprobe:bacnet:vendor_id", ("device_type", "vendor_identifier")),
-        ("otprobe:bacnet:device_instance", ("instance",)),
-        ("otprobe:bacnet:object_name", ("object_name",)),
-        ("otprobe:bacnet:application_software_version", ("application_software_version",)),
-    ),
-    "snmp": (
-        ("otprobe:snmp:sys_object_id", ("snmp_device_type", "sys_object_id")),
-        ("otprobe:snmp:enterprise", ("snmp_device_type", "enterprise")),
-        ("otprobe:snmp:enterprise_name", ("snmp_device_type", "enterprise_name")),
-        ("otprobe:snmp:sys_name", ("sys_name",)),
-        ("otprobe:snmp:sys_descr", ("sys_descr",)),
-    ),
-    "opcua": (
-        ("otprobe:opcua:application_uri", ("application_uri",)),
-        ("otprobe:opcua:product_uri", ("product_uri",)),
-        ("otprobe:opcua:application_type", ("application_type",)),
-        ("otprobe:opcua:security_policies", ("security_policies",)),
-        ("otprobe:opcua:anonymous_without_security", ("anonymous_without_security",)),
-        ("otprobe:opcua:certificate:subject", ("certificate", "subject")),
-        ("otprobe:opcua:certificate:issuer", ("certificate", "issuer")),
-        ("otprobe:opcua:certificate:not_before", ("certificate", "not_before")),
-        ("otprobe:opcua:certificate:not_after", ("certificate", "not_after")),
-        ("otprobe:opcua:certificate:self_signed", ("certificate", "self_signed")),
-        ("otprobe:opcua:certificate:thumbprint_sha1", ("certificate", "thumbprint_sha1")),
-    ),
-}
+# Every protocol's raw identity goes into the component as `otprobe:<protocol>:<field>` properties, so whatever a
+# probe records of what the device is (a vendor id, a sysObjectID, an application URI, a certificate's validity) is
+# carried without this file knowing any protocol: scalars and lists of scalars, down to one nested level
+# (`certificate.not_after`); lists of records (endpoints, entity rows) stay in the JSON export.
+_RAW_DEPTH = 2
 
 
 def _raw_properties(identity: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-    """The `_RAW_PROPERTIES` of the protocols that answered, as (property, value)."""
+    """(property, value) for each answering protocol's raw fields."""
+
+    def walk(prefix: str, value: Any, depth: int) -> Iterator[tuple[str, Any]]:
+        if isinstance(value, dict):
+            if depth < _RAW_DEPTH:
+                for key, inner in value.items():
+                    yield from walk(f"{prefix}.{key}" if depth else f"{prefix}{key}", inner, depth + 1)
+        elif isinstance(value, list):
+            if all(isinstance(item, str | int | float | bool) for item in value):
+                yield prefix, value
+        else:
+            yield prefix, value
+
     for protocol, raw in (identity.get("raw") or {}).items():
-        for name, path in _RAW_PROPERTIES.get(protocol, ()):
-            value: Any = raw
-            for key in path:
-                value = value.get(key) if isinstance(value, dict) else None
-            yield name, value
+        yield from walk(f"otprobe:{protocol}:", raw, 0)
 
 
 def _property_value(value: Any) -> str:

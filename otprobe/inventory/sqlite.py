@@ -94,7 +94,8 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE assets ADD COLUMN asset_type TEXT;
     ALTER TABLE assets ADD COLUMN cpu_state TEXT;
     UPDATE assets SET asset_type = json_extract(identity, '$.asset_type'),
-                      cpu_state = json_extract(identity, '$.raw.s7.cpu_state');
+                      cpu_state = (SELECT json_extract(raw.value, '$.cpu_state') FROM json_each(identity, '$.raw') raw
+                                   WHERE json_extract(raw.value, '$.cpu_state') IS NOT NULL LIMIT 1);
     CREATE INDEX assets_asset_type ON assets(asset_type);
     ALTER TABLE scan_assets ADD COLUMN protocols TEXT NOT NULL DEFAULT '[]';
     UPDATE scan_assets SET protocols = (SELECT json_group_array(DISTINCT protocol) FROM observations
@@ -280,7 +281,7 @@ class SqliteStore:
             self.db.execute("INSERT INTO asset_addresses VALUES (?,?,?,?)", (asset_id, seen.ip, scan_id, now))
         identity = {**m.fields, "sources": m.sources, "raw": m.raw}
         # a state is a moment's: one this scan did not read is not carried over from an earlier one
-        cpu_state = m.raw.get("s7", {}).get("cpu_state")
+        cpu_state = next((raw["cpu_state"] for raw in m.raw.values() if raw.get("cpu_state")), None)
         self.db.execute(
             "UPDATE assets SET ip=?, device_class=?, vendor=?, model=?, product_code=?, serial=?, firmware=?,"
             " hardware_version=?, protocols=?, identity=?, conflicts=?, last_seen=?, asset_type=?, cpu_state=?"

@@ -148,18 +148,18 @@ async def test_a_demo_plant_scan_gives_one_asset_per_answering_device_each_with_
              for c in bom["components"]}
     by_address = {a["ip"]: props[a["id"]] for a in assets}
     pxc, rs20 = device(plant, "hvac-pxc")["bacnet"], device(plant, "net-rs20")["snmp"]
-    assert {k: by_address[device(plant, "hvac-pxc")["address"]].get(k) for k in (
-        "otprobe:bacnet:vendor_id", "otprobe:bacnet:device_instance", "otprobe:bacnet:object_name")} == {
-        "otprobe:bacnet:vendor_id": str(pxc["vendor_id"]),
-        "otprobe:bacnet:device_instance": str(pxc["device_instance"]),
-        "otprobe:bacnet:object_name": pxc["object_name"]}
+    bms = by_address[device(plant, "hvac-pxc")["address"]]
+    assert (bms["otprobe:bacnet:device_type.vendor_identifier"], bms["otprobe:bacnet:instance"],
+            bms["otprobe:bacnet:object_name"]) == (str(pxc["vendor_id"]), str(pxc["device_instance"]),
+                                                   pxc["object_name"])
     switch = by_address[device(plant, "net-rs20")["address"]]
-    assert (switch["otprobe:snmp:sys_object_id"], switch["otprobe:snmp:enterprise"]) == (rs20["sys_object_id"], "248")
+    assert (switch["otprobe:snmp:snmp_device_type.sys_object_id"],
+            switch["otprobe:snmp:snmp_device_type.enterprise"]) == (rs20["sys_object_id"], "248")
     opcua_spec = device(plant, "line3-cpu1515")
     server = by_address[opcua_spec["address"]]
     assert server["otprobe:opcua:application_uri"] == opcua_spec["opcua"]["application_uri"]
-    assert server["otprobe:opcua:certificate:self_signed"] == "true"
-    assert server["otprobe:opcua:certificate:not_after"] > server["otprobe:opcua:certificate:not_before"]
+    assert server["otprobe:opcua:certificate.self_signed"] == "true"
+    assert server["otprobe:opcua:certificate.not_after"] > server["otprobe:opcua:certificate.not_before"]
     out = tmp_path / "inventory.csv"
     assert inv.cli("inventory", "export", "--format", "csv", "-o", str(out), "--db", str(inv.db)).exit_code == 0
     with out.open(newline="") as fh:

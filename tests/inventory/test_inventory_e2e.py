@@ -94,12 +94,12 @@ class Inventory:
         return ["scan", *targets, "--profile", str(self.profile), "--db", str(self.db), "--audit", str(self.audit)]
 
     async def scan(self, plant: dict[str, Any], targets: Sequence[str]) -> list[dict[str, Any]]:
-        """Run the plant, scan it with `otprobe scan --format json --quiet`; the observations printed."""
+        """Run the plant, scan it with `otprobe scan --format jsonl --quiet`; the observations printed, one a line."""
         async with running_plant(plant):
-            done = await run_otprobe(*self.scan_args(targets), "--format", "json", "--quiet", env=self.env)
+            done = await run_otprobe(*self.scan_args(targets), "--format", "jsonl", "--quiet", env=self.env)
         assert done.code == 0, done.stderr
         assert done.stderr == ""  # --quiet: no summary, no progress
-        return done.json()
+        return [json.loads(line) for line in done.stdout.splitlines()]
 
 
 async def test_a_demo_plant_scan_gives_one_asset_per_answering_device_each_with_firmware(tmp_path: Path) -> None:

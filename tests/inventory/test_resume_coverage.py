@@ -100,7 +100,7 @@ async def test_five_kills_and_resumes_end_with_every_device_protocol_pair_covere
     rng = random.Random(SEED)
     db, audit = tmp_path / "inv.db", tmp_path / "audit.jsonl"
     env = plain_env(tmp_path)
-    common = ["--db", str(db), "--audit", str(audit), "--quiet", "--format", "json"]
+    common = ["--db", str(db), "--audit", str(audit), "--quiet", "--format", "jsonl"]
     first = ["scan", *ADDRESSES, "--profile", str(fast_profile(tmp_path / "fast.yaml")), *common]
     partial_devices = 0  # devices a kill left with some protocols done and others not: the case that lost coverage
     async with running_plant(plantgen.plant("resume-coverage", DEVICES)) as plant:
@@ -123,7 +123,7 @@ async def test_five_kills_and_resumes_end_with_every_device_protocol_pair_covere
     assert partial_devices > 0, "no kill split a device's protocols: the test would not catch per-device coverage"
     # the last run probed exactly the pairs still owed (each of them, and nothing else) ...
     assert set(sent) == owed
-    assert {(o["ip"], o["protocol"]) for o in final.json()} == owed
+    assert {(o["ip"], o["protocol"]) for o in map(json.loads, final.stdout.splitlines())} == owed
     # ... so that every device saw every protocol, and the inventory has a result for every pair
     assert {pair for pair, n in requested(recorders).items() if n} == PAIRS
     assert results(db) == PAIRS

@@ -26,6 +26,7 @@ SCRIPTS = (
     "bench_empty24.py",  # a /24 of 15 devices and 239 empty addresses (RST or dropped) per shipped profile
     "bench_abort16.py",  # a /16 stopped by its deadline: recording the unstarted addresses, peak RSS
     "bench_eta.py",  # progress ETA against the real end, plan expected against measured: demo plant, plant64
+    "bench_inventory.py",  # list, export and diff on 100,000 assets: time and peak RSS of each command
     "bench_nmap_cost.py",  # packets per identified device at the simulated device: otprobe against nmap's scripts
     "bench_report.py",  # `otprobe report` time and size for 20, 250 and 1,000 devices
 )

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
 from contextlib import closing as _closing
 from enum import IntEnum, StrEnum
 from pathlib import Path
@@ -93,8 +95,25 @@ def fail(exc: OtprobeError) -> typer.Exit:
     return typer.Exit(int(code))
 
 
+_VERBOSE = re.compile(r"-v+|--verbose")
+
+
+def _verbose_first(args: list[str]) -> list[str]:
+    """`-v`, `-vv` and `--verbose` moved before the command, wherever they were typed (`otprobe scan ... -v`): the
+    option is the top-level group's, and a command does not know it. `sim` passes its arguments on untouched, and
+    nothing after `--` is an option."""
+    if "sim" in args:
+        return args
+    end = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:end] if _VERBOSE.fullmatch(a)]
+    return [*flags, *(a for a in args[:end] if not _VERBOSE.fullmatch(a)), *args[end:]]
+
+
 class _LastResort(TyperGroup):
     """The top-level group: an exception no command expected is one error line and exit 5, not a traceback."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _verbose_first(args))
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -168,19 +187,24 @@ SiteOption = Annotated[
 
 # The inventory is imported by the commands that use it, not here: `otprobe --help` and the commands that only
 # read profiles start faster without it; SQLAlchemy only for a central inventory.
-def open_store(db: str | None, site: str | None = None) -> Store:
+def open_store(db: str | None, site: str | None = None, *, create: bool = False) -> Store:
     """The SQLite inventory file, or the central inventory when the database setting is a postgresql:// URL (read
-    for `site`, else $OTPROBE_SITE, else every site)."""
+    for `site`, else $OTPROBE_SITE, else every site). Only a scan creates a file: for a read command a missing one
+    is an error (exit 5), never created empty."""
     from otprobe.inventory.database import database_setting, is_central
 
     setting = database_setting(db)
     if not is_central(setting):
         from otprobe.inventory import SqliteStore, default_db_path
 
-        return SqliteStore(Path(setting) if setting else default_db_path())
+        return SqliteStore(Path(setting) if setting else default_db_path(), create=create)
     from otprobe.inventory.central import CentralStore
 
     return CentralStore(setting, site=site or _site(os.environ.get("OTPROBE_SITE") or None))
+
+
+WideOption = Annotated[bool, typer.Option("--wide", help="Every column, each value whole (lines may be longer "
+                                          "than the terminal).")]
 
 
 def _print_version(asked: bool) -> None:
@@ -206,29 +230,39 @@ def main(
 def inventory_list(
     db: DbOption = None,
     vendor: Annotated[str | None, typer.Option(help="Only assets whose vendor contains this text.")] = None,
-    device_class: Annotated[str | None, typer.Option("--class", help="Only this device class.")] = None,
+    device_class: Annotated[str | None, typer.Option("--class", help="Only this pacing class.")] = None,
+    asset_type: Annotated[str | None, typer.Option("--type", help="Only this asset type (plc, drive, meter, ...: "
+                                                   "what the device says it is).")] = None,
     protocol: Annotated[str | None, typer.Option(help="Only assets that answered this protocol.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
+    wide: WideOption = False,
 ) -> None:
-    """List assets with firmware.
+    """List assets with firmware, type and pacing class, as they are read (any number of assets).
 
-    Example: otprobe inventory list --class plc --vendor Siemens
+    Example: otprobe inventory list --type plc --vendor Siemens
     """
-    with _closing(open_store(db)) as store:
-        assets = [
-            a for a in store.assets()
-            if (vendor is None or vendor.lower() in (a.vendor or "").lower())
-            and (device_class is None or a.device_class == device_class)
-            and (protocol is None or protocol in a.protocols)
-        ]
-    if fmt is Format.json:
-        render.print_json([a.__dict__ for a in assets])
-    elif not assets:
-        from otprobe.inventory.database import describe
+    from otprobe.inventory.store import AssetFilter
+    from otprobe.model import ASSET_TYPES
 
-        render.info(f"no assets in {describe(db)}: run `otprobe scan` (or `otprobe demo`) first")
-    else:
-        render.assets_table(assets)
+    if asset_type is not None and asset_type not in ASSET_TYPES:
+        raise typer.BadParameter(f"unknown asset type {asset_type!r} (known: {', '.join(ASSET_TYPES)})",
+                                 param_hint="--type")
+    where = AssetFilter(vendor=vendor, device_class=device_class, asset_type=asset_type, protocol=protocol)
+    with _closing(open_store(db)) as store:
+        if fmt is Format.json:
+            from otprobe.inventory.export import write_json
+
+            write_json(store.iter_asset_json(where), sys.stdout)
+            return
+        widths = store.asset_widths(where)
+        if not widths["count"]:
+            from otprobe.inventory.database import describe
+
+            render.info(f"no assets in {describe(db)}" + (" match" if where != AssetFilter() else
+                                                         ": run `otprobe scan` (or `otprobe demo`) first"))
+            return
+        render.stream_assets(f"Inventory ({render.plural(widths['count'], 'asset')})",
+                             store.iter_assets(where, details=False), widths, wide)
 
 
 @inventory_app.command("show")
@@ -236,6 +270,7 @@ def inventory_show(
     asset: Annotated[str, typer.Argument(help="Asset id (or its prefix), address or serial.")],
     db: DbOption = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
+    wide: WideOption = False,
 ) -> None:
     """Show one asset with its firmware and address history.
 
@@ -247,34 +282,54 @@ def inventory_show(
     if fmt is Format.json:
         render.print_json({**record.__dict__, "history": history})
     else:
-        render.asset_detail(record, history)
+        render.asset_detail(record, history, wide)
 
 
 @inventory_app.command("diff")
 def inventory_diff(
-    from_scan: Annotated[str | None, typer.Option("--from", help="Earlier scan id (default: the one before --to).")]
-    = None,
-    to_scan: Annotated[str | None, typer.Option("--to", help="Later scan id (default: the latest finished scan).")]
-    = None,
+    from_scan: Annotated[str | None, typer.Option("--from", help="Earlier scan id or its prefix (default: the last "
+                                                  "one before --to with the same targets and protocols).")] = None,
+    to_scan: Annotated[str | None, typer.Option("--to", help="Later scan id or its prefix (default: the latest "
+                                                "finished scan).")] = None,
     db: DbOption = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
+    wide: WideOption = False,
 ) -> None:
-    """What changed between two scans: new, missing, firmware changed, replaced, moved.
+    """What changed between two scans: new, missing, firmware changed, replaced, moved, duplicate serial.
 
-    Exits 0 when nothing changed and 1 when something did, so cron and CI can alert on it.
+    A device is missing only when the later scan was complete and asked its address over a protocol that identified
+    it before. Exits 0 when nothing changed and 1 when something did, so cron and CI can alert on it.
 
-    Example: otprobe inventory diff --format json
+    Example: otprobe inventory diff --from 20261207T0455 --format json
     """
-    from otprobe.inventory.diff import diff_scans, pick_scans
+    from otprobe.inventory.diff import iter_changes, pick_scans
 
     with _closing(open_store(db)) as store:
-        old, new = pick_scans(store, from_scan, to_scan)
-        diff = diff_scans(store, old, new)
-    if fmt is Format.json:
-        render.print_json(diff.as_dict())
-    else:
-        render.diff_table(diff.as_dict())
-    raise typer.Exit(int(Exit.CHANGES if diff else Exit.OK))
+        pair = pick_scans(store, from_scan, to_scan)
+        changes = iter_changes(store, pair.old, pair.new)
+        old_id = pair.old.id if pair.old is not None else None
+        if fmt is Format.json:
+            changed = _diff_json(old_id, pair.new.id, pair.basis, changes)
+        else:
+            # the basis is on stdout with the changes, not on stderr, which cron mails even when nothing changed
+            since = f"from scan {old_id}" if old_id else "(no earlier scan to compare with)"
+            title = f"Changes {since} to scan {pair.new.id}: {pair.basis}"
+            changed = bool(render.stream_diff(title, changes, wide))
+    raise typer.Exit(int(Exit.CHANGES if changed else Exit.OK))
+
+
+def _diff_json(old_id: str | None, new_id: str, basis: str, changes: Any) -> bool:
+    """The diff as one JSON object on stdout, its changes written as they are found; whether there were any."""
+    import json
+    from dataclasses import asdict
+
+    head = json.dumps({"from": old_id, "to": new_id, "basis": basis}, indent=2)
+    sys.stdout.write(head[:-2] + ',\n  "changes": [')
+    count = 0
+    for count, change in enumerate(changes, 1):
+        sys.stdout.write(("," if count > 1 else "") + "\n    " + json.dumps(asdict(change)))
+    sys.stdout.write("\n  ]\n}\n" if count else "]\n}\n")
+    return count > 0
 
 
 @inventory_app.command("export")
@@ -285,23 +340,36 @@ def inventory_export(
     = None,
     db: DbOption = None,
 ) -> None:
-    """Export the inventory.
+    """Export the inventory, asset by asset (any number of assets).
 
     Example: otprobe inventory export --format cyclonedx -o plant.cdx.json
     """
-    from otprobe.inventory.export import to_csv, to_cyclonedx, to_json
+    from functools import partial
+
+    from otprobe.inventory.export import write_csv, write_cyclonedx, write_json
 
     with _closing(open_store(db)) as store:
-        assets = store.assets()
-    text = {ExportFormat.json: to_json, ExportFormat.csv: to_csv, ExportFormat.cyclonedx: to_cyclonedx}[fmt](assets)
-    if output is None:
-        typer.echo(text, nl=not text.endswith("\n"))
-    else:
+        # each format reads the assets the cheapest way it can: JSON as the database builds it, CSV without the
+        # identity it does not show
+        assets = {ExportFormat.json: store.iter_asset_json, ExportFormat.csv: partial(store.iter_assets, details=False),
+                  ExportFormat.cyclonedx: store.iter_assets}[fmt]
+        write: Any = {ExportFormat.json: write_json, ExportFormat.csv: write_csv,
+                      ExportFormat.cyclonedx: write_cyclonedx}[fmt]
+        if output is None:
+            write(assets(), sys.stdout)
+            return
+        # written beside the target and renamed at the end: a failed export leaves no half file under its name
+        unfinished = output.with_name(output.name + ".partial")
         try:
-            output.write_text(text)
+            with unfinished.open("w", encoding="utf-8", newline="") as stream:
+                write(assets(), stream)
+            unfinished.replace(output)
         except OSError as exc:
             render.error_line(f"cannot write {output}: {exc.strerror or exc}")
             raise typer.Exit(int(Exit.ERROR)) from None
+        finally:
+            if unfinished.exists():  # only after a failure: a finished export was renamed
+                unfinished.unlink()
 
 
 @inventory_app.command("push")
@@ -386,8 +454,10 @@ def inventory_firmware(
 def scans_list(
     db: DbOption = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
+    wide: WideOption = False,
 ) -> None:
-    """List scans with their status (complete, incomplete, interrupted, running).
+    """List scans with their status (complete, incomplete, interrupted, running), duration and packets, each against
+    its plan when the scan recorded one.
 
     Example: otprobe scans list
     """
@@ -396,8 +466,7 @@ def scans_list(
     if fmt is Format.json:
         render.print_json([s.__dict__ for s in scans])
     else:
-        render.scans_table(scans)
-
+        render.scans_table(scans, wide)
 
 
 # --- scanning ---------------------------------------------------------------------------------------------------
@@ -576,7 +645,7 @@ def scan(
         raise typer.BadParameter(f"--deadline {deadline} is in the past ({until:%Y-%m-%d %H:%M} UTC)",
                                  param_hint="--deadline")
     setting = database_setting(db)
-    with _closing(open_store(setting, site)) as store:
+    with _closing(open_store(setting, site, create=True)) as store:
         resuming = resume_targets(store) if resume else None
         if resuming is not None:
             profile = profile or resuming.profile

@@ -10,13 +10,18 @@ the exact string, which json.dumps escapes itself.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from rich.cells import cell_len, set_cell_size
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -75,6 +80,11 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def plural(n: int, noun: str, plural_form: str | None = None) -> str:
+    """`1 packet`, `2 packets`: every count a person reads agrees with its noun."""
+    return f"{n} {noun if n == 1 else plural_form or noun + 's'}"
+
+
 def _text(value: Any, style: str = "") -> Text:
     # Cells hold what devices said about themselves: a Text is never parsed as rich markup, so a vendor
     # "ACME [/x] Corp" prints as written instead of raising MarkupError or restyling the table.
@@ -85,14 +95,137 @@ def _cell(value: Any) -> Text:
     return value if isinstance(value, Text) else _text(value)  # a Text here was made by _text
 
 
-def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
-    table = Table(title=_text(title), title_justify="left", show_lines=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(v) for v in row))
-    return table
+# --- tables that fit the terminal ------------------------------------------------------------------------------
+#
+# A table never wraps a cell: an address, an id or a version split over two lines can be neither read nor copied.
+# Each column is either fixed (ids, addresses, versions, codes, times, counts: always whole) or free text (vendor,
+# model, notes: cut with an ellipsis to fit). When even that does not fit, the columns least needed are left out, in
+# the order each table declares, and stderr says which; `--wide` shows every column whole.
 
+_MIN_TEXT = 8  # a free-text column narrower than this says nothing
+_ELLIPSIS = "…"
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    fixed: bool = False  # shown whole, never cut or wrapped
+    drop: int = 0  # on a narrow terminal, the column with the highest `drop` goes first; 0 always stays
+
+
+def _cells(text: str) -> int:
+    return len(text) if text.isascii() else cell_len(text)
+
+
+def terminal_width() -> int:
+    """The width tables are fitted to: $COLUMNS when set (as rich reads it), else the console's."""
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else out.width
+
+
+def _layout(columns: Sequence[Column], natural: Sequence[int], wide: bool) -> dict[int, int]:
+    """Column index -> width for the columns shown: natural widths with `wide`, else fitted to the terminal."""
+    if wide:
+        return dict(enumerate(natural))
+    budget = terminal_width()
+
+    def least(i: int) -> int:
+        return natural[i] if columns[i].fixed else min(natural[i], max(_MIN_TEXT, min(len(columns[i].header), 12)))
+
+    def needed(shown: Sequence[int]) -> int:
+        return sum(least(i) for i in shown) + 3 * len(shown) + 1  # "│ " before each cell, " " after, a last "│"
+
+    shown = list(range(len(columns)))
+    for i in sorted((i for i in shown if columns[i].drop), key=lambda i: -columns[i].drop):
+        if needed(shown) <= budget:
+            break
+        shown.remove(i)
+    widths = {i: least(i) for i in shown}
+    spare = budget - needed(shown)
+    # the spare room goes to the free text, the shortest first: a short column is whole before a long one grows
+    text = sorted((i for i in shown if not columns[i].fixed), key=lambda i: natural[i])
+    for n, i in enumerate(text):
+        grow = min(natural[i] - widths[i], max(spare, 0) // (len(text) - n))
+        widths[i] += grow
+        spare -= grow
+    return widths
+
+
+def _hidden_note(columns: Sequence[Column], widths: dict[int, int]) -> None:
+    hidden = [c.header for i, c in enumerate(columns) if i not in widths]
+    if hidden:
+        info(f"{plural(len(hidden), 'column')} left out at {terminal_width()} characters wide ({', '.join(hidden)}): "
+             "--wide shows every column")
+
+
+def _natural(columns: Sequence[Column], rows: Sequence[Sequence[Text]]) -> list[int]:
+    return [max([_cells(c.header), *(_cells(row[i].plain) for row in rows)]) for i, c in enumerate(columns)]
+
+
+def _title(title: str) -> None:
+    # a line of its own, never wrapped: titles carry scan ids
+    out.print(_text(title, "italic"), soft_wrap=True)
+
+
+def fitted_table(title: str, columns: Sequence[Column], rows: Iterable[Sequence[Any]], wide: bool = False) -> None:
+    """A table of rows that are all at hand (scan results, one asset, scans, a plan), fitted as above."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = _layout(columns, _natural(columns, cells), wide)
+    table = Table(show_lines=False)
+    for i, width in widths.items():
+        table.add_column(columns[i].header, width=width, no_wrap=True, overflow="ellipsis")
+    for row in cells:
+        table.add_row(*(row[i] for i in widths))
+    _title(title)
+    out.print(table, width=sum(widths.values()) + 3 * len(widths) + 1, crop=False)
+    _hidden_note(columns, widths)
+
+
+def _fit(text: str, width: int, fixed: bool) -> str:
+    size = _cells(text)
+    if size > width and not fixed:  # free text is cut; a fixed cell wider than planned stays whole
+        text = (text[: width - 1] if text.isascii() else set_cell_size(text, width - 1)) + _ELLIPSIS
+        size = width
+    return text + " " * max(width - size, 0)
+
+
+def streamed_table(title: str, columns: Sequence[Column], natural: Sequence[int], rows: Iterable[Sequence[Any]],
+                   wide: bool = False) -> None:
+    """A table of any number of rows, printed as they come: the columns are fixed before the first row from
+    `natural` (the widest value of each column, or a fair guess), so memory and time stay flat; a rich Table would
+    hold every row. Drawn like `fitted_table`, without styles."""
+    widths = _layout(columns, [max(n, _cells(c.header)) for c, n in zip(columns, natural, strict=True)], wide)
+    # --wide cuts nothing: a value longer than a guessed width pushes its line out rather than lose its end
+    shown = [(i, widths[i], columns[i].fixed or wide) for i in widths]
+
+    def line(left: str, middle: str, right: str, fill: str) -> str:
+        return left + middle.join(fill * (w + 2) for _, w, _ in shown) + right + "\n"
+
+    _title(title)
+    write = sys.stdout.write
+    write(line("┏", "┳", "┓", "━"))
+    write("┃" + "┃".join(f" {_fit(columns[i].header, w, False)} " for i, w, _ in shown) + "┃\n")
+    write(line("┡", "╇", "┩", "━"))
+    batch: list[str] = []
+    for row in rows:
+        texts = ["" if row[i] is None else str(row[i]) for i, _, _ in shown]
+        joined = "".join(texts)
+        if joined.isascii() and _UNSAFE.search(joined) is None:  # nearly every row: as wide as long, nothing to escape
+            cells = [t.ljust(w) if fixed or len(t) <= w else t[: w - 1] + _ELLIPSIS
+                     for t, (_, w, fixed) in zip(texts, shown, strict=True)]
+        else:
+            cells = [_fit(visible(t), w, fixed) for t, (_, w, fixed) in zip(texts, shown, strict=True)]
+        batch.append("│ " + " │ ".join(cells) + " │\n")
+        if len(batch) == 1000:
+            write("".join(batch))
+            batch.clear()
+    write("".join(batch))
+    write(line("└", "┴", "┘", "─"))
+    sys.stdout.flush()
+    _hidden_note(columns, widths)
+
+
+# --- the tables ---------------------------------------------------------------------------------------------------
 
 _STATUS_STYLE = {Status.IDENTIFIED: "green", Status.NO_IDENTITY: "yellow", Status.EXCLUDED: "dim"}
 # When a device gave no identity, the most telling of its per-protocol results is shown.
@@ -104,7 +237,16 @@ def _ip_key(ip: str) -> tuple[int, ...]:
     return tuple(int(p) for p in ip.split("."))
 
 
-def observations_table(observations: Sequence[Observation]) -> None:
+# a device without identity has only its note to say why: it goes before vendor and serial on a narrow terminal
+OBSERVATION_COLUMNS = (
+    Column("ip", fixed=True), Column("status", fixed=True), Column("firmware", fixed=True, drop=1),
+    Column("model", drop=2), Column("note", drop=3), Column("vendor", drop=4), Column("serial", fixed=True, drop=5),
+    Column("type", fixed=True, drop=6), Column("class", fixed=True, drop=7), Column("answered", drop=8),
+    Column("product code", fixed=True, drop=9),
+)
+
+
+def observations_table(observations: Sequence[Observation], wide: bool = False) -> None:
     """One row per device: the identity from the protocols that answered, or why none did."""
     by_ip: dict[str, list[Observation]] = {}
     for o in observations:
@@ -119,10 +261,9 @@ def observations_table(observations: Sequence[Observation]) -> None:
         via = ", ".join(f"{o.protocol}/{o.port}" for o in group if o.status in (Status.IDENTIFIED, Status.NO_IDENTITY))
         note = "" if found else "; ".join(sorted({o.error for o in group
                                                   if o.error and o.status is not Status.REFUSED}))
-        rows.append((ip, best.device_class, _text(best.status, style), via, i and i.vendor,
-                     i and (i.model or i.product_name), i and i.product_code, i and i.firmware, i and i.serial, note))
-    out.print(_table("Devices", ("ip", "class", "status", "answered", "vendor", "model", "order/product code",
-                                 "firmware", "serial", "note"), rows))
+        rows.append((ip, _text(best.status, style), i and i.firmware, i and (i.model or i.product_name), note,
+                     i and i.vendor, i and i.serial, i and i.asset_type, best.device_class, via, i and i.product_code))
+    fitted_table(f"Devices ({plural(len(rows), 'device')})", OBSERVATION_COLUMNS, rows, wide)
 
 
 def _serial(asset: AssetRecord) -> Text:
@@ -132,47 +273,138 @@ def _serial(asset: AssetRecord) -> Text:
     return _text(asset.serial)
 
 
-def assets_table(assets: Sequence[AssetRecord], title: str = "Inventory") -> None:
-    rows = [(a.id, a.ip, a.device_class, a.vendor, a.model, a.product_code, a.firmware, _serial(a),
-             " ".join(sorted(a.protocols)), a.last_seen[:16].replace("T", " ")) for a in assets]
-    out.print(_table(title, ("asset", "ip", "class", "vendor", "model", "order/product code", "firmware", "serial",
-                             "protocols", "last seen"), rows))
+ASSET_COLUMNS = (
+    Column("asset", fixed=True), Column("ip", fixed=True), Column("firmware", fixed=True, drop=1),
+    Column("model", drop=2), Column("type", fixed=True, drop=3), Column("vendor", drop=4),
+    Column("serial", fixed=True, drop=5), Column("state", fixed=True, drop=6), Column("class", fixed=True, drop=7),
+    Column("product code", fixed=True, drop=8), Column("protocols", drop=9), Column("last seen", fixed=True, drop=10),
+)
+_DUPLICATE = " (duplicate serial)"
 
 
-def asset_detail(asset: AssetRecord, history: dict[str, list[dict[str, Any]]]) -> None:
-    fields = [("asset", asset.id), ("address", asset.ip), ("class", asset.device_class), ("vendor", asset.vendor),
-              ("model", asset.model), ("order/product code", asset.product_code), ("serial", _serial(asset)),
-              ("firmware", asset.firmware), ("hardware", asset.hardware_version),
+def _asset_row(a: AssetRecord, serial: Any) -> tuple[Any, ...]:
+    return (a.id, a.ip, a.firmware, a.model, a.asset_type, a.vendor, serial, a.cpu_state, a.device_class,
+            a.product_code, " ".join(sorted(a.protocols)), a.last_seen[:16].replace("T", " "))
+
+
+def _asset_columns(with_state: bool) -> list[int]:
+    # the CPU state column only where some scan read a state: most profiles never ask for it
+    return [i for i, c in enumerate(ASSET_COLUMNS) if with_state or c.header != "state"]
+
+
+def assets_table(assets: Sequence[AssetRecord], title: str = "Inventory", wide: bool = False) -> None:
+    """A few assets (the demo's), styled; `stream_assets` prints any number."""
+    keep = _asset_columns(any(a.cpu_state for a in assets))
+    rows = [_asset_row(a, _serial(a)) for a in assets]
+    fitted_table(title, [ASSET_COLUMNS[i] for i in keep], [[row[i] for i in keep] for row in rows], wide)
+
+
+def stream_assets(title: str, assets: Iterable[AssetRecord], widths: dict[str, int], wide: bool = False) -> None:
+    """Any number of assets as a table, as they are read. `widths` is the store's `asset_widths` for them."""
+    natural = (widths["id"], widths["ip"], widths["firmware"], widths["model"], widths["asset_type"],
+               widths["vendor"], widths["serial"] + (len(_DUPLICATE) if widths["duplicate_serial"] else 0),
+               widths["cpu_state"], widths["device_class"],
+               widths["product_code"], 20, 16)  # protocols: a fair guess; last seen: minutes
+    keep = _asset_columns(widths["cpu_state"] > 0)
+    rows = (_asset_row(a, f"{a.serial}{_DUPLICATE}" if a.duplicate_serial else a.serial) for a in assets)
+    streamed_table(title, [ASSET_COLUMNS[i] for i in keep], [natural[i] for i in keep],
+                   ([row[i] for i in keep] for row in rows), wide)
+
+
+_DETAIL = (Column("field", fixed=True), Column("value"))
+_HISTORY = (Column("scan", fixed=True), Column("value", fixed=True), Column("seen", fixed=True, drop=1))
+_EVENTS = (Column("scan", fixed=True), Column("event", fixed=True), Column("old", drop=1), Column("new"),
+           Column("at", fixed=True, drop=2))
+
+
+def _when(stamp: str | None) -> str | None:
+    return stamp[:16].replace("T", " ") if stamp else stamp
+
+
+def asset_detail(asset: AssetRecord, history: dict[str, list[dict[str, Any]]], wide: bool = False) -> None:
+    fields = [("asset", asset.id), ("address", asset.ip), ("type", asset.asset_type),
+              ("class", f"{asset.device_class} (pacing)"), ("vendor", asset.vendor), ("model", asset.model),
+              ("product code", asset.product_code), ("serial", _serial(asset)), ("firmware", asset.firmware),
+              ("hardware", asset.hardware_version),
               ("protocols", ", ".join(f"{p}/{port}" for p, port in sorted(asset.protocols.items()))),
               ("first seen", asset.first_seen), ("last seen", asset.last_seen)]
-    out.print(_table(f"Asset {asset.id}", ("field", "value"), fields))
-    for name, value in asset.conflicts.items():
-        out.print(_text(f"conflict: {name}: " + ", ".join(f"{p}={v!r}" for p, v in value.items())))
-    out.print(_table("Firmware history", ("scan", "firmware", "seen"),
-                     [(h["scan_id"], h["firmware"], h["observed_at"]) for h in history["firmware"]]))
-    out.print(_table("Address history", ("scan", "ip", "seen"),
-                     [(h["scan_id"], h["ip"], h["observed_at"]) for h in history["addresses"]]))
-    out.print(_table("Events", ("scan", "event", "old", "new", "at"),
-                     [(h["scan_id"], h["kind"], h["old"], h["new"], h["at"]) for h in history["events"]]))
+    if asset.cpu_state:
+        fields.insert(3, ("CPU state", asset.cpu_state))
+    fields += [(f"conflict: {name}", ", ".join(f"{p}={v!r}" for p, v in value.items()))
+               for name, value in asset.conflicts.items()]
+    fitted_table(f"Asset {asset.id}", _DETAIL, fields, wide)
+    fitted_table("Firmware history", (_HISTORY[0], Column("firmware", fixed=True), _HISTORY[2]),
+                 [(h["scan_id"], h["firmware"], _when(h["observed_at"])) for h in history["firmware"]], wide)
+    fitted_table("Address history", (_HISTORY[0], Column("ip", fixed=True), _HISTORY[2]),
+                 [(h["scan_id"], h["ip"], _when(h["observed_at"])) for h in history["addresses"]], wide)
+    fitted_table("Events", _EVENTS,
+                 [(h["scan_id"], h["kind"], h["old"], h["new"], _when(h["at"])) for h in history["events"]], wide)
 
 
-def scans_table(scans: Sequence[ScanRecord]) -> None:
-    rows = [(s.id, s.profile, s.started_at, s.ended_at, s.status, len(s.targets), len(s.not_covered),
-             ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()))) for s in scans]
-    out.print(_table("Scans", ("scan", "profile", "started", "ended", "status", "targets", "not covered",
-                               "results"), rows))
+def _plan_cells(s: ScanRecord) -> tuple[str | None, str | None]:
+    """Took and packets of a scan, each against its plan when the scan recorded one."""
+    took = None
+    if s.ended_at:
+        seconds = (datetime.fromisoformat(s.ended_at) - datetime.fromisoformat(s.started_at)).total_seconds()
+        took = f"{seconds:.1f} s"
+    expected, worst = s.counts.get("plan_expected_s"), s.counts.get("plan_worst_s")
+    planned = s.counts.get("plan_packets")
+    if expected is not None:
+        took = f"{took or '-'} / {float(expected):.1f} s" + (f" (worst {float(worst):.1f} s)" if worst else "")
+    packets = None if s.packets is None else str(s.packets)
+    if planned is not None:
+        packets = f"{packets or '-'} / {int(planned)}"
+    return took, packets
 
 
-def diff_table(diff: dict[str, Any]) -> None:
-    rows = [(c["kind"], c["ip"], c["asset_id"], c["old"], c["new"]) for c in diff["changes"]]
-    since = f"from scan {diff['from']}" if diff["from"] else "(no earlier scan: everything is new)"
-    out.print(_table(f"Changes {since} to scan {diff['to']}", ("change", "ip", "asset", "old", "new"), rows))
-    if not rows:
-        out.print("no changes")
+_SCAN_COLUMNS = (
+    Column("scan", fixed=True), Column("status", fixed=True), Column("started", fixed=True, drop=1),
+    Column("targets", fixed=True, drop=4), Column("took", fixed=True, drop=2), Column("packets", fixed=True, drop=3),
+    Column("not covered", fixed=True, drop=6), Column("profile", drop=5), Column("results", drop=7),
+    Column("resumes", fixed=True, drop=8),
+)
 
 
-def generic_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    out.print(_table(title, columns, rows))
+def scans_table(scans: Sequence[ScanRecord], wide: bool = False) -> None:
+    planned = any("plan_packets" in s.counts or "plan_expected_s" in s.counts for s in scans)
+    columns = list(_SCAN_COLUMNS)
+    if planned:  # actual against planned, where the scans recorded a plan
+        columns[4], columns[5] = Column("took / planned", fixed=True, drop=2), Column("packets / planned",
+                                                                                      fixed=True, drop=3)
+    rows = [(s.id, s.status, _when(s.started_at), len(s.targets), *_plan_cells(s), len(s.not_covered), s.profile,
+             ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()) if not k.startswith("plan_")), s.resumes)
+            for s in scans]
+    fitted_table(f"Scans ({plural(len(rows), 'scan')})", columns, rows, wide)
+
+
+_DIFF_COLUMNS = (Column("change", fixed=True), Column("ip", fixed=True), Column("asset", fixed=True),
+                 Column("old", drop=1), Column("new"))
+
+
+def stream_diff(comparison: str, changes: Iterable[Any], wide: bool = False) -> Counter[str]:
+    """The changes as they are found, and a count per kind on stderr; returns the counts."""
+    counts: Counter[str] = Counter()
+    pending = iter(changes)
+    first = next(pending, None)
+    if first is None:
+        _title(comparison)
+        out.print("no changes", soft_wrap=True)
+        return counts
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        for c in itertools.chain([first], pending):
+            counts[c.kind] += 1
+            yield c.kind, c.ip, c.asset_id, c.old, c.new
+
+    # ids and kinds are fixed by their vocabulary; old and new are labels or versions, guessed generously
+    streamed_table(comparison, _DIFF_COLUMNS, (16, 15, 12, 32, 32), rows(), wide)
+    info(f"{plural(sum(counts.values()), 'change')}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
+    return counts
+
+
+def generic_table(title: str, columns: Sequence[str | Column], rows: Iterable[Sequence[Any]],
+                  wide: bool = False) -> None:
+    fitted_table(title, [c if isinstance(c, Column) else Column(c) for c in columns], rows, wide)
 
 
 def duration(seconds: float) -> str:
@@ -239,12 +471,16 @@ class ScanProgress:
 
 def scan_summary(summary: dict[str, Any]) -> None:
     err.print(
-        "scan {scan_id}: {status}; {packets} packets in {elapsed_s:.1f} s (plan: at most {planned_packets}); "
-        "identified {identified}, tripped {tripped}, not covered {not_covered}, excluded {excluded}".format(**summary),
+        "scan {scan_id}: {status}; {packets} in {elapsed_s:.1f} s (plan: at most {planned_packets}); "
+        "identified {identified}, tripped {tripped}, not covered {not_covered}, excluded {excluded}".format(
+            **{**summary, "packets": plural(summary["packets"], "packet")}),
         markup=False, soft_wrap=True,
     )
 
 
+_PLAN_COLUMNS = (Column("class", fixed=True), Column("addresses", fixed=True),
+                 Column("worst-case packets", fixed=True), Column("worst case takes at least", fixed=True, drop=1))
+
+
 def plan_table(rows: Sequence[Sequence[Any]], total: Sequence[Any]) -> None:
-    columns = ("class", "addresses", "worst-case packets", "worst case takes at least")
-    out.print(_table("Scan plan (no packet sent)", columns, [*rows, total]))
+    fitted_table("Scan plan (no packet sent)", _PLAN_COLUMNS, [*rows, total])

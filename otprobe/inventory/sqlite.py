@@ -22,18 +22,26 @@ import socket
 import sqlite3
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from otprobe.errors import InventoryError
-from otprobe.inventory.reconcile import Decision, KnownAsset, devices_seen, reconcile, shared_serials
-from otprobe.inventory.store import AssetRecord, ScanRecord, SnapshotRow
+from otprobe.inventory.reconcile import Decision, KnownAsset, devices_seen, reconcile
+from otprobe.inventory.store import (
+    ALL_ASSETS,
+    WIDTH_FIELDS,
+    AssetFilter,
+    AssetRecord,
+    ScanRecord,
+    SnapshotPair,
+    SnapshotRow,
+)
 from otprobe.model import Identity, Observation, Status
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -77,6 +85,25 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE scans ADD COLUMN resumes TEXT REFERENCES scans(id);
     UPDATE scans SET protocols =
         (SELECT json_group_array(DISTINCT protocol) FROM observations WHERE observations.scan_id = scans.id);
+    """,
+    # What a device is (`ASSET_TYPES`) and the S7 CPU's RUN/STOP as last read, per asset; per snapshot row the
+    # protocols that identified it, so a diff calls a device missing only where a later scan asked it over one of
+    # them. Rows from before this carry the protocols their scan identified at their address. The indexes serve
+    # the diff's keyed lookups (by address and by serial within a scan, by asset across scans).
+    3: """
+    ALTER TABLE assets ADD COLUMN asset_type TEXT;
+    ALTER TABLE assets ADD COLUMN cpu_state TEXT;
+    UPDATE assets SET asset_type = json_extract(identity, '$.asset_type'),
+                      cpu_state = (SELECT json_extract(raw.value, '$.cpu_state') FROM json_each(identity, '$.raw') raw
+                                   WHERE json_extract(raw.value, '$.cpu_state') IS NOT NULL LIMIT 1);
+    CREATE INDEX assets_asset_type ON assets(asset_type);
+    ALTER TABLE scan_assets ADD COLUMN protocols TEXT NOT NULL DEFAULT '[]';
+    UPDATE scan_assets SET protocols = (SELECT json_group_array(DISTINCT protocol) FROM observations
+        WHERE observations.scan_id = scan_assets.scan_id AND observations.ip = scan_assets.ip
+        AND observations.status = 'identified');
+    CREATE INDEX scan_assets_ip ON scan_assets(scan_id, ip);
+    CREATE INDEX scan_assets_serial ON scan_assets(scan_id, serial);
+    CREATE INDEX scan_assets_asset ON scan_assets(asset_id);
     """,
 }
 
@@ -126,8 +153,12 @@ def _domain_errors(method: Callable[Concatenate[SqliteStore, _P], _R]) -> Callab
 class SqliteStore:
     """One inventory file. Safe to open while another process writes it (WAL)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        """Open the inventory at `path`; with `create` false (the read commands), a missing file is an error, so a
+        mistyped path is said as such instead of showing an empty inventory it just created."""
         self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise InventoryError(f"{self.path}: no inventory there (check --db; `otprobe scan` creates one)")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
@@ -251,16 +282,20 @@ class SqliteStore:
         if d.address_recorded:
             self.db.execute("INSERT INTO asset_addresses VALUES (?,?,?,?)", (asset_id, seen.ip, scan_id, now))
         identity = {**m.fields, "sources": m.sources, "raw": m.raw}
+        # a state is a moment's: one this scan did not read is not carried over from an earlier one
+        cpu_state = next((raw["cpu_state"] for raw in m.raw.values() if raw.get("cpu_state")), None)
         self.db.execute(
             "UPDATE assets SET ip=?, device_class=?, vendor=?, model=?, product_code=?, serial=?, firmware=?,"
-            " hardware_version=?, protocols=?, identity=?, conflicts=?, last_seen=? WHERE id=?",
+            " hardware_version=?, protocols=?, identity=?, conflicts=?, last_seen=?, asset_type=?, cpu_state=?"
+            " WHERE id=?",
             (seen.ip, seen.device_class, m.get("vendor"), seen.model, m.get("product_code"), seen.serial, d.firmware,
              m.get("hardware_version"), json.dumps(m.protocols), json.dumps(identity, default=str),
-             json.dumps(m.conflicts, default=str), now, asset_id),
+             json.dumps(m.conflicts, default=str), now, m.get("asset_type"), cpu_state, asset_id),
         )
         self.db.execute(
-            "INSERT OR REPLACE INTO scan_assets VALUES (?,?,?,?,?,?)",
-            (scan_id, asset_id, seen.ip, d.firmware, seen.model, seen.serial),
+            "INSERT OR REPLACE INTO scan_assets (scan_id, asset_id, ip, firmware, model, serial, protocols)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (scan_id, asset_id, seen.ip, d.firmware, seen.model, seen.serial, json.dumps(sorted(m.protocols))),
         )
 
     def _event(self, asset_id: str, scan_id: str, kind: str, old: Any, new: Any) -> None:
@@ -270,12 +305,13 @@ class SqliteStore:
 
     @_domain_errors
     def scans(self) -> list[ScanRecord]:
-        rows = self.db.execute("SELECT * FROM scans ORDER BY started_at, rowid").fetchall()
+        rows = self.db.execute(f"SELECT *, {_PACKETS} FROM scans ORDER BY started_at, rowid").fetchall()
         return [_row_to_scan(r) for r in rows]
 
     @_domain_errors
     def scan(self, scan_id: str) -> ScanRecord:
-        rows = self.db.execute("SELECT * FROM scans WHERE id LIKE ? ORDER BY rowid", (scan_id + "%",)).fetchall()
+        rows = self.db.execute(f"SELECT *, {_PACKETS} FROM scans WHERE id LIKE ? ORDER BY rowid",
+                               (scan_id + "%",)).fetchall()
         if len(rows) != 1:
             raise InventoryError(f"no scan {scan_id!r}" if not rows else f"scan id {scan_id!r} is ambiguous")
         return _row_to_scan(rows[0])
@@ -290,27 +326,68 @@ class SqliteStore:
 
     @_domain_errors
     def assets(self, include_retired: bool = False) -> list[AssetRecord]:
-        sql = "SELECT * FROM assets" + ("" if include_retired else " WHERE retired=0") + " ORDER BY ip"
+        return list(self.iter_assets(AssetFilter(include_retired=include_retired)))
+
+    def iter_assets(self, where: AssetFilter = ALL_ASSETS, *, details: bool = True) -> Iterator[AssetRecord]:
+        clause, params = _where(where)
         shared = self._shared_serials()
-        return [_row_to_asset(r, shared) for r in self.db.execute(sql).fetchall()]
+        try:
+            # the cursor is read as the caller consumes it: a listing of 100,000 assets never holds them all
+            plain = self.db.cursor()
+            plain.row_factory = None  # tuples, read by position: a Row's lookup by name costs per field and row
+            columns = _ASSET_COLUMNS + (", identity, conflicts" if details else "")
+            for row in plain.execute(f"SELECT {columns} FROM assets{clause} ORDER BY ip", params):
+                yield _row_to_asset(row, shared)
+        except sqlite3.DatabaseError as exc:
+            raise InventoryError(f"{self.path}: {exc}") from exc
+
+    def iter_asset_json(self, where: AssetFilter = ALL_ASSETS) -> Iterator[str]:
+        clause, params = _where(where)
+        try:
+            for (text,) in self.db.execute(f"{_ASSET_JSON} FROM assets{clause} ORDER BY ip", params):
+                yield text
+        except sqlite3.DatabaseError as exc:
+            raise InventoryError(f"{self.path}: {exc}") from exc
+
+    @_domain_errors
+    def asset_widths(self, where: AssetFilter = ALL_ASSETS) -> dict[str, int]:
+        clause, params = _where(where)
+        # bytes, not characters: SQLite's length() stops at a NUL a device may have sent, and one aggregate is all
+        # 100,000 assets cost (checking each value for unusual characters took ten times longer)
+        columns = ", ".join(f"coalesce(max(length(CAST({name} AS BLOB))), 0)" for name in WIDTH_FIELDS)
+        row = self.db.execute(f"SELECT count(*), {columns} FROM assets{clause}", params).fetchone()
+        return {**dict(zip(WIDTH_FIELDS, row[1:], strict=True)), "count": row[0],
+                "duplicate_serial": len(self._shared_serials())}
 
     @_domain_errors
     def asset(self, key: str) -> AssetRecord:
         rows = self.db.execute(
-            "SELECT * FROM assets WHERE id LIKE ? OR ip=? OR serial=? ORDER BY retired", (key + "%", key, key)
+            f"SELECT {_ASSET_COLUMNS}, identity, conflicts FROM assets WHERE id LIKE ? OR ip=? OR serial=?"
+            " ORDER BY retired", (key + "%", key, key)
         ).fetchall()
         if not rows:
             raise InventoryError(f"no asset matches {key!r} (give an asset id, an address or a serial)")
-        return _row_to_asset(rows[0], self._shared_serials())
+        return _row_to_asset(tuple(rows[0]), self._shared_serials())
 
     def _shared_serials(self) -> set[str]:
         """Serials that several active assets carry: each of them is flagged as a duplicate serial."""
-        return shared_serials(r[0] for r in self.db.execute("SELECT serial FROM assets WHERE retired=0"))
+        return {r[0] for r in self.db.execute(
+            "SELECT serial FROM assets WHERE retired=0 AND serial<>'' GROUP BY serial HAVING count(*) > 1")}
 
-    @_domain_errors
-    def snapshot(self, scan_id: str) -> list[SnapshotRow]:
-        rows = self.db.execute("SELECT * FROM scan_assets WHERE scan_id=?", (scan_id,)).fetchall()
-        return [SnapshotRow(r["asset_id"], r["ip"], r["firmware"], r["model"], r["serial"]) for r in rows]
+    def snapshot_pairs(self, old_id: str | None, new_id: str) -> Iterator[SnapshotPair]:
+        new_rowid = self.db.execute("SELECT rowid FROM scans WHERE id=?", (new_id,)).fetchone()
+        plain = self.db.cursor()
+        plain.row_factory = None  # tuples: a Row's lookup by name costs more than the rest of a pair
+        try:
+            for r in plain.execute(_AFTER_PAIRS, {"old": old_id, "new": new_id, "new_rowid": new_rowid[0]}):
+                yield SnapshotPair(_snapshot_row(r, 6), _snapshot_row(r, 0), _snapshot_row(r, 12),
+                                   seen_earlier=bool(r[18]), newly_shared_serial=bool(r[19]))
+            if old_id is None:
+                return
+            for r in plain.execute(_BEFORE_ONLY, {"old": old_id, "new": new_id}):
+                yield SnapshotPair(_snapshot_row(r, 0), None, address_taken=bool(r[6]))
+        except sqlite3.DatabaseError as exc:
+            raise InventoryError(f"{self.path}: {exc}") from exc
 
     @_domain_errors
     def history(self, asset_id: str) -> dict[str, list[dict[str, Any]]]:
@@ -327,6 +404,65 @@ class SqliteStore:
 
     def integrity_ok(self) -> bool:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+# a SnapshotRow's fields, from the table aliased {p}, named {p}_...
+_SNAPSHOT = ("{p}.asset_id AS {p}_id, {p}.ip AS {p}_ip, {p}.firmware AS {p}_firmware, {p}.model AS {p}_model,"
+             " {p}.serial AS {p}_serial, {p}.protocols AS {p}_protocols")
+# Each asset of the later snapshot that may have changed (not in the earlier one, another address or firmware, or a
+# serial that became shared there) with its earlier row (by asset id), the earlier scan's asset at its address that
+# the later scan no longer saw (a replaced device), and whether any earlier scan saw it. Every lookup goes through an
+# index and unchanged assets never leave the database: the diff is linear in the assets.
+_AFTER_PAIRS = f"""
+WITH shared AS (
+    SELECT serial FROM scan_assets WHERE scan_id = :new AND serial <> '' GROUP BY serial HAVING count(*) > 1
+    EXCEPT SELECT serial FROM scan_assets WHERE scan_id = :old AND serial <> '' GROUP BY serial HAVING count(*) > 1
+), changed AS MATERIALIZED (
+    SELECT {_SNAPSHOT.format(p="a")}, {_SNAPSHOT.format(p="b")}
+    FROM scan_assets a LEFT JOIN scan_assets b ON b.scan_id = :old AND b.asset_id = a.asset_id
+    WHERE a.scan_id = :new
+        AND (b.asset_id IS NULL OR b.ip <> a.ip OR b.firmware IS NOT a.firmware OR a.serial IN shared)
+)
+SELECT changed.*, {_SNAPSHOT.format(p="d")},
+    EXISTS (SELECT 1 FROM scan_assets e JOIN scans s ON s.id = e.scan_id
+            WHERE e.asset_id = changed.a_id AND s.rowid < :new_rowid),
+    changed.a_serial IN shared
+FROM changed
+LEFT JOIN scan_assets d ON changed.b_id IS NULL AND d.scan_id = :old AND d.ip = changed.a_ip
+    AND NOT EXISTS (SELECT 1 FROM scan_assets x WHERE x.scan_id = :new AND x.asset_id = d.asset_id)
+ORDER BY changed.a_ip
+"""
+# The earlier snapshot's assets the later one lacks, and whether the later scan saw another asset at the address.
+_BEFORE_ONLY = f"""
+SELECT {_SNAPSHOT.format(p="b")},
+    EXISTS (SELECT 1 FROM scan_assets x WHERE x.scan_id = :new AND x.ip = b.ip)
+FROM scan_assets b
+WHERE b.scan_id = :old AND NOT EXISTS (SELECT 1 FROM scan_assets a WHERE a.scan_id = :new AND a.asset_id = b.asset_id)
+ORDER BY b.ip
+"""
+
+
+def _where(where: AssetFilter) -> tuple[str, list[Any]]:
+    conditions: list[str] = [] if where.include_retired else ["retired=0"]
+    params: list[Any] = []
+    if where.vendor is not None:  # instr, not LIKE: a % or _ in the text is meant literally
+        conditions.append("instr(lower(coalesce(vendor, '')), lower(?)) > 0")
+        params.append(where.vendor)
+    for column, value in (("device_class", where.device_class), ("asset_type", where.asset_type)):
+        if value is not None:
+            conditions.append(f"{column}=?")
+            params.append(value)
+    if where.protocol is not None:
+        conditions.append("EXISTS (SELECT 1 FROM json_each(assets.protocols) WHERE json_each.key=?)")
+        params.append(where.protocol)
+    return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
+
+
+def _snapshot_row(r: tuple[Any, ...], at: int) -> SnapshotRow | None:
+    """The SnapshotRow in the six columns of `r` from `at` (`_SNAPSHOT`); None when the join found none."""
+    if r[at] is None:
+        return None
+    return SnapshotRow(*r[at: at + 5], protocols_json=r[at + 5])
 
 
 # A scan resumes an earlier one, so following `resumes` ends at the chain's first scan.
@@ -364,16 +500,41 @@ class _Transaction:
         self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
+_PACKETS = "(SELECT sum(packets) FROM observations WHERE observations.scan_id = scans.id) AS packets_sent"
+
+
 def _row_to_scan(r: sqlite3.Row) -> ScanRecord:
     return ScanRecord(r["id"], r["profile"], r["started_at"], r["ended_at"], r["status"], json.loads(r["targets"]),
-                      json.loads(r["not_covered"]), json.loads(r["counts"]), json.loads(r["protocols"]), r["resumes"])
+                      json.loads(r["not_covered"]), json.loads(r["counts"]), json.loads(r["protocols"]), r["resumes"],
+                      r["packets_sent"])
 
 
-def _row_to_asset(r: sqlite3.Row, shared: set[str]) -> AssetRecord:
-    return AssetRecord(r["id"], r["ip"], r["device_class"], r["vendor"], r["model"], r["product_code"], r["serial"],
-                       r["firmware"], r["hardware_version"], json.loads(r["protocols"]), json.loads(r["identity"]),
-                       json.loads(r["conflicts"]), r["first_seen"], r["last_seen"], bool(r["retired"]),
-                       not r["retired"] and r["serial"] in shared)
+# An asset's columns in AssetRecord's order, but for identity and conflicts, which follow when asked for (a table or
+# CSV shows neither)
+_ASSET_COLUMNS = ("id, ip, device_class, vendor, model, product_code, serial, firmware, hardware_version, protocols,"
+                  " first_seen, last_seen, retired, asset_type, cpu_state")
+
+
+def _row_to_asset(r: tuple[Any, ...], shared: set[str]) -> AssetRecord:
+    """An AssetRecord from `_ASSET_COLUMNS` (and identity and conflicts, when the row has them)."""
+    (asset_id, ip, device_class, vendor, model, product_code, serial, firmware, hardware_version, protocols,
+     first_seen, last_seen, retired, asset_type, cpu_state) = r[:15]
+    details = len(r) > 15
+    return AssetRecord(asset_id, ip, device_class, vendor, model, product_code, serial, firmware, hardware_version,
+                       json.loads(protocols), json.loads(r[15]) if details else {},
+                       json.loads(r[16]) if details else {}, first_seen, last_seen, bool(retired),
+                       not retired and serial in shared, asset_type, cpu_state)
+
+
+# An AssetRecord as JSON, built by SQLite itself (no parse and dump of each asset's identity in Python): the same
+# keys in the same order, the stored JSON columns embedded as they are.
+_ASSET_JSON = """SELECT json_object('id', id, 'ip', ip, 'device_class', device_class, 'vendor', vendor, 'model', model,
+    'product_code', product_code, 'serial', serial, 'firmware', firmware, 'hardware_version', hardware_version,
+    'protocols', json(protocols), 'identity', json(identity), 'conflicts', json(conflicts), 'first_seen', first_seen,
+    'last_seen', last_seen, 'retired', json(CASE WHEN retired THEN 'true' ELSE 'false' END),
+    'duplicate_serial', json(CASE WHEN retired = 0 AND serial IN (SELECT serial FROM assets WHERE retired = 0
+        AND serial <> '' GROUP BY serial HAVING count(*) > 1) THEN 'true' ELSE 'false' END),
+    'asset_type', asset_type, 'cpu_state', cpu_state)"""
 
 
 def _row_to_observation(r: sqlite3.Row) -> Observation:

@@ -8,7 +8,8 @@ finished scan changes (new, moved, replaced, firmware changed, duplicate serial)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,6 +28,7 @@ class ScanRecord:
     counts: dict[str, float] = field(default_factory=dict)  # per status, and the plan's figures (plan_*)
     protocols: list[str] = field(default_factory=list)  # probed on each target (the first scan's bind a chain)
     resumes: str | None = None  # the scan this one continues (`scan --resume`)
+    packets: int | None = None  # sent, as its observations count them; None: no observation recorded
 
 
 @dataclass
@@ -47,7 +49,22 @@ class AssetRecord:
     last_seen: str
     retired: bool = False
     duplicate_serial: bool = False  # another active asset reports the same serial
+    asset_type: str | None = None  # one of model.ASSET_TYPES, from the device's own protocol data
+    cpu_state: str | None = None  # RUN/STOP, when the last scan read an S7 CPU's state
 
+
+@dataclass(frozen=True)
+class AssetFilter:
+    """Which assets a listing or an export holds: every condition given must hold."""
+
+    vendor: str | None = None  # contained in the vendor, any case
+    device_class: str | None = None  # the pacing class
+    asset_type: str | None = None
+    protocol: str | None = None  # answered this protocol
+    include_retired: bool = False
+
+
+ALL_ASSETS = AssetFilter()  # every active asset
 
 @dataclass
 class SnapshotRow:
@@ -58,6 +75,29 @@ class SnapshotRow:
     firmware: str | None
     model: str | None
     serial: str | None
+    protocols_json: str = "[]"  # the protocols that identified it, as stored; read through `protocols`
+
+    @property
+    def protocols(self) -> list[str]:
+        """The protocols that identified it; empty: not recorded (older scans). Parsed only when a diff asks."""
+        return list(json.loads(self.protocols_json or "[]"))
+
+
+@dataclass(frozen=True)
+class SnapshotPair:
+    """One asset across the two snapshots a diff compares, joined by asset id in the store."""
+
+    before: SnapshotRow | None  # as the earlier scan saw it; None: not in it
+    after: SnapshotRow | None  # as the later scan saw it; None: not in it
+    displaced: SnapshotRow | None = None  # after only: the earlier scan's asset at this address, absent later
+    address_taken: bool = False  # before only: the later scan saw another asset at this address
+    seen_earlier: bool = False  # after only: some scan before the later one saw this asset
+    newly_shared_serial: bool = False  # after only: its serial is on several assets of the later snapshot only
+
+
+# Widest value of each column `inventory list` prints, so a streamed table fixes its columns before the first row.
+WIDTH_FIELDS = ("id", "ip", "device_class", "asset_type", "cpu_state", "vendor", "model", "product_code", "firmware",
+                "serial", "last_seen")
 
 
 class Store(Protocol):
@@ -89,9 +129,28 @@ class Store(Protocol):
 
     def assets(self, include_retired: bool = False) -> list[AssetRecord]: ...
 
+    def iter_assets(self, where: AssetFilter = ALL_ASSETS, *, details: bool = True) -> Iterator[AssetRecord]:
+        """The assets `where` selects, by address, read as they are consumed: memory stays flat at any count.
+        Without `details`, `identity` and `conflicts` are left empty (a table or CSV, which show neither)."""
+        ...
+
+    def iter_asset_json(self, where: AssetFilter = ALL_ASSETS) -> Iterator[str]:
+        """The same assets, each one JSON object of AssetRecord's fields, built by the database."""
+        ...
+
+    def asset_widths(self, where: AssetFilter = ALL_ASSETS) -> dict[str, int]:
+        """For the assets `where` selects: `WIDTH_FIELDS` -> the longest value in UTF-8 bytes (0 when none; as wide
+        as it shows, or wider, unless a control character is spelled out), `count` -> how many there are, and
+        `duplicate_serial` -> how many serials several active assets share."""
+        ...
+
     def asset(self, key: str) -> AssetRecord: ...
 
-    def snapshot(self, scan_id: str) -> list[SnapshotRow]: ...
+    def snapshot_pairs(self, old_id: str | None, new_id: str) -> Iterator[SnapshotPair]:
+        """The assets of `new_id`'s snapshot that may have changed since `old_id`'s (absent from it, at another
+        address, with other firmware, or a serial newly shared), by address and paired with their earlier row;
+        then those only in `old_id`'s, by address. Streamed, each found by key: an unchanged asset is never read."""
+        ...
 
     def history(self, asset_id: str) -> dict[str, list[dict[str, Any]]]: ...
 

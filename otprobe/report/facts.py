@@ -134,8 +134,8 @@ def gather(store: Store, scan_id: str, audit_path: Path, profile: Profile | None
     observations = store.observations(scan.id)
     evidence = read_evidence(audit_path, scan.id)
     devices = _devices(observations)
-    old, new = pick_scans(store, None, scan.id)
-    diff = diff_scans(store, old, new)
+    pair = pick_scans(store, None, scan.id)
+    diff = diff_scans(store, pair.old, pair.new)
     rates, classes, overall = _rates(devices, evidence, profile)
     end = evidence.events.get("scan_end", {})
     return ScanFacts(

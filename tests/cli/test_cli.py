@@ -164,7 +164,8 @@ def test_an_unreadable_inventory_exits_5_with_one_line(tmp_path: Path) -> None:
 def test_unusable_paths_are_one_error_line_and_exit_5(tmp_path: Path) -> None:
     nowhere = tmp_path / "file"
     nowhere.write_text("")  # a file where a folder should be: nothing can be created below it
-    for args, words in ((("inventory", "list", "--db", str(nowhere / "inv.db")), "cannot open inventory"),
+    SqliteStore(tmp_path / "i.db").close()
+    for args, words in ((("scan", "127.0.111.1", "--db", str(nowhere / "inv.db")), "cannot open inventory"),
                         (("inventory", "export", "-o", str(nowhere / "x.json"), "--db", str(tmp_path / "i.db")),
                          f"cannot write {nowhere / 'x.json'}")):
         result = invoke(*args)
@@ -204,7 +205,8 @@ def test_an_unexpected_exception_is_one_error_line_and_exit_5(tmp_path: Path, mo
         raise RuntimeError("disk on fire")
 
     db = str(tmp_path / "inv.db")
-    monkeypatch.setattr(SqliteStore, "assets", broken)
+    SqliteStore(db).close()
+    monkeypatch.setattr(SqliteStore, "asset_widths", broken)
     result = invoke("inventory", "list", "--db", db)
     assert result.exit_code == 5
     assert one_error_line(result.stderr) == "otprobe: error: RuntimeError: disk on fire"
@@ -212,7 +214,7 @@ def test_an_unexpected_exception_is_one_error_line_and_exit_5(tmp_path: Path, mo
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(SqliteStore, "assets", interrupted)  # Ctrl-C is not an error: typer's 130 stays
+    monkeypatch.setattr(SqliteStore, "asset_widths", interrupted)  # Ctrl-C is not an error: typer's 130 stays
     assert invoke("inventory", "list", "--db", db).exit_code == 130
 
 
@@ -271,6 +273,10 @@ async def test_verbose_adds_log_lines_on_stderr_only(tmp_path: Path) -> None:
     assert "INFO" not in runs[()].stderr and "DEBUG" not in runs[()].stderr
     assert "INFO otprobe.scan: scan " in runs[("-v",)].stderr and "DEBUG" not in runs[("-v",)].stderr
     assert f"DEBUG otprobe.scan: {METER['address']} modbus/" in runs[("-vv",)].stderr
+    async with running_plant({"plant": "one", "devices": [METER]}):  # after the command, as users type it too
+        after = await run_otprobe(*common, "--db", str(tmp_path / "after.db"), "-vv", env=env)
+    assert after.code == 0, after.stderr
+    assert f"DEBUG otprobe.scan: {METER['address']} modbus/" in after.stderr
 
 
 async def test_device_text_that_looks_like_rich_markup_prints_as_written(tmp_path: Path) -> None:

@@ -92,20 +92,23 @@ async def test_device_control_characters_are_escaped_in_every_table_and_exact_in
     first_scan = json.loads((await run_otprobe("scans", "list", *db, "--format", "json",
                                                env=envs(tmp_path)["plain"])).stdout)[0]["id"]
     for mode, env in envs(tmp_path).items():
-        listed = await run_otprobe("inventory", "list", *db, env=env)
+        # a streamed table's columns are sized before the text is escaped: --wide shows each value whole
+        listed = await run_otprobe("inventory", "list", "--wide", *db, env=env)
         assert_shown_escaped(listed, *modbus_strings, ENIP["product_name"], colour=mode == "colour")
         shown = await run_otprobe("inventory", "show", MODBUS["address"], *db, env=env)
         assert_shown_escaped(shown, *modbus_strings, colour=mode == "colour")
         shown = await run_otprobe("inventory", "show", ENIP["address"], *db, env=env)
         assert_shown_escaped(shown, ENIP["product_name"], colour=mode == "colour")
-        # against the first scan everything is new, labelled with the device's model (and serial)
-        diff = await run_otprobe("inventory", "diff", "--to", first_scan, *db, env=env)
+        # against the first scan everything is new, labelled with the device's model (and serial); the labels'
+        # width is not known before the diff streams them: --wide shows each whole
+        diff = await run_otprobe("inventory", "diff", "--to", first_scan, "--wide", *db, env=env)
         assert diff.code == 1, diff.stderr
         assert_shown_escaped(diff, MODBUS["model_name"], enip_label, colour=mode == "colour")
 
     plain = envs(tmp_path)["plain"]
-    assets: dict[str, Any] = {a["ip"]: a for a in (await run_otprobe("inventory", "list", *db, "--format", "json",
-                                                                      env=plain)).json()}
+    listed_json = await run_otprobe("inventory", "list", *db, "--format", "json", env=plain)
+    assert not CONTROL.findall(listed_json.stdout)  # the database's JSON too: every control escaped, C1 included
+    assets: dict[str, Any] = {a["ip"]: a for a in listed_json.json()}
     assert [assets[MODBUS["address"]][k] for k in ("vendor", "model", "product_code", "firmware")] == modbus_strings
     assert assets[ENIP["address"]]["model"] == ENIP["product_name"]
     detail = (await run_otprobe("inventory", "show", ENIP["address"], *db, "--format", "json", env=plain)).json()

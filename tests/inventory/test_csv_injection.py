@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from otprobe.cli import app
 from otprobe.inventory import SqliteStore
-from otprobe.inventory.export import to_csv
+from otprobe.inventory.export import CSV_COLUMNS, write_csv
 from otprobe.inventory.store import AssetRecord
 from otprobe.model import Identity, Observation, Status
 
@@ -42,6 +42,12 @@ def asset(asset_id: str, **values: str) -> AssetRecord:
                        last_seen="2025-01-01T00:00:00+00:00")
 
 
+def to_csv(assets: list[AssetRecord]) -> str:
+    out = io.StringIO()
+    write_csv(assets, out)
+    return out.getvalue()
+
+
 def rows(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text, newline="")))
 
@@ -61,7 +67,8 @@ def test_plain_numbers_stay_numbers_and_embedded_separators_stay_in_their_cell()
     first, second = rows(text)
     assert {k: first[k] for k in NUMBERS} == NUMBERS
     assert {k: second[k] for k in EMBEDDED} == EMBEDDED
-    assert len(first) == len(second) == 12 and None not in first and None not in second  # no cell split off
+    # no cell split off
+    assert len(first) == len(second) == len(CSV_COLUMNS) and None not in first and None not in second
     # every cell quoted and its quotes doubled, so a separator or quote inside never ends the cell
     assert text.startswith('"id","ip",')
     assert '"ACME, Inc.;""=1+1"""' in text

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import sqlite3
+from dataclasses import asdict
 
 import pytest
 from cyclonedx.schema import SchemaVersion
@@ -14,7 +15,7 @@ from cyclonedx.validation.json import JsonStrictValidator
 from otprobe.errors import InventoryError
 from otprobe.inventory import SqliteStore
 from otprobe.inventory.diff import diff_scans, pick_scans
-from otprobe.inventory.export import to_csv, to_cyclonedx, to_json
+from otprobe.inventory.export import write_csv, write_cyclonedx, write_json
 from otprobe.model import Identity, Observation, Status
 
 
@@ -42,6 +43,17 @@ def run_scan(store: SqliteStore, scan_id: str, plant: dict, status: str = "compl
         for protocol, ident in entries:
             store.add_observation(scan_id, obs(ip, protocol, **ident))
     store.finish_scan(scan_id, status)
+
+
+def exported(write, assets) -> str:
+    out = io.StringIO()
+    write(assets, out)
+    return out.getvalue()
+
+
+def latest_diff(store: SqliteStore, from_id: str | None = None):
+    pair = pick_scans(store, from_id, None)
+    return diff_scans(store, pair.old, pair.new)
 
 
 @pytest.fixture
@@ -81,13 +93,13 @@ def test_diff_reports_firmware_change_move_and_missing_then_clean(store):
     second["127.0.3.99"] = second.pop("127.0.3.10")  # moved, same serial
     del second["127.0.2.11"]  # stopped
     run_scan(store, "s2", second, targets=[*sorted(PLANT), "127.0.3.99"])
-    d = diff_scans(store, *pick_scans(store, None, None))
+    d = latest_diff(store, "s1")  # other targets: by default s2 would have no earlier scan to compare with
     kinds = sorted((c.kind, c.ip) for c in d.changes)
     assert kinds == [("firmware_changed", "127.0.1.10"), ("missing", "127.0.2.11"), ("moved", "127.0.3.99")]
     fw = next(c for c in d.changes if c.kind == "firmware_changed")
     assert (fw.old, fw.new) == ("V3.2.7", "V3.2.8")
     run_scan(store, "s3", second, targets=[*sorted(PLANT), "127.0.3.99"])
-    assert not diff_scans(store, *pick_scans(store, None, None))
+    assert not latest_diff(store)
     moved = store.asset("6043BF65")
     assert [a["ip"] for a in store.history(moved.id)["addresses"]] == ["127.0.3.10", "127.0.3.99"]
 
@@ -100,7 +112,7 @@ def test_a_move_and_a_newcomer_at_the_old_address_merge_the_same_in_either_order
     newcomer = {old: [("modbus", {"vendor": "Schneider Electric", "product_code": "PM5560", "firmware": "v2.7"})]}
     moved = {new: PLANT[old]}
     run_scan(store, "s2", {**newcomer, **moved} if newcomer_first else {**moved, **newcomer})
-    d = diff_scans(store, *pick_scans(store, None, None))
+    d = latest_diff(store, "s1")
     assert sorted((c.kind, c.ip) for c in d.changes) == [("moved", new), ("new", old)]
     assert store.asset(new).id == moved_id
     assert [a["ip"] for a in store.history(moved_id)["addresses"]] == [old, new]
@@ -110,7 +122,7 @@ def test_a_move_and_a_newcomer_at_the_old_address_merge_the_same_in_either_order
 def test_incomplete_scan_marks_nothing_missing(store):
     run_scan(store, "s1", PLANT)
     run_scan(store, "s2", {"127.0.1.10": PLANT["127.0.1.10"]}, status="incomplete", targets=sorted(PLANT))
-    d = diff_scans(store, *pick_scans(store, None, None))
+    d = latest_diff(store)
     assert [c.kind for c in d.changes] == []
 
 
@@ -120,7 +132,7 @@ def test_replaced_device_is_reported(store):
     swapped["127.0.1.10"] = [("s7", {"vendor": "Siemens", "model": "CPU 315-2 PN/DP", "serial": "S C-NEW000000001",
                                      "firmware": "V3.2.7"})]
     run_scan(store, "s2", swapped)
-    d = diff_scans(store, *pick_scans(store, None, None))
+    d = latest_diff(store)
     assert [(c.kind, c.ip) for c in d.changes] == [("replaced", "127.0.1.10")]
     assert len(store.assets()) == 3
     assert len(store.assets(include_retired=True)) == 4
@@ -145,14 +157,15 @@ def test_running_scan_of_dead_process_becomes_interrupted(tmp_path):
 def test_exports(store):
     run_scan(store, "s1", PLANT)
     assets = store.assets()
-    bom = to_cyclonedx(assets)
+    bom = exported(write_cyclonedx, assets)
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(bom) is None
     doc = json.loads(bom)
     assert {c["type"] for c in doc["components"]} == {"device"}
     assert all(c["components"][0]["type"] == "firmware" for c in doc["components"])
-    rows = list(csv.DictReader(io.StringIO(to_csv(assets))))
+    rows = list(csv.DictReader(io.StringIO(exported(write_csv, assets))))
     assert len(rows) == 3 and {r["ip"] for r in rows} == set(PLANT)
-    assert len(json.loads(to_json(assets))) == 3
+    # the JSON the database builds is the records' own fields, key for key
+    assert json.loads(exported(write_json, store.iter_asset_json())) == [asdict(a) for a in assets]
 
 
 def test_bad_database_file_is_a_domain_error(tmp_path):
@@ -172,8 +185,8 @@ def test_unknown_asset_and_scan(store):
 
 def test_first_scan_diffs_as_all_new(store):
     run_scan(store, "s1", PLANT)
-    old, new = pick_scans(store, None, None)
-    assert old is None
-    d = diff_scans(store, old, new)
+    pair = pick_scans(store, None, None)
+    assert pair.old is None
+    d = diff_scans(store, pair.old, pair.new)
     assert sorted((c.kind, c.ip) for c in d.changes) == [("new", ip) for ip in sorted(PLANT)]
     assert d.as_dict()["from"] is None

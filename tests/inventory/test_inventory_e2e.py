@@ -94,7 +94,7 @@ class Inventory:
         return ["scan", *targets, "--profile", str(self.profile), "--db", str(self.db), "--audit", str(self.audit)]
 
     async def scan(self, plant: dict[str, Any], targets: Sequence[str]) -> list[dict[str, Any]]:
-        """Run the plant, scan it with `otprobe scan --format jsonl --quiet`; the observations printed."""
+        """Run the plant, scan it with `otprobe scan --format jsonl --quiet`; the observations printed, one a line."""
         async with running_plant(plant):
             done = await run_otprobe(*self.scan_args(targets), "--format", "jsonl", "--quiet", env=self.env)
         assert done.code == 0, done.stderr
@@ -143,6 +143,23 @@ async def test_a_demo_plant_scan_gives_one_asset_per_answering_device_each_with_
     firmware = {c["bom-ref"].removeprefix("asset-"): [f["version"] for f in c.get("components", [])
                                                       if f["type"] == "firmware"] for c in bom["components"]}
     assert firmware == {a["id"]: [a["firmware"]] if a["firmware"] else [] for a in assets}
+    # what the BACnet/IP, SNMP and OPC UA probes read of each device is carried, as the simulated devices said it
+    props = {c["bom-ref"].removeprefix("asset-"): {p["name"]: p["value"] for p in c["properties"]}
+             for c in bom["components"]}
+    by_address = {a["ip"]: props[a["id"]] for a in assets}
+    pxc, rs20 = device(plant, "hvac-pxc")["bacnet"], device(plant, "net-rs20")["snmp"]
+    bms = by_address[device(plant, "hvac-pxc")["address"]]
+    assert (bms["otprobe:bacnet:device_type.vendor_identifier"], bms["otprobe:bacnet:instance"],
+            bms["otprobe:bacnet:object_name"]) == (str(pxc["vendor_id"]), str(pxc["device_instance"]),
+                                                   pxc["object_name"])
+    switch = by_address[device(plant, "net-rs20")["address"]]
+    assert (switch["otprobe:snmp:snmp_device_type.sys_object_id"],
+            switch["otprobe:snmp:snmp_device_type.enterprise"]) == (rs20["sys_object_id"], "248")
+    opcua_spec = device(plant, "line3-cpu1515")
+    server = by_address[opcua_spec["address"]]
+    assert server["otprobe:opcua:application_uri"] == opcua_spec["opcua"]["application_uri"]
+    assert server["otprobe:opcua:certificate.self_signed"] == "true"
+    assert server["otprobe:opcua:certificate.not_after"] > server["otprobe:opcua:certificate.not_before"]
     out = tmp_path / "inventory.csv"
     assert inv.cli("inventory", "export", "--format", "csv", "-o", str(out), "--db", str(inv.db)).exit_code == 0
     with out.open(newline="") as fh:
@@ -191,6 +208,8 @@ async def test_firmware_change_move_and_stop_give_exactly_those_three_changes_th
 
 def _observations(db: Path) -> int:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='observations'").fetchone():
+            return 0  # the file exists, its schema is still being written
         return int(conn.execute("SELECT count(*) FROM observations").fetchone()[0])
 
 

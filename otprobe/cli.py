@@ -408,19 +408,21 @@ def inventory_push(
     source = db or default_db_path()
     with _closing(CentralStore(target, site=_sensor_site(site))) as central:
         report = push(source, central, audit,
-                      on_scan=lambda scan_id, n: render.info(f"sent scan {scan_id}: {n} observations"))
+                      on_scan=lambda scan_id, n: render.info(f"sent scan {scan_id}: {render.plural(n, 'observation')}"))
         label = central.label
     if fmt is Format.json:
         render.print_json({"to": label, "site": central.write_site, **report.__dict__})
         return
     if report.sent:
-        render.info(f"{len(report.sent)} scans sent to {label} (site {central.write_site}): {report.observations} "
-                    f"observations, {report.heads} audit-chain heads; {report.already} were there already")
+        render.info(f"{render.plural(len(report.sent), 'scan')} sent to {label} (site {central.write_site}): "
+                    f"{render.plural(report.observations, 'observation')}, "
+                    f"{render.plural(report.heads, 'audit-chain head')}; {report.already} already there")
     else:
-        render.info(f"nothing to send: {label} (site {central.write_site}) has all {report.already} finished scans")
+        render.info(f"nothing to send: {label} (site {central.write_site}) has all "
+                    f"{render.plural(report.already, 'finished scan')}")
     if report.held_back:
-        render.info(f"held back {len(report.held_back)} scans from {report.held_back[0]} on: that one is still "
-                    "running (or was killed: any otprobe command on the file closes it), and scans go in order")
+        render.info(f"held back {render.plural(len(report.held_back), 'scan')} from {report.held_back[0]} on: that one "
+                    "is still running (or was killed: any otprobe command on the file closes it); scans go in order")
     render.info(f"audit log: {report.audit}")
 
 
@@ -570,8 +572,9 @@ def plan(
         return
     rows = [(name, c.devices, c.packets, render.duration(c.min_seconds)) for name, c in sorted(p.classes.items())]
     render.plan_table(rows, ("total", p.devices, p.total_packets, render.duration(p.min_seconds)))
-    render.info(f"expected with {p.expected_devices} of {p.devices} addresses holding a device and the others "
-                f"{'dropping' if p.silent_share else 'refusing'} probes: about {p.expected_packets} packets in "
+    render.info(f"expected with {p.expected_devices} of {render.plural(p.devices, 'address', 'addresses')} holding a "
+                f"device and the others {'dropping' if p.silent_share else 'refusing'} probes: about "
+                f"{render.plural(p.expected_packets, 'packet')} in "
                 f"{render.duration(p.expected_seconds)}")
     if window is None:
         render.info(f"profile {prepared.profile.name} has no maintenance window: a scan may run at any time")
@@ -651,8 +654,8 @@ def scan(
             profile = profile or resuming.profile
             targets = list(resuming.jobs)
             pairs = sum(len(protocols) for protocols in resuming.jobs.values())
-            render.info(f"resuming scan {resuming.scan_id}: {len(targets)} devices not covered "
-                        f"({pairs} device-protocol pairs)", quiet)
+            render.info(f"resuming scan {resuming.scan_id}: {render.plural(len(targets), 'device')} not covered "
+                        f"({render.plural(pairs, 'device-protocol pair')})", quiet)
         elif not targets:
             raise typer.BadParameter("give at least one target, or --resume", param_hint="TARGET")
         prepared = _prepare(profile or "default", list(targets or []), protocol, port, scope, now=now,
@@ -956,7 +959,7 @@ def audit_verify(
     if not result.ok:
         render.error_line(f"{path}:{result.bad_line}: {result.reason}")
         raise typer.Exit(int(Exit.CHANGES))
-    render.info(f"{path}: ok, {result.records} records, last hash {result.last_hash}")
+    render.info(f"{path}: ok, {render.plural(result.records, 'record')}, last hash {result.last_hash}")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -994,9 +997,10 @@ def demo(
         keep.mkdir(parents=True, exist_ok=True)
 
     def announce(prepared: Any) -> None:
-        render.info(f"demo plant up: {len(prepared.resolution.targets)} devices to scan, "
+        render.info(f"demo plant up: {render.plural(len(prepared.resolution.targets), 'device')} to scan, "
                     f"{len(prepared.resolution.excluded)} excluded (safety cell); plan: at most "
-                    f"{prepared.plan.total_packets} packets in the worst case, which the caps spread over at least "
+                    f"{render.plural(prepared.plan.total_packets, 'packet')} in the worst case, which the caps spread "
+                    "over at least "
                     f"{prepared.plan.min_seconds:.1f} s")
 
     try:
@@ -1013,5 +1017,5 @@ def demo(
          for f in result.figures],
     )
     render.scan_summary(_summary(result.outcome, result.prepared))
-    render.info(f"audit log: {result.audit_records} records, hash chain "
+    render.info(f"audit log: {render.plural(result.audit_records, 'record')}, hash chain "
                 f"{'verified' if result.audit_ok else 'BROKEN'}; files in {result.workdir}")

@@ -447,8 +447,9 @@ class ScanProgress:
 
     @staticmethod
     def line(progress: Any, elapsed_s: float) -> str:
-        return (f"{progress.addresses_done}/{progress.addresses} addresses, {progress.devices_found} devices found, "
-                f"{progress.packets} packets, {progress.rate_pps:.1f}/{progress.cap_pps:g} pps, elapsed "
+        return (f"{progress.addresses_done}/{plural(progress.addresses, 'address', 'addresses')}, "
+                f"{plural(progress.devices_found, 'device')} found, "
+                f"{plural(progress.packets, 'packet')}, {progress.rate_pps:.1f}/{progress.cap_pps:g} pps, elapsed "
                 f"{duration(elapsed_s)}, about {duration(progress.eta_s)} left")
 
     @staticmethod

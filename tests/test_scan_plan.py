@@ -115,5 +115,5 @@ def test_progress_off_a_terminal_is_a_plain_line_every_30_s_and_nothing_when_qui
         shown.update(snapshot, elapsed)
         quiet.update(snapshot, elapsed)
     assert lines == [render.ScanProgress.line(snapshot, 31.0), render.ScanProgress.line(snapshot, 62.0)]
-    assert lines[0] == ("3/254 addresses, 1 devices found, 40 packets, 4.5/10 pps, elapsed 0:00:31, "
+    assert lines[0] == ("3/254 addresses, 1 device found, 40 packets, 4.5/10 pps, elapsed 0:00:31, "
                         "about 0:02:05 left")

@@ -50,7 +50,8 @@ Pairs = set[tuple[str, str]]
 
 def fast_profile(path: Path) -> Path:
     """Caps fast enough for the whole plant in seconds, slow enough that every kill lands mid-scan. Eight devices
-    in flight finish protocols within a few dozen packets, so a kill splits the protocols of the devices it cuts."""
+    in flight finish protocols within a few dozen packets, so a kill splits the protocols of the devices it cuts.
+    Eight addresses in discovery too: with all 80 first probes under way at once, no probe would end before a kill."""
     return write_profile(
         path, [plantgen.cidr(BLOCK)], assign=[{"cidr": plantgen.cidr(BLOCK), "class": "plc"}],
         classes={"plc": {"pps": 20, "burst": 1, "connect_gap_s": 0, "max_session_s": 5},
@@ -58,7 +59,8 @@ def fast_profile(path: Path) -> Path:
         protocols={"modbus": {"port": plantgen.PORTS["modbus"], "unit_ids": [1]},
                    "s7": {"port": plantgen.PORTS["s7"], "rack_slots": [[0, 2]]},
                    "enip": {"port": plantgen.PORTS["enip"]}},
-        global_pps=300, max_devices_in_flight=8, retries=0, timeouts={"connect_s": 1, "response_s": 1},
+        global_pps=300, max_devices_in_flight=8, max_addresses_in_flight=8, retries=0,
+        timeouts={"connect_s": 1, "response_s": 1},
     )
 
 

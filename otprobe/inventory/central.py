@@ -221,8 +221,7 @@ class CentralStore:
                 firmware.append({"asset_id": asset_id, "firmware": d.firmware})
             if d.address_recorded:
                 addresses.append({"asset_id": asset_id, "ip": d.seen.ip})
-            snapshot[asset_id] = {"asset_id": asset_id, "ip": d.seen.ip, "firmware": d.firmware,
-                                  "model": d.seen.model, "serial": d.seen.serial}
+            snapshot[asset_id] = {"asset_id": asset_id, **records.snapshot_columns(d)}
         self._unlink(c, decisions)
         stamp = {"scan_id": scan_id, "observed_at": now}
         if new_rows:

@@ -33,7 +33,7 @@ def asset_record(r: Mapping[str, Any], duplicate_serial: bool) -> SiteAssetRecor
         r["id"], r["ip"], r["device_class"], r["vendor"], r["model"], r["product_code"], r["serial"], r["firmware"],
         r["hardware_version"], json.loads(r["protocols"]), json.loads(r["identity"]), json.loads(r["conflicts"]),
         r["first_seen"], r["last_seen"], bool(r["retired"]), duplicate_serial and not r["retired"],
-        site=r["site"],
+        r["asset_type"], r["cpu_state"], site=r["site"],
     )
 
 
@@ -58,12 +58,23 @@ def observation(r: Mapping[str, Any]) -> Observation:
 
 
 def asset_columns(d: Decision) -> dict[str, Any]:
-    """The assets columns one reconcile decision sets, from what the scan saw of the address."""
+    """The assets columns one reconcile decision sets, from what the scan saw of the address (every store's)."""
     seen, m = d.seen, d.seen.identity
     identity = {**m.fields, "sources": m.sources, "raw": m.raw}
+    # a state is a moment's: one this scan did not read is not carried over from an earlier one
+    cpu_state = next((raw["cpu_state"] for raw in m.raw.values() if raw.get("cpu_state")), None)
     return {
         "ip": seen.ip, "device_class": seen.device_class, "vendor": m.get("vendor"), "model": seen.model,
         "product_code": m.get("product_code"), "serial": seen.serial, "firmware": d.firmware,
         "hardware_version": m.get("hardware_version"), "protocols": json.dumps(m.protocols),
         "identity": json.dumps(identity, default=str), "conflicts": json.dumps(m.conflicts, default=str),
+        "asset_type": m.get("asset_type"), "cpu_state": cpu_state,
     }
+
+
+def snapshot_columns(d: Decision) -> dict[str, Any]:
+    """The scan_assets columns of one decision, but its scan and asset id: the asset as this scan saw it, with the
+    protocols that identified it (a diff calls it missing only where a later scan asked over one of them)."""
+    seen = d.seen
+    return {"ip": seen.ip, "firmware": d.firmware, "model": seen.model, "serial": seen.serial,
+            "protocols": json.dumps(sorted(seen.identity.protocols))}

@@ -354,8 +354,9 @@ class CentralStore:
         conditions: list[Any] = [self._in_site(assets.c.site)]
         if not where.include_retired:
             conditions.append(assets.c.retired.is_(False))
-        if where.vendor is not None:  # contained, any case; a % or _ in the text is meant literally
-            conditions.append(func.lower(assets.c.vendor).contains(where.vendor.lower(), autoescape=True))
+        if where.vendor is not None:  # contained, any case (as the database folds it); a % or _ is meant literally
+            literal = where.vendor.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            conditions.append(func.lower(assets.c.vendor).like("%" + func.lower(literal) + "%", escape="\\"))
         if where.device_class is not None:
             conditions.append(assets.c.device_class == where.device_class)
         if where.asset_type is not None:

@@ -277,7 +277,7 @@ class CentralStore:
     @guarded
     def scans(self) -> list[ScanRecord]:
         with self.engine.connect() as c:
-            rows = _dicts(c.execute(select(scans).where(self._in_site(scans.c.site))
+            rows = _dicts(c.execute(select(scans, _PACKETS).where(self._in_site(scans.c.site))
                                     .order_by(scans.c.started_at, scans.c.id)))
             return [records.scan_record(r) for r in rows]
 
@@ -290,7 +290,7 @@ class CentralStore:
     @guarded
     def scan(self, scan_id: str) -> ScanRecord:
         with self.engine.connect() as c:
-            rows = _dicts(c.execute(select(scans).where(scans.c.id.startswith(scan_id, autoescape=True),
+            rows = _dicts(c.execute(select(scans, _PACKETS).where(scans.c.id.startswith(scan_id, autoescape=True),
                                                         self._in_site(scans.c.site))))
         if len(rows) != 1:
             raise InventoryError(f"no scan {scan_id!r}" if not rows else f"scan id {scan_id!r} is ambiguous")
@@ -437,6 +437,9 @@ class CentralStore:
 
 
 _BATCH = 1000  # rows a streamed read holds at a time
+# what a scan sent, as its observations count it (None: none recorded), as the SQLite store reports it
+_PACKETS = (select(func.sum(observations.c.packets)).where(observations.c.scan_id == scans.c.id)
+            .scalar_subquery().label("packets_sent"))
 # An asset's columns in AssetRecord's order, and its site
 _ASSET_COLUMNS = ("id", "ip", "device_class", "vendor", "model", "product_code", "serial", "firmware",
                   "hardware_version", "protocols", "identity", "conflicts", "first_seen", "last_seen", "retired",

@@ -281,3 +281,56 @@ def test_report_of_a_central_scan(any_url: str, tmp_path: Path) -> None:
     assert code == 0, output
     written = markdown.read_text()
     assert "missing" in written and "127.0.3.10" in written
+
+
+def test_scans_count_their_packets_and_exports_read_the_central_store(any_url: str, tmp_path: Path) -> None:
+    with closing(CentralStore(any_url, site="plant-a")) as store:
+        scan(store, "s1")
+        assert store.scan("s1").packets == sum(4 if ip != "127.0.2.11" else 8 for ip in ALL) + 2 * (
+            len(ALL) * len(BOTH) - len(ALL) - 1)
+    out = tmp_path / "assets.csv"
+    code, output = cli("inventory", "export", "--format", "csv", "-o", str(out), "--db", any_url)
+    assert code == 0, output
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1 + len(ALL) and "asset_type" in lines[0] and any('"RUN"' in line for line in lines)
+    code, output = cli("inventory", "export", "--format", "json", "--db", any_url)
+    assert code == 0, output
+    assert sorted(a["ip"] for a in json.loads(output)) == ALL
+
+
+def test_the_migration_fills_type_cpu_state_and_snapshot_protocols_of_older_rows(any_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import insert, inspect, select
+
+    from otprobe.inventory import database
+    from otprobe.inventory.schema import assets, observations, scan_assets, scans, sites
+
+    engine = database.create(any_url)
+    config = Config()
+    config.set_main_option("script_location", str(Path(database.__file__).with_name("migrations")))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001_sites")
+        # rows as revision 0001 held them: no type, state or snapshot protocols columns
+        connection.execute(insert(sites).values(name="plant-a", created_at="t"))
+        connection.exec_driver_sql(
+            "INSERT INTO scans (id, site, profile, started_at, status, targets) VALUES "
+            "('s1', 'plant-a', 'lab', '2026-12-07T00:00:00+00:00', 'complete', '[\"127.0.1.10\"]')")
+        for protocol, status in (("s7", "identified"), ("modbus", "refused"), ("enip", "identified")):
+            connection.exec_driver_sql(
+                "INSERT INTO observations (scan_id, ip, protocol, port, status, device_class, packets, observed_at) "
+                f"VALUES ('s1', '127.0.1.10', '{protocol}', 1, '{status}', 'plc', 1, 't')")
+        identity = json.dumps({"asset_type": "plc", "raw": {"enip": {}, "s7": {"cpu_state": "STOP"}}})
+        connection.exec_driver_sql(
+            "INSERT INTO assets (id, site, ip, device_class, protocols, identity, conflicts, first_seen, last_seen) "
+            f"VALUES ('a1', 'plant-a', '127.0.1.10', 'plc', '{{}}', '{identity}', '{{}}', 't', 't')")
+        connection.exec_driver_sql("INSERT INTO scan_assets (scan_id, asset_id, ip) VALUES ('s1', 'a1', '127.0.1.10')")
+    assert not {"asset_type", "cpu_state"} & {c["name"] for c in inspect(engine).get_columns("assets")}
+    database.upgrade(engine)
+    with engine.connect() as connection:
+        assert connection.execute(select(assets.c.asset_type, assets.c.cpu_state)).one() == ("plc", "STOP")
+        assert connection.execute(select(scan_assets.c.protocols)).scalar_one() == '["enip", "s7"]'
+        assert connection.execute(select(scans.c.id)).scalar_one() == "s1"
+        assert len(connection.execute(select(observations.c.id)).all()) == 3
+    engine.dispose()

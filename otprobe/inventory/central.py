@@ -320,22 +320,20 @@ class CentralStore:
 
     def iter_assets(self, where: AssetFilter = ALL_ASSETS, *,
                     details: bool = True) -> Iterator[records.SiteAssetRecord]:
+        return (records.asset_record(r, shared) for r, shared in self._asset_rows(where, details))
+
+    def iter_asset_json(self, where: AssetFilter = ALL_ASSETS) -> Iterator[str]:
+        return (records.asset_json(r, shared) for r, shared in self._asset_rows(where, True))
+
+    def _asset_rows(self, where: AssetFilter, details: bool) -> Iterator[tuple[Mapping[str, Any], bool]]:
+        """The rows `where` selects, by site and address, streamed, each with whether its serial is shared."""
         columns = [assets.c[name] for name in _ASSET_COLUMNS if details or name not in ("identity", "conflicts")]
         with domain_errors(self.url), self.engine.connect() as c:
             shared = self._shared_serials(c)
             for row in self._stream(c, select(*columns).where(*self._where(c, where))
                                     .order_by(assets.c.site, _bytewise(c, assets.c.ip))):
                 r = row._mapping
-                yield records.asset_record(r, (r["site"], r["serial"]) in shared)
-
-    def iter_asset_json(self, where: AssetFilter = ALL_ASSETS) -> Iterator[str]:
-        with domain_errors(self.url), self.engine.connect() as c:
-            shared = self._shared_serials(c)
-            for row in self._stream(c, select(*(assets.c[name] for name in _ASSET_COLUMNS))
-                                    .where(*self._where(c, where))
-                                    .order_by(assets.c.site, _bytewise(c, assets.c.ip))):
-                r = row._mapping
-                yield records.asset_json(r, (r["site"], r["serial"]) in shared)
+                yield r, (r["site"], r["serial"]) in shared
 
     @guarded
     def asset_widths(self, where: AssetFilter = ALL_ASSETS) -> dict[str, int]:
@@ -356,7 +354,8 @@ class CentralStore:
             conditions.append(assets.c.retired.is_(False))
         if where.vendor is not None:  # contained, any case (as the database folds it); a % or _ is meant literally
             literal = where.vendor.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            conditions.append(func.lower(assets.c.vendor).like("%" + func.lower(literal) + "%", escape="\\"))
+            conditions.append(func.lower(func.coalesce(assets.c.vendor, "")).like("%" + func.lower(literal) + "%",
+                                                                                   escape="\\"))
         if where.device_class is not None:
             conditions.append(assets.c.device_class == where.device_class)
         if where.asset_type is not None:

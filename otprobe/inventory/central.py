@@ -330,9 +330,10 @@ class CentralStore:
         columns = [assets.c[name] for name in _ASSET_COLUMNS if details or name not in ("identity", "conflicts")]
         with domain_errors(self.url), self.engine.connect() as c:
             shared = self._shared_serials(c)
+            keys = [column.name for column in columns]
             for row in self._stream(c, select(*columns).where(*self._where(c, where))
                                     .order_by(assets.c.site, _bytewise(c, assets.c.ip))):
-                r = row._mapping
+                r = dict(zip(keys, row, strict=True))  # a plain dict: a row mapping's lookups cost twice as much
                 yield r, (r["site"], r["serial"]) in shared
 
     @guarded

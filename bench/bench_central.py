@@ -4,8 +4,9 @@ on a SQLite file (the same schema and store), and the figures BENCHMARKS.md quot
 Each site is a sensor's SQLite inventory (`SqliteStore`, as `otprobe scan` writes it) holding two scans of its 5,000
 devices, the second with a tenth of them on a newer firmware; every site is pushed (`inventory push`'s library
 call). Then, timed: one sensor's next scan of 1,000 devices pushed (against its site's 5,000 assets), `inventory
-list`'s read of all 50,000 assets (the store call, and the whole command with JSON output), and the firmware
-summary. No network traffic: the observations are written, not scanned.
+list`'s read of all 50,000 assets (the store call, the whole command with JSON output, and a table's streamed
+read), the diff of one site's two scans, and the firmware summary. No network traffic: the observations are
+written, not scanned.
 
     .venv/bin/python bench/bench_central.py [--sites 10] [--assets 5000]
 
@@ -30,6 +31,7 @@ from common import table
 
 from otprobe.inventory import SqliteStore
 from otprobe.inventory.central import CentralStore
+from otprobe.inventory.diff import diff_scans
 from otprobe.inventory.fleet import firmware_summary
 from otprobe.inventory.push import push
 from otprobe.model import Identity, Observation, Status
@@ -105,6 +107,17 @@ def measure(label: str, url: str, sensors: list[Path], extra_scan: Path, assets_
     assert len(assets) == assets_total, len(assets)  # type: ignore[arg-type]
     rows.append([label, f"store.assets(): {len(assets):,} assets", f"{seconds:.2f}", "< 2"])  # type: ignore[arg-type]
     rows.append([label, "otprobe inventory list --format json (whole command)", f"{cli_seconds(url):.2f}", ""])
+    # the table's read: widths first, then the assets streamed without identity
+    seconds, streamed = timed(lambda: (everything.asset_widths(),
+                                       sum(1 for _ in everything.iter_assets(details=False))))
+    rows.append([label, f"asset_widths + iter_assets(details=False): {streamed[1]:,} assets",  # type: ignore[index]
+                 f"{seconds:.2f}", ""])
+    site = CentralStore(url, site="site-00")
+    first, second = site.scans()[:2]  # the site's two scans of all its devices, a tenth updated in the second
+    seconds, diff = timed(lambda: diff_scans(site, first, second))
+    site.close()
+    rows.append([label, f"diff of one site's two scans: {len(diff.changes):,} changes",  # type: ignore[attr-defined]
+                 f"{seconds:.2f}", ""])
     seconds, summary = timed(lambda: firmware_summary(everything.firmware_counts()))
     devices = sum(row.devices for row in summary)  # type: ignore[attr-defined]
     assert devices == assets_total, devices

@@ -22,7 +22,7 @@ SCRIPTS = (
     "bench_throughput.py",  # one process against a 2,000 pps global cap on 1,000 devices: rate, caps, CPU per packet
     "bench_deadline.py",  # margins of the last packet and the last FIN before the deadline beside 4 CPU-bound processes
     "bench_startup.py",  # `otprobe --help` and friends against `python -c pass`
-    "bench_central.py",  # central inventory: 10 sites x 5,000 assets, push, list, firmware summary (PG and SQLite)
+    "bench_central.py",  # central: 10 sites x 5,000 assets: push, list, table read, diff, firmware (PG/SQLite)
     "bench_empty24.py",  # a /24 of 15 devices and 239 empty addresses (RST or dropped) per shipped profile
     "bench_abort16.py",  # a /16 stopped by its deadline: recording the unstarted addresses, peak RSS
     "bench_eta.py",  # progress ETA against the real end, plan expected against measured: demo plant, plant64

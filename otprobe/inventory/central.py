@@ -20,14 +20,15 @@ import os
 import socket
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, text, update
+from sqlalchemy import Connection, LargeBinary, bindparam, cast, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
 
 from otprobe.errors import InventoryError
-from otprobe.inventory import records
+from otprobe.inventory import records, snapshots
 from otprobe.inventory.database import create, domain_errors, guarded, redact, upgrade
 from otprobe.inventory.fleet import Count
 from otprobe.inventory.owners import pid_alive
@@ -44,7 +45,7 @@ from otprobe.inventory.schema import (
     sites,
 )
 from otprobe.inventory.sites import DEFAULT_SITE, check_site
-from otprobe.inventory.store import ScanRecord, SnapshotRow
+from otprobe.inventory.store import ALL_ASSETS, WIDTH_FIELDS, AssetFilter, ScanRecord, SnapshotPair
 from otprobe.model import Observation, Status
 
 if TYPE_CHECKING:
@@ -221,8 +222,7 @@ class CentralStore:
                 firmware.append({"asset_id": asset_id, "firmware": d.firmware})
             if d.address_recorded:
                 addresses.append({"asset_id": asset_id, "ip": d.seen.ip})
-            snapshot[asset_id] = {"asset_id": asset_id, "ip": d.seen.ip, "firmware": d.firmware,
-                                  "model": d.seen.model, "serial": d.seen.serial}
+            snapshot[asset_id] = {"asset_id": asset_id, **records.snapshot_columns(d)}
         self._unlink(c, decisions)
         stamp = {"scan_id": scan_id, "observed_at": now}
         if new_rows:
@@ -277,7 +277,7 @@ class CentralStore:
     @guarded
     def scans(self) -> list[ScanRecord]:
         with self.engine.connect() as c:
-            rows = _dicts(c.execute(select(scans).where(self._in_site(scans.c.site))
+            rows = _dicts(c.execute(select(scans, _PACKETS).where(self._in_site(scans.c.site))
                                     .order_by(scans.c.started_at, scans.c.id)))
             return [records.scan_record(r) for r in rows]
 
@@ -290,7 +290,7 @@ class CentralStore:
     @guarded
     def scan(self, scan_id: str) -> ScanRecord:
         with self.engine.connect() as c:
-            rows = _dicts(c.execute(select(scans).where(scans.c.id.startswith(scan_id, autoescape=True),
+            rows = _dicts(c.execute(select(scans, _PACKETS).where(scans.c.id.startswith(scan_id, autoescape=True),
                                                         self._in_site(scans.c.site))))
         if len(rows) != 1:
             raise InventoryError(f"no scan {scan_id!r}" if not rows else f"scan id {scan_id!r} is ambiguous")
@@ -316,19 +316,68 @@ class CentralStore:
 
     @guarded
     def assets(self, include_retired: bool = False) -> list[records.SiteAssetRecord]:
-        query = select(assets).where(self._in_site(assets.c.site))
-        if not include_retired:
-            query = query.where(assets.c.retired.is_(False))
-        with self.engine.connect() as c:
-            rows = _dicts(c.execute(query.order_by(assets.c.site, assets.c.ip)))
+        return list(self.iter_assets(AssetFilter(include_retired=include_retired)))
+
+    def iter_assets(self, where: AssetFilter = ALL_ASSETS, *,
+                    details: bool = True) -> Iterator[records.SiteAssetRecord]:
+        return (records.asset_record(r, shared) for r, shared in self._asset_rows(where, details))
+
+    def iter_asset_json(self, where: AssetFilter = ALL_ASSETS) -> Iterator[str]:
+        return (records.asset_json(r, shared) for r, shared in self._asset_rows(where, True))
+
+    def _asset_rows(self, where: AssetFilter, details: bool) -> Iterator[tuple[Mapping[str, Any], bool]]:
+        """The rows `where` selects, by site and address, streamed, each with whether its serial is shared."""
+        columns = [assets.c[name] for name in _ASSET_COLUMNS if details or name not in ("identity", "conflicts")]
+        with domain_errors(self.url), self.engine.connect() as c:
             shared = self._shared_serials(c)
-        return [records.asset_record(r, (r["site"], r["serial"]) in shared) for r in rows]
+            keys = [column.name for column in columns]
+            for row in self._stream(c, select(*columns).where(*self._where(c, where))
+                                    .order_by(assets.c.site, _bytewise(c, assets.c.ip))):
+                r = dict(zip(keys, row, strict=True))  # a plain dict: a row mapping's lookups cost twice as much
+                yield r, (r["site"], r["serial"]) in shared
+
+    @guarded
+    def asset_widths(self, where: AssetFilter = ALL_ASSETS) -> dict[str, int]:
+        with self.engine.connect() as c:
+            # bytes, as the SQLite store counts them: as wide as a value shows, or wider
+            width = (func.octet_length if c.dialect.name == "postgresql"
+                     else lambda column: func.length(cast(column, LargeBinary)))
+            row = c.execute(select(func.count(), *(func.coalesce(func.max(width(assets.c[name])), 0)
+                                                   for name in WIDTH_FIELDS)).where(*self._where(c, where))).one()
+            shared = self._shared_serials(c)
+        return {**dict(zip(WIDTH_FIELDS, (int(n) for n in row[1:]), strict=True)), "count": int(row[0]),
+                "duplicate_serial": len(shared)}
+
+    def _where(self, c: Connection, where: AssetFilter) -> list[Any]:
+        """The conditions of `where`, as the SQLite store reads them, within this store's site."""
+        conditions: list[Any] = [self._in_site(assets.c.site)]
+        if not where.include_retired:
+            conditions.append(assets.c.retired.is_(False))
+        if where.vendor is not None:  # contained, any case (as the database folds it); a % or _ is meant literally
+            literal = where.vendor.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            conditions.append(func.lower(func.coalesce(assets.c.vendor, "")).like("%" + func.lower(literal) + "%",
+                                                                                   escape="\\"))
+        if where.device_class is not None:
+            conditions.append(assets.c.device_class == where.device_class)
+        if where.asset_type is not None:
+            conditions.append(assets.c.asset_type == where.asset_type)
+        if where.protocol is not None:  # a key of the protocol -> port object
+            if c.dialect.name == "postgresql":
+                conditions.append(cast(assets.c.protocols, JSONB).has_key(where.protocol))
+            else:
+                conditions.append(text("EXISTS (SELECT 1 FROM json_each(assets.protocols) WHERE json_each.key = "
+                                       ":protocol)").bindparams(protocol=where.protocol))
+        return conditions
+
+    def _stream(self, c: Connection, query: Any) -> Result[Any]:
+        """`query`'s rows read as they are consumed, a batch at a time (a server-side cursor on PostgreSQL)."""
+        return c.execution_options(yield_per=_BATCH).execute(query)
 
     def _shared_serials(self, c: Connection) -> set[tuple[str, str]]:
         """(site, serial) that several active assets of the site carry: each of them is flagged as a duplicate."""
         return {(row.site, row.serial) for row in c.execute(
             select(assets.c.site, assets.c.serial)
-            .where(assets.c.retired.is_(False), assets.c.serial.is_not(None), self._in_site(assets.c.site))
+            .where(assets.c.retired.is_(False), assets.c.serial != "", self._in_site(assets.c.site))
             .group_by(assets.c.site, assets.c.serial).having(func.count() > 1))}
 
     @guarded
@@ -346,11 +395,15 @@ class CentralStore:
             raise InventoryError(f"{key!r} matches assets at sites {', '.join(active_sites)}: name the site")
         return records.asset_record(rows[0], (rows[0]["site"], rows[0]["serial"]) in shared)
 
-    @guarded
-    def snapshot(self, scan_id: str) -> list[SnapshotRow]:
-        with self.engine.connect() as c:
-            rows = _dicts(c.execute(select(scan_assets).where(scan_assets.c.scan_id == scan_id)))
-            return [SnapshotRow(r["asset_id"], r["ip"], r["firmware"], r["model"], r["serial"]) for r in rows]
+    def snapshot_pairs(self, old_id: str | None, new_id: str) -> Iterator[SnapshotPair]:
+        with domain_errors(self.url), self.engine.connect() as c:
+            new = c.execute(select(scans.c.started_at).where(scans.c.id == new_id)).one()
+            params = {"old": old_id, "new": new_id, "new_started": new.started_at}
+            collate = ' COLLATE "C"' if c.dialect.name == "postgresql" else ""
+            after = self._stream(c, text(snapshots.after_pairs_sql(_EARLIER, collate)).bindparams(**params))
+            before = text(snapshots.before_only_sql(collate)).bindparams(old=old_id, new=new_id)
+            yield from snapshots.pairs((tuple(r) for r in after),
+                                       None if old_id is None else lambda: (tuple(r) for r in c.execute(before)))
 
     @guarded
     def history(self, asset_id: str) -> dict[str, list[dict[str, Any]]]:
@@ -381,6 +434,24 @@ class CentralStore:
                  .group_by(*group))
         with self.engine.connect() as c:
             return [Count(*row) for row in c.execute(query)]
+
+
+_BATCH = 1000  # rows a streamed read holds at a time
+# what a scan sent, as its observations count it (None: none recorded), as the SQLite store reports it
+_PACKETS = (select(func.sum(observations.c.packets)).where(observations.c.scan_id == scans.c.id)
+            .scalar_subquery().label("packets_sent"))
+# An asset's columns in AssetRecord's order, and its site
+_ASSET_COLUMNS = ("id", "ip", "device_class", "vendor", "model", "product_code", "serial", "firmware",
+                  "hardware_version", "protocols", "identity", "conflicts", "first_seen", "last_seen", "retired",
+                  "asset_type", "cpu_state", "site")
+# The scans before the later one, in the order `scans()` lists them (by start, then id): a central database holds
+# scans pushed in any order, so the order they were recorded in says nothing
+_EARLIER = "(s.started_at < :new_started OR (s.started_at = :new_started AND s.id < :new))"
+
+
+def _bytewise(c: Connection, column: Any) -> Any:
+    """`column` sorted byte by byte, as SQLite sorts text (PostgreSQL sorts by its locale unless told)."""
+    return column.collate("C") if c.dialect.name == "postgresql" else column
 
 
 def _dicts(result: Result[Any]) -> list[dict[str, Any]]:

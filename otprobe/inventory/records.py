@@ -24,17 +24,37 @@ class SiteAssetRecord(AssetRecord):
 
 
 def scan_record(r: Mapping[str, Any]) -> ScanRecord:
+    packets = r.get("packets_sent")
     return ScanRecord(r["id"], r["profile"], r["started_at"], r["ended_at"], r["status"], json.loads(r["targets"]),
-                      json.loads(r["not_covered"]), json.loads(r["counts"]), json.loads(r["protocols"]), r["resumes"])
+                      json.loads(r["not_covered"]), json.loads(r["counts"]), json.loads(r["protocols"]), r["resumes"],
+                      None if packets is None else int(packets))
 
 
 def asset_record(r: Mapping[str, Any], duplicate_serial: bool) -> SiteAssetRecord:
+    """The asset of a row; without identity and conflicts in it (a table or CSV shows neither), both are empty."""
     return SiteAssetRecord(
         r["id"], r["ip"], r["device_class"], r["vendor"], r["model"], r["product_code"], r["serial"], r["firmware"],
-        r["hardware_version"], json.loads(r["protocols"]), json.loads(r["identity"]), json.loads(r["conflicts"]),
+        r["hardware_version"], json.loads(r["protocols"]), json.loads(r.get("identity") or "{}"),
+        json.loads(r.get("conflicts") or "{}"),
         r["first_seen"], r["last_seen"], bool(r["retired"]), duplicate_serial and not r["retired"],
-        site=r["site"],
+        r["asset_type"], r["cpu_state"], site=r["site"],
     )
+
+
+# AssetRecord's fields in order, then the site; the JSON columns among them are embedded as stored
+_JSON_FIELDS = ("id", "ip", "device_class", "vendor", "model", "product_code", "serial", "firmware",
+                "hardware_version", "protocols", "identity", "conflicts", "first_seen", "last_seen", "retired",
+                "duplicate_serial", "asset_type", "cpu_state", "site")
+_STORED_JSON = frozenset(("protocols", "identity", "conflicts"))
+
+
+def asset_json(r: Mapping[str, Any], duplicate_serial: bool) -> str:
+    """The asset of a row as one JSON object of `asset_record`'s fields, without parsing its stored identity: a
+    listing of 100,000 assets spends its time writing, not decoding and encoding again."""
+    values = {**r, "retired": bool(r["retired"]), "duplicate_serial": duplicate_serial and not r["retired"]}
+    parts = (f"{json.dumps(name)}:{values[name] if name in _STORED_JSON else json.dumps(values[name])}"
+             for name in _JSON_FIELDS)
+    return "{" + ",".join(parts) + "}"
 
 
 def observation_row(obs: Observation) -> dict[str, Any]:
@@ -58,12 +78,23 @@ def observation(r: Mapping[str, Any]) -> Observation:
 
 
 def asset_columns(d: Decision) -> dict[str, Any]:
-    """The assets columns one reconcile decision sets, from what the scan saw of the address."""
+    """The assets columns one reconcile decision sets, from what the scan saw of the address (every store's)."""
     seen, m = d.seen, d.seen.identity
     identity = {**m.fields, "sources": m.sources, "raw": m.raw}
+    # a state is a moment's: one this scan did not read is not carried over from an earlier one
+    cpu_state = next((raw["cpu_state"] for raw in m.raw.values() if raw.get("cpu_state")), None)
     return {
         "ip": seen.ip, "device_class": seen.device_class, "vendor": m.get("vendor"), "model": seen.model,
         "product_code": m.get("product_code"), "serial": seen.serial, "firmware": d.firmware,
         "hardware_version": m.get("hardware_version"), "protocols": json.dumps(m.protocols),
         "identity": json.dumps(identity, default=str), "conflicts": json.dumps(m.conflicts, default=str),
+        "asset_type": m.get("asset_type"), "cpu_state": cpu_state,
     }
+
+
+def snapshot_columns(d: Decision) -> dict[str, Any]:
+    """The scan_assets columns of one decision, but its scan and asset id: the asset as this scan saw it, with the
+    protocols that identified it (a diff calls it missing only where a later scan asked over one of them)."""
+    seen = d.seen
+    return {"ip": seen.ip, "firmware": d.firmware, "model": seen.model, "serial": seen.serial,
+            "protocols": json.dumps(sorted(seen.identity.protocols))}

@@ -1,4 +1,4 @@
-"""The inventory schema, described once in SQLAlchemy Core: the tables of the SQLite file (its schema version 2)
+"""The inventory schema, described once in SQLAlchemy Core: the tables of the SQLite file (its schema version 3)
 plus what many sensors sharing one database need.
 
 Sites: every scan belongs to one, and an asset is keyed by (site, address), because plants reuse the same private
@@ -94,11 +94,14 @@ assets = Table(
     Column("first_seen", Text, nullable=False),
     Column("last_seen", Text, nullable=False),
     Column("retired", Boolean, nullable=False, server_default="0"),
+    Column("asset_type", Text),  # one of model.ASSET_TYPES, from the device's own protocol data
+    Column("cpu_state", Text),  # RUN/STOP, when the last scan read an S7 CPU's state
 )
 # (site, address) is the asset key; no unique index, because two devices swapping addresses in one scan pass
 # through a moment where both rows hold one of them
 Index("assets_site_ip", assets.c.site, assets.c.ip)
 Index("assets_serial", assets.c.serial)
+Index("assets_asset_type", assets.c.asset_type)
 
 asset_firmware = Table(
     "asset_firmware", metadata,
@@ -138,8 +141,13 @@ scan_assets = Table(
     Column("firmware", Text),
     Column("model", Text),
     Column("serial", Text),
+    Column("protocols", Text, nullable=False, server_default="[]"),  # those that identified it, a JSON list
     PrimaryKeyConstraint("scan_id", "asset_id"),
 )
+# the diff's keyed lookups: by address and by serial within a scan, by asset across scans
+Index("scan_assets_ip", scan_assets.c.scan_id, scan_assets.c.ip)
+Index("scan_assets_serial", scan_assets.c.scan_id, scan_assets.c.serial)
+Index("scan_assets_asset", scan_assets.c.asset_id)
 
 audit_heads = Table(
     "audit_heads", metadata,

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from otprobe.errors import InventoryError
+from otprobe.inventory import records, snapshots
 from otprobe.inventory.reconcile import Decision, KnownAsset, devices_seen, reconcile
 from otprobe.inventory.store import (
     ALL_ASSETS,
@@ -37,7 +38,6 @@ from otprobe.inventory.store import (
     AssetRecord,
     ScanRecord,
     SnapshotPair,
-    SnapshotRow,
 )
 from otprobe.model import Identity, Observation, Status
 
@@ -263,7 +263,7 @@ class SqliteStore:
     def _apply(self, scan_id: str, d: Decision) -> None:
         """Write one decision of `reconcile` and what this scan saw of the asset; nothing is decided here."""
         now = _now()
-        seen, m = d.seen, d.seen.identity
+        seen = d.seen
         if d.retire is not None:
             self.db.execute("UPDATE assets SET retired=1, ip=NULL WHERE id=?", (d.retire,))
         if d.unaddress is not None:
@@ -281,21 +281,17 @@ class SqliteStore:
             self.db.execute("INSERT INTO asset_firmware VALUES (?,?,?,?)", (asset_id, scan_id, d.firmware, now))
         if d.address_recorded:
             self.db.execute("INSERT INTO asset_addresses VALUES (?,?,?,?)", (asset_id, seen.ip, scan_id, now))
-        identity = {**m.fields, "sources": m.sources, "raw": m.raw}
-        # a state is a moment's: one this scan did not read is not carried over from an earlier one
-        cpu_state = next((raw["cpu_state"] for raw in m.raw.values() if raw.get("cpu_state")), None)
+        columns = {**records.asset_columns(d), "last_seen": now, "id": asset_id}
         self.db.execute(
-            "UPDATE assets SET ip=?, device_class=?, vendor=?, model=?, product_code=?, serial=?, firmware=?,"
-            " hardware_version=?, protocols=?, identity=?, conflicts=?, last_seen=?, asset_type=?, cpu_state=?"
-            " WHERE id=?",
-            (seen.ip, seen.device_class, m.get("vendor"), seen.model, m.get("product_code"), seen.serial, d.firmware,
-             m.get("hardware_version"), json.dumps(m.protocols), json.dumps(identity, default=str),
-             json.dumps(m.conflicts, default=str), now, m.get("asset_type"), cpu_state, asset_id),
+            "UPDATE assets SET ip=:ip, device_class=:device_class, vendor=:vendor, model=:model,"
+            " product_code=:product_code, serial=:serial, firmware=:firmware, hardware_version=:hardware_version,"
+            " protocols=:protocols, identity=:identity, conflicts=:conflicts, last_seen=:last_seen,"
+            " asset_type=:asset_type, cpu_state=:cpu_state WHERE id=:id", columns,
         )
         self.db.execute(
             "INSERT OR REPLACE INTO scan_assets (scan_id, asset_id, ip, firmware, model, serial, protocols)"
-            " VALUES (?,?,?,?,?,?,?)",
-            (scan_id, asset_id, seen.ip, d.firmware, seen.model, seen.serial, json.dumps(sorted(m.protocols))),
+            " VALUES (:scan_id, :asset_id, :ip, :firmware, :model, :serial, :protocols)",
+            {**records.snapshot_columns(d), "scan_id": scan_id, "asset_id": asset_id},
         )
 
     def _event(self, asset_id: str, scan_id: str, kind: str, old: Any, new: Any) -> None:
@@ -376,16 +372,12 @@ class SqliteStore:
 
     def snapshot_pairs(self, old_id: str | None, new_id: str) -> Iterator[SnapshotPair]:
         new_rowid = self.db.execute("SELECT rowid FROM scans WHERE id=?", (new_id,)).fetchone()
+        params = {"old": old_id, "new": new_id, "new_rowid": new_rowid[0]}
         plain = self.db.cursor()
         plain.row_factory = None  # tuples: a Row's lookup by name costs more than the rest of a pair
         try:
-            for r in plain.execute(_AFTER_PAIRS, {"old": old_id, "new": new_id, "new_rowid": new_rowid[0]}):
-                yield SnapshotPair(_snapshot_row(r, 6), _snapshot_row(r, 0), _snapshot_row(r, 12),
-                                   seen_earlier=bool(r[18]), newly_shared_serial=bool(r[19]))
-            if old_id is None:
-                return
-            for r in plain.execute(_BEFORE_ONLY, {"old": old_id, "new": new_id}):
-                yield SnapshotPair(_snapshot_row(r, 0), None, address_taken=bool(r[6]))
+            yield from snapshots.pairs(plain.execute(_AFTER_PAIRS, params),
+                                       None if old_id is None else lambda: plain.execute(_BEFORE_ONLY, params))
         except sqlite3.DatabaseError as exc:
             raise InventoryError(f"{self.path}: {exc}") from exc
 
@@ -406,42 +398,6 @@ class SqliteStore:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-# a SnapshotRow's fields, from the table aliased {p}, named {p}_...
-_SNAPSHOT = ("{p}.asset_id AS {p}_id, {p}.ip AS {p}_ip, {p}.firmware AS {p}_firmware, {p}.model AS {p}_model,"
-             " {p}.serial AS {p}_serial, {p}.protocols AS {p}_protocols")
-# Each asset of the later snapshot that may have changed (not in the earlier one, another address or firmware, or a
-# serial that became shared there) with its earlier row (by asset id), the earlier scan's asset at its address that
-# the later scan no longer saw (a replaced device), and whether any earlier scan saw it. Every lookup goes through an
-# index and unchanged assets never leave the database: the diff is linear in the assets.
-_AFTER_PAIRS = f"""
-WITH shared AS (
-    SELECT serial FROM scan_assets WHERE scan_id = :new AND serial <> '' GROUP BY serial HAVING count(*) > 1
-    EXCEPT SELECT serial FROM scan_assets WHERE scan_id = :old AND serial <> '' GROUP BY serial HAVING count(*) > 1
-), changed AS MATERIALIZED (
-    SELECT {_SNAPSHOT.format(p="a")}, {_SNAPSHOT.format(p="b")}
-    FROM scan_assets a LEFT JOIN scan_assets b ON b.scan_id = :old AND b.asset_id = a.asset_id
-    WHERE a.scan_id = :new
-        AND (b.asset_id IS NULL OR b.ip <> a.ip OR b.firmware IS NOT a.firmware OR a.serial IN shared)
-)
-SELECT changed.*, {_SNAPSHOT.format(p="d")},
-    EXISTS (SELECT 1 FROM scan_assets e JOIN scans s ON s.id = e.scan_id
-            WHERE e.asset_id = changed.a_id AND s.rowid < :new_rowid),
-    changed.a_serial IN shared
-FROM changed
-LEFT JOIN scan_assets d ON changed.b_id IS NULL AND d.scan_id = :old AND d.ip = changed.a_ip
-    AND NOT EXISTS (SELECT 1 FROM scan_assets x WHERE x.scan_id = :new AND x.asset_id = d.asset_id)
-ORDER BY changed.a_ip
-"""
-# The earlier snapshot's assets the later one lacks, and whether the later scan saw another asset at the address.
-_BEFORE_ONLY = f"""
-SELECT {_SNAPSHOT.format(p="b")},
-    EXISTS (SELECT 1 FROM scan_assets x WHERE x.scan_id = :new AND x.ip = b.ip)
-FROM scan_assets b
-WHERE b.scan_id = :old AND NOT EXISTS (SELECT 1 FROM scan_assets a WHERE a.scan_id = :new AND a.asset_id = b.asset_id)
-ORDER BY b.ip
-"""
-
-
 def _where(where: AssetFilter) -> tuple[str, list[Any]]:
     conditions: list[str] = [] if where.include_retired else ["retired=0"]
     params: list[Any] = []
@@ -458,11 +414,9 @@ def _where(where: AssetFilter) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
 
 
-def _snapshot_row(r: tuple[Any, ...], at: int) -> SnapshotRow | None:
-    """The SnapshotRow in the six columns of `r` from `at` (`_SNAPSHOT`); None when the join found none."""
-    if r[at] is None:
-        return None
-    return SnapshotRow(*r[at: at + 5], protocols_json=r[at + 5])
+# the scans recorded before the later one saw the asset: the file keeps the order scans were recorded in
+_AFTER_PAIRS = snapshots.after_pairs_sql("s.rowid < :new_rowid")
+_BEFORE_ONLY = snapshots.before_only_sql()
 
 
 # A scan resumes an earlier one, so following `resumes` ends at the chain's first scan.

@@ -30,6 +30,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from otprobe.errors import InventoryError
 from otprobe.inventory import records, snapshots
+from otprobe.inventory.owners import pid_alive
 from otprobe.inventory.reconcile import Decision, KnownAsset, devices_seen, reconcile
 from otprobe.inventory.store import (
     ALL_ASSETS,
@@ -121,18 +122,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -192,7 +181,7 @@ class SqliteStore:
         """Close the books of scans whose process died (kill -9, power loss): what they saw still counts."""
         here = socket.gethostname()
         for row in self.db.execute("SELECT id, pid, host FROM scans WHERE status='running'").fetchall():
-            if row["host"] == here and not _pid_alive(row["pid"]):
+            if row["host"] == here and not pid_alive(row["pid"]):
                 # `scan --resume` skips what such a scan observed, so its observations must reach the assets
                 self.finish_scan(row["id"], "interrupted", list(self._missing(row["id"])))
 

@@ -670,18 +670,15 @@ def scan(
                 leases = store.device_leases()  # across sensors, on top of the host-wide leases
                 render.info(f"recording into {store.label} as site {store.site}", quiet)
         audit_path = audit or audit_beside(setting)
-        outcome = asyncio.run(_run_scan(prepared, store, audit_path, now, quiet, leases))
+        # jsonl streams: each result is a line as soon as it is recorded, for a pipeline that watches the scan
+        stream = _jsonl_line if fmt is ScanFormat.jsonl else None
+        outcome = asyncio.run(_run_scan(prepared, store, audit_path, now, quiet, leases, on_observation=stream))
         if report is not None:
             _write_report(store, outcome.scan_id, audit_path, report, _report_format(None, report), prepared.profile)
             render.info(f"report: {report}", quiet)
         if fmt is ScanFormat.json:
             _write_report(store, outcome.scan_id, audit_path, None, ReportFormat.json, prepared.profile)
-    if fmt is ScanFormat.jsonl:
-        from otprobe.report.scan_json import jsonl_rows
-
-        for row in jsonl_rows(outcome.observations):
-            typer.echo(row)
-    elif fmt is ScanFormat.table:
+    if fmt is ScanFormat.table:
         render.observations_table(outcome.observations)
     if not quiet:
         render.scan_summary(_summary(outcome, prepared))
@@ -764,7 +761,15 @@ def _summary(outcome: Any, prepared: Any) -> dict[str, Any]:
     }
 
 
-async def _run_scan(prepared: Any, store: Store, audit_path: Path, now: Any, quiet: bool, leases: Any = None) -> Any:
+def _jsonl_line(observation: Any) -> None:
+    from otprobe.report.scan_json import jsonl_row
+
+    typer.echo(jsonl_row(observation))
+    sys.stdout.flush()
+
+
+async def _run_scan(prepared: Any, store: Store, audit_path: Path, now: Any, quiet: bool, leases: Any = None,
+                    on_observation: Any = None) -> Any:
     """Run one scan with Ctrl-C semantics: first stops gracefully, second at once; sockets close either way."""
     import asyncio
     import signal
@@ -773,7 +778,7 @@ async def _run_scan(prepared: Any, store: Store, audit_path: Path, now: Any, qui
     from otprobe.scan import ScanRun
 
     progress = render.ScanProgress(enabled=not quiet)
-    run = ScanRun(prepared, store, audit_path, now=now, leases=leases)
+    run = ScanRun(prepared, store, audit_path, now=now, leases=leases, on_observation=on_observation)
     loop = asyncio.get_running_loop()
     interrupts = 0
 

@@ -74,7 +74,6 @@ def document(facts: ScanFacts) -> dict[str, Any]:
     }
 
 
-def jsonl_rows(observations: list[Observation]) -> list[str]:
-    """One JSON line per device and protocol, in address order: the rows a pipeline reads one by one."""
-    ordered = sorted(observations, key=lambda o: (address_key(o.target), o.protocol))
-    return [json.dumps(o.as_dict(), default=str) for o in ordered]
+def jsonl_row(observation: Observation) -> str:
+    """One device's result of one protocol as one JSON line (`scan --format jsonl` prints each as it is recorded)."""
+    return json.dumps(observation.as_dict(), default=str)

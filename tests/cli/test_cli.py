@@ -9,6 +9,7 @@ plant on this file's own addresses (127.0.111.x); the others run in-process thro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sqlite3
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import REPO, plain_env, reference_generator, run_otprobe, write_profile
+from cli_helpers import REPO, plain_env, reference_generator, run_otprobe, start_otprobe, write_profile
 from typer.testing import CliRunner
 
 from otprobe import cli
@@ -308,3 +309,25 @@ async def test_no_color_means_no_escape_codes_even_on_a_terminal(tmp_path: Path,
     assert ESCAPE in coloured.stdout + coloured.stderr
     assert ESCAPE not in plain.stdout + plain.stderr
     assert plain.code == coloured.code
+
+
+async def test_scan_jsonl_prints_each_result_while_the_scan_still_runs(tmp_path: Path) -> None:
+    """A pipeline follows the scan: the first device's line arrives long before the last device is even asked."""
+    env = plain_env(tmp_path)
+    meters = [{**METER, "name": f"meter{n}", "address": f"127.0.111.{20 + n}"} for n in range(3)]
+    # 0.5 pps per device and one device at a time: three Modbus sessions take several seconds each
+    profile = write_profile(tmp_path / "slow.yaml", ["127.0.111.0/24"], assign=[],
+                            protocols={"modbus": {"port": METER["modbus"]["port"], "unit_ids": [1]}},
+                            classes={"unknown": {"pps": 0.5, "burst": 1, "connect_gap_s": 0, "max_session_s": 30}},
+                            max_devices_in_flight=1, max_addresses_in_flight=1, retries=0)
+    async with running_plant({"plant": "three", "devices": meters}):
+        process = await start_otprobe("scan", *(m["address"] for m in meters), "--profile", str(profile),
+                                      "--db", str(tmp_path / "i.db"), "--format", "jsonl", "--quiet", env=env)
+        assert process.stdout is not None
+        first = json.loads(await asyncio.wait_for(process.stdout.readline(), 60))
+        still_running = process.returncode is None
+        rest, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert still_running, "the first line came only when the scan had ended"
+    lines = [first, *map(json.loads, rest.decode().splitlines())]
+    assert sorted(line["ip"] for line in lines) == [m["address"] for m in meters]
+    assert process.returncode == 0

@@ -87,9 +87,10 @@ async def test_report_json_is_the_scan_document(scanned: Scanned) -> None:
     assert done.json() == scanned.second.json()
 
 
-def test_jsonl_is_one_line_per_device_and_protocol_in_address_order(scanned: Scanned) -> None:
+def test_jsonl_is_one_line_per_device_and_protocol(scanned: Scanned) -> None:
     rows = [json.loads(line) for line in scanned.first.stdout.splitlines()]
-    assert [(row["ip"], row["protocol"]) for row in rows] == [(address, "modbus") for address in TARGETS]
+    pairs = [(row["ip"], row["protocol"]) for row in rows]
+    assert sorted(pairs) == sorted((address, "modbus") for address in TARGETS)  # each once, in completion order
     assert {row["status"] for row in rows if row["ip"] not in (SILENT, EXCLUDED)} == {"identified"}
     assert all(set(row) >= {"ip", "protocol", "port", "status", "firmware", "identity", "packets_sent"} for row in rows)
 

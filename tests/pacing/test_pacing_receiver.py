@@ -11,8 +11,9 @@ The scenarios (tests/plantgen.py, blocks 127.0.80-99.x) run once: every plant is
 17 s). The devices stamp packets in their own process, so a busy scanner cannot delay a stamp and make packets look
 closer together than they were sent; the stamps are CLOCK_MONOTONIC, comparable with this process's. Each scan has
 its own plant, addresses, scheduler and caps; bench/bench_plant64.py runs the 64-device plants alone and gets the
-same ratios. The two-class 64-device plant measures 1.145-1.148x, too close to 1.15x for a test on a shared machine:
-it is held to 1.20x as a regression guard, the one-class plant (1.04x in the last `make bench`) to the acceptance figure (BENCHMARKS.md §3).
+same ratios. The two-class 64-device plant once measured 1.145-1.148x, too close to 1.15x for a test on a shared
+machine: it is held to 1.20x as a regression guard, the one-class plant (1.04x in the last `make bench`) to the
+acceptance figure (BENCHMARKS.md §3).
 """
 
 from __future__ import annotations

@@ -67,3 +67,16 @@ OPCUA_S7_1500 = {  # public ApplicationUri/ProductUri patterns; BuildInfo values
     "certificate": {"common_name": "PLC_1/OPCUA", "organization": "Siemens", "hash": "sha384",
                     "not_before": "2023-03-01T08:00:00", "valid_days": 7300},
 }
+
+
+# What a small plant says, per address and protocol, as the inventory tests write it through a store (SQLite and
+# central): one S7 CPU, a Modbus/EtherNet-IP PLC whose two protocols agree, one EtherNet/IP controller.
+INVENTORY_PLANT = {
+    "127.0.1.10": [("s7", {"vendor": "Siemens", "model": "CPU 315-2 PN/DP", "serial": "S C-B1U393142011",
+                           "firmware": "V3.2.7", "product_code": "6ES7 315-2EH14-0AB0"})],
+    "127.0.2.11": [("modbus", {"vendor": "Schneider Electric", "product_code": "BME P58 1020", "firmware": "v02.70"}),
+                   ("enip", {"vendor": "Schneider Electric", "model": "BME P58 1020", "serial": "00A1B2C3",
+                             "firmware": "2.70", "vendor_id": 243})],
+    "127.0.3.10": [("enip", {"vendor": "Rockwell Automation/Allen-Bradley", "model": "1769-L18ER/A LOGIX5318ER",
+                             "serial": "6043BF65", "firmware": "21.11"})],
+}

@@ -9,15 +9,6 @@ from otprobe.inventory.central import CentralStore
 from otprobe.model import Identity, Observation, Status
 
 PORTS = {"s7": 102, "modbus": 502, "enip": 44818}
-PLANT = {
-    "127.0.1.10": [("s7", {"vendor": "Siemens", "model": "CPU 315-2 PN/DP", "serial": "S C-B1U393142011",
-                           "firmware": "V3.2.7", "product_code": "6ES7 315-2EH14-0AB0"})],
-    "127.0.2.11": [("modbus", {"vendor": "Schneider Electric", "product_code": "BME P58 1020", "firmware": "v02.70"}),
-                   ("enip", {"vendor": "Schneider Electric", "model": "BME P58 1020", "serial": "00A1B2C3",
-                             "firmware": "2.70", "vendor_id": 243})],
-    "127.0.3.10": [("enip", {"vendor": "Rockwell Automation/Allen-Bradley", "model": "1769-L18ER/A LOGIX5318ER",
-                             "serial": "6043BF65", "firmware": "21.11"})],
-}
 
 
 def obs(ip: str, protocol: str, **ident: object) -> Observation:

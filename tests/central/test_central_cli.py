@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from central_plant import PLANT, run_scan
+from central_plant import run_scan
+from identities import INVENTORY_PLANT as PLANT
 from typer.testing import CliRunner
 
 from otprobe.cli import app

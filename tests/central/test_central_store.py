@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from central_plant import PLANT, PORTS, later, obs, run_scan
+from central_plant import PORTS, later, obs, run_scan
+from identities import INVENTORY_PLANT as PLANT
 
 from otprobe.errors import InventoryError
 from otprobe.inventory import SqliteStore

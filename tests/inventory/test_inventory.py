@@ -11,6 +11,7 @@ from dataclasses import asdict
 import pytest
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
+from identities import INVENTORY_PLANT as PLANT
 
 from otprobe.errors import InventoryError
 from otprobe.inventory import SqliteStore
@@ -25,15 +26,6 @@ def obs(ip: str, protocol: str, status: Status = Status.IDENTIFIED, **ident: obj
     return Observation(ip, protocol, port, status, identity, 0.01, 4, None, "plc")
 
 
-PLANT = {
-    "127.0.1.10": [("s7", {"vendor": "Siemens", "model": "CPU 315-2 PN/DP", "serial": "S C-B1U393142011",
-                           "firmware": "V3.2.7", "product_code": "6ES7 315-2EH14-0AB0"})],
-    "127.0.2.11": [("modbus", {"vendor": "Schneider Electric", "product_code": "BME P58 1020", "firmware": "v02.70"}),
-                   ("enip", {"vendor": "Schneider Electric", "model": "BME P58 1020", "serial": "00A1B2C3",
-                             "firmware": "2.70", "vendor_id": 243})],
-    "127.0.3.10": [("enip", {"vendor": "Rockwell Automation/Allen-Bradley", "model": "1769-L18ER/A LOGIX5318ER",
-                             "serial": "6043BF65", "firmware": "21.11"})],
-}
 
 
 def run_scan(store: SqliteStore, scan_id: str, plant: dict, status: str = "complete",

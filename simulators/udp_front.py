@@ -29,6 +29,39 @@ _SIOCGSTAMPNS = 0x8907  # linux/sockios.h: the last received datagram's kernel t
 _TIMESPEC = struct.Struct("@qq")
 
 
+class WallToMonotonic:
+    """Turns the kernel's receive stamps (CLOCK_REALTIME) into time.monotonic() terms, also across a step of the
+    wall clock.
+
+    Why: the wall clock can be stepped while the device runs (time synchronisation on a machine just resumed from a
+    snapshot moved it 6 s once); converting with the offset of the moment the device reads would then misplace a
+    datagram that arrived before the step by the whole step. So the offset before the last step is kept too, and a
+    reading is plausible only between the previous datagram's arrival (a socket's queue is first in, first out) and
+    now. The current offset wins when both are plausible; when neither is, the datagram is stamped now: late, never
+    early, as the TCP front's stamps err."""
+
+    STEP_S = 0.01  # an offset change larger than this is a step (slewing moves it at most 0.5 ms per second)
+    SLACK_S = 0.005  # the two clocks are read one after the other
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        self._monotonic, self._wall = monotonic, wall
+        self._floor = monotonic()  # nothing read from now on arrived before this
+        self._offset = wall() - self._floor
+        self._before_step: float | None = None
+
+    def convert(self, stamp: float) -> float:
+        now = self._monotonic()
+        offset = self._wall() - now
+        if abs(offset - self._offset) > self.STEP_S:
+            self._before_step = self._offset
+        self._offset = offset
+        for candidate in (offset, self._before_step):
+            if candidate is not None and self._floor - self.SLACK_S <= stamp - candidate <= now + self.SLACK_S:
+                self._floor = at = min(now, stamp - candidate)
+                return at
+        return now
+
+
 @dataclass
 class Exchange:
     """What one request datagram is (as the recorder files it) and what the device sends back (maybe nothing)."""
@@ -68,6 +101,7 @@ class UdpFront:
         self.load = load or SlowLoad(fault)
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._clock = WallToMonotonic()
 
     async def start(self) -> None:
         if self.fault.mode is FaultMode.REFUSED:
@@ -111,7 +145,7 @@ class UdpFront:
         except (AttributeError, OSError):
             return None
         seconds, nanoseconds = _TIMESPEC.unpack(stamp)
-        return time.monotonic() - (time.time() - (seconds + nanoseconds / 1e9))
+        return self._clock.convert(seconds + nanoseconds / 1e9)
 
     def _mutate(self, reply: bytes) -> bytes:
         match self.fault.mode:

@@ -13,6 +13,9 @@ import threading
 import time
 
 import identities
+import pytest
+
+from simulators.udp_front import WallToMonotonic
 
 ADDRESS, PORT = "127.0.132.10", 15032
 STALL_S = 0.3
@@ -99,3 +102,53 @@ async def test_a_datagram_is_stamped_when_it_arrived_while_the_device_was_busy(s
     [at_client] = sent
     assert at_client < stalled_until - 0.1
     assert abs(device.recorder.requests[0].mono - at_client) <= TOLERANCE_S
+
+
+class SteppedClocks:
+    """A monotonic clock and a wall clock 1,000 s ahead of it, which a test can step."""
+
+    def __init__(self) -> None:
+        self.mono, self.offset = 100.0, 1_000.0
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def wall(self) -> float:
+        return self.mono + self.offset
+
+
+def test_a_datagram_read_after_the_wall_clock_stepped_keeps_the_time_it_arrived() -> None:
+    clocks = SteppedClocks()
+    convert = WallToMonotonic(clocks.monotonic, clocks.wall).convert
+    clocks.mono = 101.0  # one datagram arrives, stamped by the kernel with the wall clock of then
+    first = clocks.wall()
+    clocks.mono = 101.2  # a second one, queued behind it
+    second = clocks.wall()
+    clocks.offset += 6.0  # the wall clock is stepped 6 s ahead before the device reads either
+    clocks.mono = 101.5
+    assert convert(first) == pytest.approx(101.0)
+    assert convert(second) == pytest.approx(101.2)
+    clocks.mono = 102.0  # one arriving after the step is converted with the new offset
+    assert convert(clocks.wall()) == pytest.approx(102.0)
+
+
+def test_a_step_backwards_does_not_stamp_a_datagram_in_the_future_or_before_the_previous_one() -> None:
+    clocks = SteppedClocks()
+    convert = WallToMonotonic(clocks.monotonic, clocks.wall).convert
+    clocks.mono = 101.0
+    assert convert(clocks.wall()) == pytest.approx(101.0)
+    clocks.mono = 101.3
+    stamp = clocks.wall()
+    clocks.offset -= 6.0
+    clocks.mono = 101.4
+    assert convert(stamp) == pytest.approx(101.3)
+    clocks.mono = 101.6
+    assert convert(clocks.wall()) == pytest.approx(101.6)
+
+
+def test_a_stamp_no_offset_explains_is_taken_as_now_late_never_early() -> None:
+    clocks = SteppedClocks()
+    convert = WallToMonotonic(clocks.monotonic, clocks.wall).convert
+    clocks.mono = 105.0
+    assert convert(clocks.wall() - 50.0) == 105.0  # before the device existed
+    assert convert(clocks.wall() + 50.0) == 105.0  # in the future

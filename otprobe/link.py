@@ -15,6 +15,7 @@ streams, so a cancellation (session limit, deadline, second Ctrl-C) always reach
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,6 +24,10 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from otprobe.contract import Category, Kind, Operation, Probe, Timeouts
 from otprobe.errors import AuditError, BudgetExceeded, PolicyViolation, ProbeContractError
 from otprobe.safety import require_read_only
+
+# No host answered at all: the kernel's neighbour discovery (ARP) got no reply, or a router said the host or its
+# network cannot be reached. Unlike a refusal (RST, ICMP port unreachable), that proves nobody is there.
+UNREACHABLE = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN})
 
 if TYPE_CHECKING:
     from otprobe.model import Target
@@ -103,6 +108,8 @@ class Link:
         self.budget = probe.max_packets()
         self.packets_sent = 0
         self.unaudited_closes = 0  # closes sent after the audit log failed (see _intent)
+        # an operation failed with one of UNREACHABLE: whatever the probe called it, the host did not answer
+        self.unreachable = False
         self._enabled_intrusive = enabled_intrusive
         self._in_scope = in_scope
         self._scope_checked = False  # a link has one target: once allowed, it stays allowed
@@ -155,6 +162,7 @@ class Link:
             yield op
         except BaseException as exc:
             self._outcome(record, type(exc).__name__, str(exc) or None)
+            self.unreachable |= isinstance(exc, OSError) and exc.errno in UNREACHABLE
             if op.kind is Kind.CONNECT and self._connect_failures is not None:
                 self._connect_failures.connect_failed()
             raise

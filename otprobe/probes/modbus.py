@@ -190,7 +190,9 @@ class _Session:
         except TimeoutError:
             raise
         except OSError as exc:
-            raise ConnectionRefusedError(exc.strerror or "connection refused") from None
+            refused = ConnectionRefusedError(exc.strerror or "connection refused")
+            refused.errno = exc.errno  # the link tells an unreachable host from a refusal by it
+            raise refused from None
         self.opened = True
 
     async def close(self, link: ProbeLink) -> None:

@@ -15,7 +15,9 @@ Why it is shaped this way:
   other TCP probe is tried. Probes that speak only UDP still get one datagram each (no retry), because a building
   controller or a switch may filter TCP and answer UDP; if one answers, the host is proven alive and the skipped
   TCP probes run after all. A refusal (RST, ICMP port unreachable) proves the host is up and that port closed:
-  it is final for that probe (never retried) and the other probes are still tried.
+  it is final for that probe (never retried) and the other probes are still tried. An unreachable host (no ARP
+  reply, ICMP host or network unreachable: `link.UNREACHABLE`) is no answer, recorded as a timeout: on a local
+  segment, that is how most empty addresses show.
 * All pacing (buckets, connection gap, cutoff, slowdown) lives in one Pacer per device over one shared Limiter, so
   retries, sessions and probes cannot add packets behind its back: every packet goes through the Link.
 * A device packet budget (`max_packets_per_device`), when set, bounds everything one scan sends one address,
@@ -342,13 +344,18 @@ class Scheduler:
         """One probe against one device, with retries (`retries`, else the config's). Updates the breaker count."""
         target = address.target
         retries = self.config.retries if retries is None else retries
-        attempt = 0
+        attempt = sent = 0
         while True:
             if not self._fits(address, probe):
-                return _observation(target, probe, Status.TRIPPED, f"this device's packet budget "
-                                    f"({self.config.max_packets_per_device} per scan) has no room for this probe")
+                budget = self.config.max_packets_per_device
+                note = f"this device's packet budget ({budget} per scan) has no room for this probe"
+                observation = _observation(target, probe, Status.TRIPPED, note)
+                observation.packets_sent = sent
+                return observation
             observation = await self._attempt(target, probe)
             address.spent += observation.packets_sent
+            sent += observation.packets_sent
+            observation.packets_sent = sent  # the result carries what every attempt sent, not the last one's
             if observation.status not in RETRYABLE:
                 address.failures = 0
                 return observation
@@ -391,6 +398,9 @@ class Scheduler:
         finally:
             pacer.on_session = None
             self.packets_sent += link.packets_sent
+        if link.unreachable and observation.status is Status.REFUSED:
+            # The probe saw a failed connect or send; the link saw why: nobody answered, which is not a refusal.
+            observation = _observation(target, probe, Status.TIMEOUT, f"host unreachable: {observation.error}")
         observation.packets_sent = link.packets_sent
         observation.device_class = target.device_class
         if observation.latency_s is None:

@@ -32,3 +32,6 @@ async def test_silent_devices_that_force_every_retry_receive_at_most_the_budget(
     # the budget, not the breaker or the test's timeouts, is what stopped each device
     stopped = {o.target for o in scan.outcome.observations if o.error and "packet budget" in o.error}
     assert stopped == set(received), [(o.target, o.protocol, o.status, o.error) for o in scan.outcome.observations]
+    # each result counts every attempt's packets, so per device they add up to what the device received
+    recorded = {ip: sum(o.packets_sent for o in scan.outcome.observations if o.target == ip) for ip in received}
+    assert recorded == received

@@ -62,9 +62,19 @@ class Operation:
     description: str = ""
 
 
+# How long a connect waits for the device's SYN-ACK, at most. Linux sends an unanswered SYN again after its initial
+# retransmission timeout of 1 s, on its own timer, outside any pacing: a connect that waited longer would let a
+# device that drops the first SYN receive a second one 1 s later, over a cap below 1 pps and inside the connection
+# gap. A connect given up before that closes its socket, and closing a socket still in SYN_SENT sends nothing, so a
+# second SYN is only ever otprobe's own retry, paced and counted. (TCP_USER_TIMEOUT does not help: measured on Linux
+# 6.18, the kernel still retransmits the SYN at 1 s and only then reports the timeout.) The 0.3 s to spare cover a
+# timer that fires late on a busy machine. `scan_config` caps a profile's `connect_s` to this.
+SYN_WAIT_S = 0.7
+
+
 @dataclass(frozen=True)
 class Timeouts:
-    connect_s: float = 2.0
+    connect_s: float = SYN_WAIT_S
     response_s: float = 3.0
 
 

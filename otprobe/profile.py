@@ -38,7 +38,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails
 
 from otprobe import userfile
-from otprobe.contract import Float, Int, ProbeOptions, Timeouts
+from otprobe.contract import SYN_WAIT_S, Float, Int, ProbeOptions, Timeouts
 from otprobe.errors import ProfileError
 from otprobe.pacing import config as pacing
 from otprobe.probes import caution_operations, names, probe_class, probe_classes
@@ -179,7 +179,7 @@ class Protocols(_Strict):
 
 
 class TimeoutConfig(_Strict):
-    connect_s: Float = Field(2.0, gt=0, le=60)
+    connect_s: Float = Field(SYN_WAIT_S, gt=0, le=60)  # more is accepted, and used as SYN_WAIT_S (contract.py)
     response_s: Float = Field(3.0, gt=0, le=60)
 
 
@@ -517,7 +517,7 @@ def scan_config(profile: Profile | None = None, *, deadline: float | None = None
     return pacing.ScanConfig(
         global_pps=profile.global_pps,
         classes={name: pacing.ClassLimits(**limits.model_dump()) for name, limits in profile.classes.items()},
-        timeouts=Timeouts(profile.timeouts.connect_s, profile.timeouts.response_s),
+        timeouts=Timeouts(min(profile.timeouts.connect_s, SYN_WAIT_S), profile.timeouts.response_s),
         retries=profile.retries,
         breaker_failures=profile.breaker.failures,
         max_devices_in_flight=profile.max_devices_in_flight,

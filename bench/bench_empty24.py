@@ -85,7 +85,8 @@ async def main(profiles: Sequence[str]) -> None:
                 profile = prepared.profile
                 sent = outcome.result.packets_sent
                 least_global = (sent - 1) / profile.global_pps
-                class_pps = min(limits.class_pps or profile.global_pps for limits in profile.classes.values())
+                # every address of the /24 is unassigned: the unknown class's aggregate is the class cap that applies
+                class_pps = profile.limits("unknown").class_pps or profile.global_pps
                 least_caps = max(least_global, (sent - 1) / class_pps)
                 plan = prepared.plan
                 rows.append([

@@ -2,7 +2,8 @@
 
 No protocol or pacing logic lives here. Exit codes (documented in the README and tested):
 0 success; 1 changes found (`inventory diff`) or a broken chain (`audit verify`); 2 usage or profile error;
-3 refused (outside every maintenance window, a target outside the scope, or another scan running);
+3 refused (outside every maintenance window, a target outside the scope, another scan running, or a probe plugin
+declaring a code off the read-only allowlist);
 4 incomplete (deadline or interrupt); 5 any other error (inventory, audit log that cannot be read or written, I/O).
 """
 
@@ -26,6 +27,7 @@ from otprobe.errors import (
     AuditError,
     InventoryError,
     OtprobeError,
+    PolicyViolation,
     ProfileError,
     ScanAborted,
     ScanLocked,
@@ -54,6 +56,7 @@ _EXIT_FOR: tuple[tuple[type[OtprobeError], Exit], ...] = (
     (ScopeError, Exit.REFUSED),
     (WindowError, Exit.REFUSED),
     (ScanLocked, Exit.REFUSED),
+    (PolicyViolation, Exit.REFUSED),  # a probe declaring a code off the allowlist, refused before any packet
     (ScanAborted, Exit.INCOMPLETE),
     (AuditError, Exit.ERROR),  # the log cannot be used; a broken chain is `audit verify`'s own exit 1
     (InventoryError, Exit.ERROR),

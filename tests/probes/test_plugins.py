@@ -153,6 +153,6 @@ async def test_a_probe_declaring_a_code_off_the_allowlist_is_refused_at_load(tmp
                                                          "--db", str(tmp_path / "i.db")),
                  ("profiles", "check", str(profile(tmp_path, {})))):
         code, out, err = await otprobe(site, *args)
-        assert (code, out, err) == (5, "", refusal), args
+        assert (code, out, err) == (3, "", refusal), args
     code, out, _ = await otprobe(site, "scans", "list", "--db", str(tmp_path / "i.db"), "--format", "json")
     assert (code, out.strip()) == (0, "[]")  # refused before a scan began

@@ -16,12 +16,15 @@ SQLAlchemy or Alembic, so opening an up-to-date file costs neither. Anything els
 `user_version` becomes `SHARED_SCHEMA` (4), so an otprobe from before the move refuses the file ("schema version 4
 is newer") instead of misreading it. All of it runs in one `BEGIN IMMEDIATE` transaction on SQLite's transactional
 DDL: a failure or a crash midway leaves the file as it was, and a second process opening the file at the same time
-waits, then finds it done.
+waits, then finds it done. An adopted file is then vacuumed: the copy left the old rows' pages free, as much again
+as the file held.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +34,8 @@ from otprobe.inventory.database import SCHEMA_REVISION
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
+
+log = logging.getLogger(__name__)
 
 SHARED_SCHEMA = 4  # the user_version of a file on the shared schema: its revision is in alembic_version
 LEGACY_REVISION = {2: "0001_sites", 3: "0002_asset_kinds"}  # the revision that holds what each old version held
@@ -77,7 +82,7 @@ def upgrade(path: Path, site: str) -> None:
         with engine.connect() as connection:
             connection.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock first: a concurrent opener waits here
             try:
-                _upgrade(connection, site)
+                adopted = _upgrade(connection, site)
             except BaseException:
                 connection.rollback()
                 raise
@@ -86,17 +91,31 @@ def upgrade(path: Path, site: str) -> None:
         raise InventoryError(f"{path}: {exc}; is the file from a newer otprobe?") from None
     finally:
         engine.dispose()
+    if adopted:
+        _vacuum(path)
 
 
-def _upgrade(connection: Connection, site: str) -> None:
+def _vacuum(path: Path) -> None:
+    """Give back the pages the old tables held; the upgrade stands without it (later writes reuse them)."""
+    try:
+        with closing(sqlite3.connect(path, isolation_level=None, timeout=10)) as raw:
+            raw.execute("VACUUM")
+    except sqlite3.OperationalError as exc:  # a full disk, another process reading the file
+        log.warning("%s: upgraded, but not compacted (%s): it keeps its size until scans reuse the space", path, exc)
+
+
+def _upgrade(connection: Connection, site: str) -> bool:
+    """Upgrade within the caller's transaction; whether an old file was adopted."""
     version = connection.exec_driver_sql("PRAGMA user_version").scalar_one()
     if version > SHARED_SCHEMA:
         raise InventoryError(f"schema version {version} is newer than this otprobe ({SHARED_SCHEMA})")
     tables = {name for (name,) in connection.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")}
-    if "alembic_version" not in tables and "scans" in tables:
+    adopting = "alembic_version" not in tables and "scans" in tables
+    if adopting:
         adopt(connection, version, site)
     migrate(connection, "head")
     connection.exec_driver_sql(f"PRAGMA user_version={SHARED_SCHEMA}")
+    return adopting
 
 
 def migrate(connection: Connection, revision: str) -> None:

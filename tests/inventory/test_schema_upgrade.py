@@ -104,6 +104,7 @@ def test_a_schema_3_file_from_the_last_release_upgrades_in_place_and_reads_as_be
     assert rows(path, "sites", ["name"]) == [(SITE,)]
     assert rows(path, "alembic_version") == [(SCHEMA_REVISION,)]
     assert differences_from_schema_py(path) == []  # the tables are exactly schema.py's
+    assert rows(path, "pragma_freelist_count") == [(0,)]  # vacuumed: the old tables' pages are given back
 
     listed = cli("inventory", "list", "--db", str(path))
     fields = ("id", "ip", "device_class", "vendor", "model", "product_code", "serial", "firmware", "hardware_version",

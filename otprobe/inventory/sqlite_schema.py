@@ -69,6 +69,7 @@ def upgrade(path: Path, site: str) -> None:
     """Bring the file at `path` to the head revision in one transaction; rows an older otprobe wrote get `site`."""
     from alembic.util import CommandError
     from sqlalchemy import create_engine
+    from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.pool import NullPool
 
     def connect() -> sqlite3.Connection:
@@ -88,7 +89,11 @@ def upgrade(path: Path, site: str) -> None:
                 raise
             connection.commit()
     except CommandError as exc:  # a revision this otprobe does not know: the file is from a newer one
-        raise InventoryError(f"{path}: {exc}; is the file from a newer otprobe?") from None
+        raise InventoryError(f"{exc}; is the file from a newer otprobe?") from None
+    except SQLAlchemyError as exc:  # locked by a long write elsewhere, a read-only file, a full disk
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise InventoryError(f"cannot upgrade the inventory to this otprobe's schema (nothing was changed): "
+                             f"{detail}") from None
     finally:
         engine.dispose()
     if adopted:

@@ -187,6 +187,22 @@ def test_a_failure_midway_through_the_upgrade_leaves_the_file_as_it_was(tmp_path
         assert len(store.scans()) == len(rows(tmp_path / "schema3.db", "scans"))
 
 
+def test_a_database_error_during_the_upgrade_is_said_as_such_and_changes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = old_file(tmp_path, 3)
+    unchanged = dump(path)
+    adopt = sqlite_schema.adopt
+
+    def adopt_then_fail(connection: Any, version: int, site: str) -> None:
+        adopt(connection, version, site)
+        connection.exec_driver_sql("INSERT INTO no_such_table VALUES (1)")  # what a full disk would raise here
+
+    monkeypatch.setattr(sqlite_schema, "adopt", adopt_then_fail)
+    with pytest.raises(InventoryError, match=r"schema3\.db: cannot upgrade .*nothing was changed.*no such table"):
+        SqliteStore(path)
+    assert dump(path) == unchanged
+
+
 def test_two_processes_opening_an_old_file_at_once_upgrade_it_once(tmp_path: Path) -> None:
     path = old_file(tmp_path, 3)
     observations = len(rows(path, "observations"))

@@ -29,6 +29,7 @@ SCRIPTS = (
     "bench_inventory.py",  # list, export and diff on 100,000 assets: time and peak RSS of each command
     "bench_nmap_cost.py",  # packets per identified device at the simulated device: otprobe against nmap's scripts
     "bench_report.py",  # `otprobe report` time and size for 20, 250 and 1,000 devices
+    "bench_sqlite_store.py",  # the SQLite file: a scan's writes, opening a file, upgrading a 100,000-asset old file
 )
 
 

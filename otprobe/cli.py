@@ -609,8 +609,8 @@ def scan(
     db: DbOption = None,
     site: Annotated[str | None, typer.Option(
         "--site", callback=_site, show_default=False,
-        help="Site of a central inventory the scan belongs to (default: the profile's site, $OTPROBE_SITE, the "
-        "config file's site, else default).")] = None,
+        help="Site the scan belongs to, in the inventory file or a central one (default: the profile's site, "
+        "$OTPROBE_SITE, the config file's site, else default).")] = None,
     audit: Annotated[Path | None, typer.Option(help="Audit log (default: audit.jsonl beside the inventory).")]
     = None,
     fmt: Annotated[ScanFormat, typer.Option("--format", help="table, json (one document, see docs/report.md) or "
@@ -672,6 +672,11 @@ def scan(
                 store.site = _sensor_site(site, prepared.profile.site)
                 leases = store.device_leases()  # across sensors, on top of the host-wide leases
                 render.info(f"recording into {store.label} as site {store.site}", quiet)
+        else:
+            from otprobe.inventory.sqlite import SqliteStore
+
+            if isinstance(store, SqliteStore):  # always, for a file: its scans name their site too
+                store.write_site = _sensor_site(site, prepared.profile.site)
         audit_path = audit or audit_beside(setting)
         # jsonl streams: each result is a line as soon as it is recorded, for a pipeline that watches the scan
         stream = _jsonl_line if fmt is ScanFormat.jsonl else None

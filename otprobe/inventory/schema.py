@@ -1,14 +1,14 @@
-"""The inventory schema, described once in SQLAlchemy Core: the tables of the SQLite file (its schema version 3)
-plus what many sensors sharing one database need.
+"""The inventory schema, described once in SQLAlchemy Core: the tables of a sensor's SQLite file and of a central
+database alike, with what many sensors sharing one database need.
 
 Sites: every scan belongs to one, and an asset is keyed by (site, address), because plants reuse the same private
 address ranges. Scan ids are already unique strings (UTC second plus a random suffix), so a scan and its
 observations keep their sensor's identity when pushed; `audit_heads` anchors each pushed scan's end of its
 sensor's audit hash chain; `device_leases` keeps two sensors off one device at once.
 
-JSON values are TEXT holding JSON, and times are ISO 8601 UTC TEXT (they sort as text), exactly as in today's SQLite
-file: the SQLite store can then move onto this schema by copying rows. Lease expiry is a number (epoch seconds), the
-one time the database compares.
+JSON values are TEXT holding JSON, and times are ISO 8601 UTC TEXT (they sort as text), exactly as in the SQLite
+files of schema versions 1-3, which move onto this schema by copying rows (`sqlite_schema.py`). Lease expiry is a
+number (epoch seconds), the one time the database compares.
 
 The migrations in `otprobe/inventory/migrations` build this schema; a test compares the two on SQLite and
 PostgreSQL, so a change here without its migration fails.

@@ -1,5 +1,8 @@
-"""The embedded SQLite inventory: schema, migrations, crash-safe writes, and writing the asset changes a scan's end
-brings (decided in `reconcile.py`, not here).
+"""The embedded SQLite inventory: crash-safe writes, and writing the asset changes a scan's end brings (decided in
+`reconcile.py`, not here), on the shared schema of `schema.py` (created and upgraded by `sqlite_schema.py`).
+
+Every scan and asset names its site, as in a central database: a sensor's file holds the scans of the site it runs
+as (`sites.sensor_site`), and reconciliation matches a scan's devices against its own site's assets only.
 
 Observations are committed one by one as they arrive (WAL mode), so a crash loses at most the one in
 flight. A scan row is `running` while its process lives; a reader that finds a running scan whose
@@ -29,9 +32,10 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from otprobe.errors import InventoryError
-from otprobe.inventory import records, snapshots
+from otprobe.inventory import records, snapshots, sqlite_schema
 from otprobe.inventory.owners import pid_alive
 from otprobe.inventory.reconcile import Decision, KnownAsset, devices_seen, reconcile
+from otprobe.inventory.sites import sensor_site
 from otprobe.inventory.store import (
     ALL_ASSETS,
     WIDTH_FIELDS,
@@ -41,72 +45,6 @@ from otprobe.inventory.store import (
     SnapshotPair,
 )
 from otprobe.model import Identity, Observation, Status
-
-SCHEMA_VERSION = 3
-
-MIGRATIONS: dict[int, str] = {
-    1: """
-    CREATE TABLE scans (
-        id TEXT PRIMARY KEY, profile TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT,
-        status TEXT NOT NULL CHECK (status IN ('running', 'complete', 'incomplete', 'interrupted')),
-        pid INTEGER, host TEXT, targets TEXT NOT NULL, not_covered TEXT NOT NULL DEFAULT '[]',
-        counts TEXT NOT NULL DEFAULT '{}'
-    );
-    CREATE TABLE observations (
-        id INTEGER PRIMARY KEY, scan_id TEXT NOT NULL REFERENCES scans(id), ip TEXT NOT NULL,
-        protocol TEXT NOT NULL, port INTEGER NOT NULL, status TEXT NOT NULL, device_class TEXT NOT NULL,
-        identity TEXT, latency_s REAL, packets INTEGER NOT NULL, error TEXT, observed_at TEXT NOT NULL
-    );
-    CREATE INDEX observations_scan ON observations(scan_id, ip);
-    CREATE TABLE assets (
-        id TEXT PRIMARY KEY, ip TEXT, device_class TEXT NOT NULL, vendor TEXT, model TEXT, product_code TEXT,
-        serial TEXT, firmware TEXT, hardware_version TEXT, protocols TEXT NOT NULL, identity TEXT NOT NULL,
-        conflicts TEXT NOT NULL, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL, retired INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX assets_ip ON assets(ip);
-    CREATE INDEX assets_serial ON assets(serial);
-    CREATE TABLE asset_firmware (
-        asset_id TEXT NOT NULL REFERENCES assets(id), scan_id TEXT NOT NULL, firmware TEXT, observed_at TEXT NOT NULL
-    );
-    CREATE TABLE asset_addresses (
-        asset_id TEXT NOT NULL REFERENCES assets(id), ip TEXT NOT NULL, scan_id TEXT NOT NULL, observed_at TEXT NOT NULL
-    );
-    CREATE TABLE asset_events (
-        asset_id TEXT NOT NULL, scan_id TEXT NOT NULL, kind TEXT NOT NULL, old TEXT, new TEXT, at TEXT NOT NULL
-    );
-    CREATE TABLE scan_assets (
-        scan_id TEXT NOT NULL REFERENCES scans(id), asset_id TEXT NOT NULL, ip TEXT NOT NULL,
-        firmware TEXT, model TEXT, serial TEXT, PRIMARY KEY (scan_id, asset_id)
-    );
-    """,
-    # Coverage per (target, protocol): a scan records its protocols and the scan it resumes. A scan from before this
-    # recorded no protocols: the ones it observed are the best account of what it ran.
-    2: """
-    ALTER TABLE scans ADD COLUMN protocols TEXT NOT NULL DEFAULT '[]';
-    ALTER TABLE scans ADD COLUMN resumes TEXT REFERENCES scans(id);
-    UPDATE scans SET protocols =
-        (SELECT json_group_array(DISTINCT protocol) FROM observations WHERE observations.scan_id = scans.id);
-    """,
-    # What a device is (`ASSET_TYPES`) and the S7 CPU's RUN/STOP as last read, per asset; per snapshot row the
-    # protocols that identified it, so a diff calls a device missing only where a later scan asked it over one of
-    # them. Rows from before this carry the protocols their scan identified at their address. The indexes serve
-    # the diff's keyed lookups (by address and by serial within a scan, by asset across scans).
-    3: """
-    ALTER TABLE assets ADD COLUMN asset_type TEXT;
-    ALTER TABLE assets ADD COLUMN cpu_state TEXT;
-    UPDATE assets SET asset_type = json_extract(identity, '$.asset_type'),
-                      cpu_state = (SELECT json_extract(raw.value, '$.cpu_state') FROM json_each(identity, '$.raw') raw
-                                   WHERE json_extract(raw.value, '$.cpu_state') IS NOT NULL LIMIT 1);
-    CREATE INDEX assets_asset_type ON assets(asset_type);
-    ALTER TABLE scan_assets ADD COLUMN protocols TEXT NOT NULL DEFAULT '[]';
-    UPDATE scan_assets SET protocols = (SELECT json_group_array(DISTINCT protocol) FROM observations
-        WHERE observations.scan_id = scan_assets.scan_id AND observations.ip = scan_assets.ip
-        AND observations.status = 'identified');
-    CREATE INDEX scan_assets_ip ON scan_assets(scan_id, ip);
-    CREATE INDEX scan_assets_serial ON scan_assets(scan_id, serial);
-    CREATE INDEX scan_assets_asset ON scan_assets(asset_id);
-    """,
-}
 
 
 def default_db_path() -> Path:
@@ -142,10 +80,13 @@ def _domain_errors(method: Callable[Concatenate[SqliteStore, _P], _R]) -> Callab
 class SqliteStore:
     """One inventory file. Safe to open while another process writes it (WAL)."""
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, site: str | None = None) -> None:
         """Open the inventory at `path`; with `create` false (the read commands), a missing file is an error, so a
-        mistyped path is said as such instead of showing an empty inventory it just created."""
+        mistyped path is said as such instead of showing an empty inventory it just created. `site`: the one new
+        scans belong to (and rows of a file an older otprobe wrote, when it is upgraded), else the sensor's site
+        (`sites.sensor_site`)."""
         self.path = Path(path)
+        self._site = site
         if not create and not self.path.is_file():
             raise InventoryError(f"{self.path}: no inventory there (check --db; `otprobe scan` creates one)")
         try:
@@ -166,13 +107,23 @@ class SqliteStore:
     def close(self) -> None:
         self.db.close()
 
+    @property
+    def write_site(self) -> str:
+        """The site new scans belong to: given, else the sensor's (read once, when first needed)."""
+        if self._site is None:
+            self._site = sensor_site(None)
+        return self._site
+
+    @write_site.setter
+    def write_site(self, site: str) -> None:
+        self._site = site
+
     def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise InventoryError(f"{self.path}: schema version {version} is newer than this otprobe ({SCHEMA_VERSION})")
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            # executescript commits on its own; the script carries its own transaction so a migration is atomic
-            self.db.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[target]}; PRAGMA user_version={target}; COMMIT;")
+        if not sqlite_schema.is_current(self.db):  # only then SQLAlchemy and Alembic are loaded
+            try:
+                sqlite_schema.upgrade(self.path, self.write_site)
+            except InventoryError as exc:
+                raise InventoryError(f"{self.path}: {exc}") from None
 
     def _tx(self) -> sqlite3.Connection:
         return _Transaction(self.db)  # type: ignore[return-value]
@@ -190,12 +141,15 @@ class SqliteStore:
     @_domain_errors
     def begin_scan(self, scan_id: str, profile: str, targets: Iterable[str], *, protocols: Iterable[str],
                    resumes: str | None = None) -> None:
-        self.db.execute(
-            "INSERT INTO scans (id, profile, started_at, status, pid, host, targets, protocols, resumes)"
-            " VALUES (?,?,?,?,?,?,?,?,?)",
-            (scan_id, profile, _now(), "running", os.getpid(), socket.gethostname(), json.dumps(list(targets)),
-             json.dumps(list(protocols)), resumes),
-        )
+        site = self.write_site
+        with self._tx():
+            self.db.execute("INSERT OR IGNORE INTO sites (name, created_at) VALUES (?,?)", (site, _now()))
+            self.db.execute(
+                "INSERT INTO scans (id, site, profile, started_at, status, pid, host, targets, protocols, resumes)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (scan_id, site, profile, _now(), "running", os.getpid(), socket.gethostname(),
+                 json.dumps(list(targets)), json.dumps(list(protocols)), resumes),
+            )
 
     @_domain_errors
     def add_observation(self, scan_id: str, obs: Observation) -> None:
@@ -217,11 +171,12 @@ class SqliteStore:
             counts[str(obs.status)] += 1
         counts.update(figures or {})
         with self._tx():
+            site = self.db.execute("SELECT site FROM scans WHERE id=?", (scan_id,)).fetchone()[0]
             seen = devices_seen(observations, self._observations(*self._chain(scan_id)[1:]))
-            known = [KnownAsset(r["id"], r["ip"], r["serial"], r["model"], r["firmware"]) for r in
-                     self.db.execute("SELECT id, ip, serial, model, firmware FROM assets WHERE retired=0")]
+            known = [KnownAsset(r["id"], r["ip"], r["serial"], r["model"], r["firmware"]) for r in self.db.execute(
+                "SELECT id, ip, serial, model, firmware FROM assets WHERE site=? AND retired=0", (site,))]
             for decision in reconcile(seen, known):
-                self._apply(scan_id, decision)
+                self._apply(scan_id, site, decision)
             self.db.execute(
                 "UPDATE scans SET status=?, ended_at=?, not_covered=?, counts=? WHERE id=?",
                 (status, _now(), json.dumps(list(not_covered)), json.dumps(counts), scan_id),
@@ -249,7 +204,7 @@ class SqliteStore:
         rows = self.db.execute(f"SELECT * FROM observations WHERE scan_id IN ({marks}) ORDER BY id", scan_ids)
         return [_row_to_observation(r) for r in rows.fetchall()]
 
-    def _apply(self, scan_id: str, d: Decision) -> None:
+    def _apply(self, scan_id: str, site: str, d: Decision) -> None:
         """Write one decision of `reconcile` and what this scan saw of the asset; nothing is decided here."""
         now = _now()
         seen = d.seen
@@ -261,15 +216,17 @@ class SqliteStore:
         if asset_id is None:
             asset_id = uuid.uuid4().hex[:12]
             self.db.execute(
-                "INSERT INTO assets (id, ip, device_class, protocols, identity, conflicts, first_seen, last_seen)"
-                " VALUES (?,?,?,?,?,?,?,?)", (asset_id, seen.ip, seen.device_class, "{}", "{}", "{}", now, now),
+                "INSERT INTO assets (id, site, ip, device_class, protocols, identity, conflicts, first_seen, last_seen)"
+                " VALUES (?,?,?,?,?,?,?,?,?)", (asset_id, site, seen.ip, seen.device_class, "{}", "{}", "{}", now, now),
             )
         for event in d.events:
             self._event(event.asset_id or asset_id, scan_id, event.kind, event.old, event.new)
         if d.firmware_recorded:
-            self.db.execute("INSERT INTO asset_firmware VALUES (?,?,?,?)", (asset_id, scan_id, d.firmware, now))
+            self.db.execute("INSERT INTO asset_firmware (asset_id, scan_id, firmware, observed_at) VALUES (?,?,?,?)",
+                            (asset_id, scan_id, d.firmware, now))
         if d.address_recorded:
-            self.db.execute("INSERT INTO asset_addresses VALUES (?,?,?,?)", (asset_id, seen.ip, scan_id, now))
+            self.db.execute("INSERT INTO asset_addresses (asset_id, ip, scan_id, observed_at) VALUES (?,?,?,?)",
+                            (asset_id, seen.ip, scan_id, now))
         columns = {**records.asset_columns(d), "last_seen": now, "id": asset_id}
         self.db.execute(
             "UPDATE assets SET ip=:ip, device_class=:device_class, vendor=:vendor, model=:model,"
@@ -284,7 +241,8 @@ class SqliteStore:
         )
 
     def _event(self, asset_id: str, scan_id: str, kind: str, old: Any, new: Any) -> None:
-        self.db.execute("INSERT INTO asset_events VALUES (?,?,?,?,?,?)", (asset_id, scan_id, kind, old, new, _now()))
+        self.db.execute("INSERT INTO asset_events (asset_id, scan_id, kind, old, new, at) VALUES (?,?,?,?,?,?)",
+                        (asset_id, scan_id, kind, old, new, _now()))
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -321,7 +279,8 @@ class SqliteStore:
             plain = self.db.cursor()
             plain.row_factory = None  # tuples, read by position: a Row's lookup by name costs per field and row
             columns = _ASSET_COLUMNS + (", identity, conflicts" if details else "")
-            for row in plain.execute(f"SELECT {columns} FROM assets{clause} ORDER BY ip", params):
+            # by site, then address: the order of the (site, ip) index, and of a central store's listing
+            for row in plain.execute(f"SELECT {columns} FROM assets{clause} ORDER BY site, ip", params):
                 yield _row_to_asset(row, shared)
         except sqlite3.DatabaseError as exc:
             raise InventoryError(f"{self.path}: {exc}") from exc
@@ -329,7 +288,7 @@ class SqliteStore:
     def iter_asset_json(self, where: AssetFilter = ALL_ASSETS) -> Iterator[str]:
         clause, params = _where(where)
         try:
-            for (text,) in self.db.execute(f"{_ASSET_JSON} FROM assets{clause} ORDER BY ip", params):
+            for (text,) in self.db.execute(f"{_ASSET_JSON} FROM assets{clause} ORDER BY site, ip", params):
                 yield text
         except sqlite3.DatabaseError as exc:
             raise InventoryError(f"{self.path}: {exc}") from exc
@@ -355,9 +314,9 @@ class SqliteStore:
         return _row_to_asset(tuple(rows[0]), self._shared_serials())
 
     def _shared_serials(self) -> set[str]:
-        """Serials that several active assets carry: each of them is flagged as a duplicate serial."""
-        return {r[0] for r in self.db.execute(
-            "SELECT serial FROM assets WHERE retired=0 AND serial<>'' GROUP BY serial HAVING count(*) > 1")}
+        """Serials that several active assets of one site carry: each of them is flagged as a duplicate serial (in a
+        file holding several sites, wherever it is carried)."""
+        return {r[0] for r in self.db.execute(_SHARED_SERIALS)}
 
     def snapshot_pairs(self, old_id: str | None, new_id: str) -> Iterator[SnapshotPair]:
         new_rowid = self.db.execute("SELECT rowid FROM scans WHERE id=?", (new_id,)).fetchone()
@@ -380,7 +339,7 @@ class SqliteStore:
                 "SELECT scan_id, firmware, observed_at FROM asset_firmware WHERE asset_id=? ORDER BY rowid"
             ),
             "addresses": rows("SELECT scan_id, ip, observed_at FROM asset_addresses WHERE asset_id=? ORDER BY rowid"),
-            "events": rows("SELECT scan_id, kind, old, new, at FROM asset_events WHERE asset_id=? ORDER BY rowid"),
+            "events": rows("SELECT scan_id, kind, old, new, at FROM asset_events WHERE asset_id=? ORDER BY id"),
         }
 
     def integrity_ok(self) -> bool:
@@ -469,14 +428,15 @@ def _row_to_asset(r: tuple[Any, ...], shared: set[str]) -> AssetRecord:
                        not retired and serial in shared, asset_type, cpu_state)
 
 
+_SHARED_SERIALS = "SELECT serial FROM assets WHERE retired=0 AND serial<>'' GROUP BY site, serial HAVING count(*) > 1"
+
 # An AssetRecord as JSON, built by SQLite itself (no parse and dump of each asset's identity in Python): the same
 # keys in the same order, the stored JSON columns embedded as they are.
-_ASSET_JSON = """SELECT json_object('id', id, 'ip', ip, 'device_class', device_class, 'vendor', vendor, 'model', model,
+_ASSET_JSON = f"""SELECT json_object('id', id, 'ip', ip, 'device_class', device_class, 'vendor', vendor, 'model', model,
     'product_code', product_code, 'serial', serial, 'firmware', firmware, 'hardware_version', hardware_version,
     'protocols', json(protocols), 'identity', json(identity), 'conflicts', json(conflicts), 'first_seen', first_seen,
     'last_seen', last_seen, 'retired', json(CASE WHEN retired THEN 'true' ELSE 'false' END),
-    'duplicate_serial', json(CASE WHEN retired = 0 AND serial IN (SELECT serial FROM assets WHERE retired = 0
-        AND serial <> '' GROUP BY serial HAVING count(*) > 1) THEN 'true' ELSE 'false' END),
+    'duplicate_serial', json(CASE WHEN retired = 0 AND serial IN ({_SHARED_SERIALS}) THEN 'true' ELSE 'false' END),
     'asset_type', asset_type, 'cpu_state', cpu_state)"""
 
 

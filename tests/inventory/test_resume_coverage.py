@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shutil
 import signal
 import sqlite3
 from collections import Counter
@@ -26,7 +27,6 @@ from fakes import ScriptedProbe, Wire
 from test_inventory import obs
 
 from otprobe.inventory import SqliteStore
-from otprobe.inventory.sqlite import MIGRATIONS
 from otprobe.model import Observation, Status, Target
 from otprobe.pacing import ClassLimits, Scheduler
 from otprobe.profile import scan_config
@@ -219,15 +219,9 @@ def test_a_resumed_device_keeps_the_identity_its_killed_scan_read(tmp_path: Path
 
 
 def test_an_inventory_from_before_pairs_were_recorded_counts_the_protocols_it_observed(tmp_path: Path) -> None:
+    """A schema-1 file (kept in data/): an incomplete scan of DEV_A and DEV_B that identified DEV_A over S7."""
     path = tmp_path / "inv.db"
-    with sqlite3.connect(path) as conn:
-        conn.executescript(f"{MIGRATIONS[1]}; PRAGMA user_version=1;")
-        conn.execute("INSERT INTO scans (id, profile, started_at, status, targets, not_covered) VALUES "
-                     "('old', 'lab', '2026-01-01T00:00:00+00:00', 'incomplete', ?, ?)",
-                     (json.dumps([DEV_A, DEV_B]), json.dumps([DEV_B])))
-        conn.execute("INSERT INTO observations (scan_id, ip, protocol, port, status, device_class, packets, "
-                     "observed_at) VALUES ('old', ?, 's7', 102, 'identified', 'plc', 4, '2026-01-01T00:00:01+00:00')",
-                     (DEV_A,))
+    shutil.copyfile(Path(__file__).with_name("data") / "inventory-schema1.sqlite", path)
     store = SqliteStore(path)
     assert (store.scan("old").protocols, store.scan("old").resumes) == (["s7"], None)
     assert store.missing("old") == {DEV_B: ["s7"]}

@@ -45,7 +45,7 @@ from otprobe.inventory.schema import (
     sites,
 )
 from otprobe.inventory.sites import DEFAULT_SITE, check_site
-from otprobe.inventory.store import ALL_ASSETS, WIDTH_FIELDS, AssetFilter, ScanRecord, SnapshotPair
+from otprobe.inventory.store import ALL_ASSETS, WIDTH_FIELDS, AssetFilter, AssetRecord, ScanRecord, SnapshotPair
 from otprobe.model import Observation, Status
 
 if TYPE_CHECKING:
@@ -315,11 +315,11 @@ class CentralStore:
         return {ip: protocols for ip, protocols in missing.items() if protocols}
 
     @guarded
-    def assets(self, include_retired: bool = False) -> list[records.SiteAssetRecord]:
+    def assets(self, include_retired: bool = False) -> list[AssetRecord]:
         return list(self.iter_assets(AssetFilter(include_retired=include_retired)))
 
     def iter_assets(self, where: AssetFilter = ALL_ASSETS, *,
-                    details: bool = True) -> Iterator[records.SiteAssetRecord]:
+                    details: bool = True) -> Iterator[AssetRecord]:
         return (records.asset_record(r, shared) for r, shared in self._asset_rows(where, details))
 
     def iter_asset_json(self, where: AssetFilter = ALL_ASSETS) -> Iterator[str]:
@@ -381,7 +381,7 @@ class CentralStore:
             .group_by(assets.c.site, assets.c.serial).having(func.count() > 1))}
 
     @guarded
-    def asset(self, key: str) -> records.SiteAssetRecord:
+    def asset(self, key: str) -> AssetRecord:
         with self.engine.connect() as c:
             rows = _dicts(c.execute(select(assets).where(
                 self._in_site(assets.c.site),
@@ -392,7 +392,8 @@ class CentralStore:
             raise InventoryError(f"no asset matches {key!r} (give an asset id, an address or a serial)")
         active_sites = sorted({r["site"] for r in rows if not r["retired"]})
         if len(active_sites) > 1:
-            raise InventoryError(f"{key!r} matches assets at sites {', '.join(active_sites)}: name the site")
+            raise InventoryError(f"{key!r} matches assets at sites {', '.join(active_sites)}: name the site "
+                                 "(--site)")
         return records.asset_record(rows[0], (rows[0]["site"], rows[0]["serial"]) in shared)
 
     def snapshot_pairs(self, old_id: str | None, new_id: str) -> Iterator[SnapshotPair]:

@@ -8,19 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from otprobe.inventory.reconcile import Decision
 from otprobe.inventory.store import AssetRecord, ScanRecord
 from otprobe.model import Identity, Observation, Status
-
-
-@dataclass
-class SiteAssetRecord(AssetRecord):
-    """An asset of a store holding several sites: an address means something only within its site."""
-
-    site: str = ""
 
 
 def scan_record(r: Mapping[str, Any]) -> ScanRecord:
@@ -30,18 +22,18 @@ def scan_record(r: Mapping[str, Any]) -> ScanRecord:
                       None if packets is None else int(packets))
 
 
-def asset_record(r: Mapping[str, Any], duplicate_serial: bool) -> SiteAssetRecord:
-    """The asset of a row; without identity and conflicts in it (a table or CSV shows neither), both are empty."""
-    return SiteAssetRecord(
+def asset_record(r: Mapping[str, Any], duplicate_serial: bool) -> AssetRecord:
+    """The asset of a row, its JSON columns decoded only when read; without identity and conflicts in the row (a table
+    or CSV shows neither), both are empty."""
+    return AssetRecord(
         r["id"], r["ip"], r["device_class"], r["vendor"], r["model"], r["product_code"], r["serial"], r["firmware"],
-        r["hardware_version"], json.loads(r["protocols"]), json.loads(r.get("identity") or "{}"),
-        json.loads(r.get("conflicts") or "{}"),
+        r["hardware_version"], r["protocols"], r.get("identity") or {}, r.get("conflicts") or {},
         r["first_seen"], r["last_seen"], bool(r["retired"]), duplicate_serial and not r["retired"],
-        r["asset_type"], r["cpu_state"], site=r["site"],
+        r["asset_type"], r["cpu_state"], r["site"],
     )
 
 
-# AssetRecord's fields in order, then the site; the JSON columns among them are embedded as stored
+# AssetRecord's fields in order; the JSON columns among them are embedded as stored
 _JSON_FIELDS = ("id", "ip", "device_class", "vendor", "model", "product_code", "serial", "firmware",
                 "hardware_version", "protocols", "identity", "conflicts", "first_seen", "last_seen", "retired",
                 "duplicate_serial", "asset_type", "cpu_state", "site")

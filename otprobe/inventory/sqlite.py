@@ -32,6 +32,7 @@ from otprobe.errors import InventoryError
 from otprobe.inventory import records, snapshots
 from otprobe.inventory.owners import pid_alive
 from otprobe.inventory.reconcile import Decision, KnownAsset, devices_seen, reconcile
+from otprobe.inventory.sites import DEFAULT_SITE
 from otprobe.inventory.store import (
     ALL_ASSETS,
     WIDTH_FIELDS,
@@ -142,10 +143,12 @@ def _domain_errors(method: Callable[Concatenate[SqliteStore, _P], _R]) -> Callab
 class SqliteStore:
     """One inventory file. Safe to open while another process writes it (WAL)."""
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True, site: str = DEFAULT_SITE) -> None:
         """Open the inventory at `path`; with `create` false (the read commands), a missing file is an error, so a
-        mistyped path is said as such instead of showing an empty inventory it just created."""
+        mistyped path is said as such instead of showing an empty inventory it just created. The file is one
+        sensor's, of one site: `site` names it in the assets read (`sites.sensor_site`, as a push names it)."""
         self.path = Path(path)
+        self.site = site
         if not create and not self.path.is_file():
             raise InventoryError(f"{self.path}: no inventory there (check --db; `otprobe scan` creates one)")
         try:
@@ -322,14 +325,14 @@ class SqliteStore:
             plain.row_factory = None  # tuples, read by position: a Row's lookup by name costs per field and row
             columns = _ASSET_COLUMNS + (", identity, conflicts" if details else "")
             for row in plain.execute(f"SELECT {columns} FROM assets{clause} ORDER BY ip", params):
-                yield _row_to_asset(row, shared)
+                yield _row_to_asset(row, shared, self.site)
         except sqlite3.DatabaseError as exc:
             raise InventoryError(f"{self.path}: {exc}") from exc
 
     def iter_asset_json(self, where: AssetFilter = ALL_ASSETS) -> Iterator[str]:
         clause, params = _where(where)
         try:
-            for (text,) in self.db.execute(f"{_ASSET_JSON} FROM assets{clause} ORDER BY ip", params):
+            for (text,) in self.db.execute(f"{_ASSET_JSON} FROM assets{clause} ORDER BY ip", [self.site, *params]):
                 yield text
         except sqlite3.DatabaseError as exc:
             raise InventoryError(f"{self.path}: {exc}") from exc
@@ -352,7 +355,7 @@ class SqliteStore:
         ).fetchall()
         if not rows:
             raise InventoryError(f"no asset matches {key!r} (give an asset id, an address or a serial)")
-        return _row_to_asset(tuple(rows[0]), self._shared_serials())
+        return _row_to_asset(tuple(rows[0]), self._shared_serials(), self.site)
 
     def _shared_serials(self) -> set[str]:
         """Serials that several active assets carry: each of them is flagged as a duplicate serial."""
@@ -458,15 +461,15 @@ _ASSET_COLUMNS = ("id, ip, device_class, vendor, model, product_code, serial, fi
                   " first_seen, last_seen, retired, asset_type, cpu_state")
 
 
-def _row_to_asset(r: tuple[Any, ...], shared: set[str]) -> AssetRecord:
-    """An AssetRecord from `_ASSET_COLUMNS` (and identity and conflicts, when the row has them)."""
+def _row_to_asset(r: tuple[Any, ...], shared: set[str], site: str) -> AssetRecord:
+    """An AssetRecord from `_ASSET_COLUMNS` (and identity and conflicts, when the row has them), its JSON columns
+    decoded only when read."""
     (asset_id, ip, device_class, vendor, model, product_code, serial, firmware, hardware_version, protocols,
      first_seen, last_seen, retired, asset_type, cpu_state) = r[:15]
     details = len(r) > 15
     return AssetRecord(asset_id, ip, device_class, vendor, model, product_code, serial, firmware, hardware_version,
-                       json.loads(protocols), json.loads(r[15]) if details else {},
-                       json.loads(r[16]) if details else {}, first_seen, last_seen, bool(retired),
-                       not retired and serial in shared, asset_type, cpu_state)
+                       protocols, r[15] if details else {}, r[16] if details else {}, first_seen, last_seen,
+                       bool(retired), not retired and serial in shared, asset_type, cpu_state, site)
 
 
 # An AssetRecord as JSON, built by SQLite itself (no parse and dump of each asset's identity in Python): the same
@@ -477,7 +480,7 @@ _ASSET_JSON = """SELECT json_object('id', id, 'ip', ip, 'device_class', device_c
     'last_seen', last_seen, 'retired', json(CASE WHEN retired THEN 'true' ELSE 'false' END),
     'duplicate_serial', json(CASE WHEN retired = 0 AND serial IN (SELECT serial FROM assets WHERE retired = 0
         AND serial <> '' GROUP BY serial HAVING count(*) > 1) THEN 'true' ELSE 'false' END),
-    'asset_type', asset_type, 'cpu_state', cpu_state)"""
+    'asset_type', asset_type, 'cpu_state', cpu_state, 'site', ?)"""
 
 
 def _row_to_observation(r: sqlite3.Row) -> Observation:

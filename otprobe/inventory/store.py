@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from otprobe.inventory.sites import DEFAULT_SITE
 from otprobe.model import Observation
 
 
@@ -31,8 +32,30 @@ class ScanRecord:
     packets: int | None = None  # sent, as its observations count them; None: no observation recorded
 
 
+class StoredJSON:
+    """A dict field of a record that also takes the JSON text a column stores, and decodes it when it is first read:
+    a listing of 50,000 assets that shows no identity decodes none (decoding was most of reading them)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, record: object, owner: type | None = None) -> Any:
+        if record is None:
+            raise AttributeError(self.slot)  # a dataclass reads this as "no default": the field stays required
+        value = record.__dict__[self.slot]
+        if isinstance(value, str):
+            value = record.__dict__[self.slot] = json.loads(value)
+        return value
+
+    def __set__(self, record: object, value: dict[str, Any] | str) -> None:
+        record.__dict__[self.slot] = value
+
+
 @dataclass
 class AssetRecord:
+    """An asset as a store reads it. Compare and serialise it through its fields (`dataclasses.asdict`), not its
+    `__dict__`, which may still hold a JSON column's text."""
+
     id: str
     ip: str | None
     device_class: str
@@ -42,15 +65,16 @@ class AssetRecord:
     serial: str | None
     firmware: str | None
     hardware_version: str | None
-    protocols: dict[str, int]  # protocol -> port
-    identity: dict[str, Any]
-    conflicts: dict[str, dict[str, Any]]
+    protocols: dict[str, int] = StoredJSON()  # type: ignore[assignment]  # protocol -> port
+    identity: dict[str, Any] = StoredJSON()  # type: ignore[assignment]
+    conflicts: dict[str, dict[str, Any]] = StoredJSON()  # type: ignore[assignment]
     first_seen: str
     last_seen: str
     retired: bool = False
-    duplicate_serial: bool = False  # another active asset reports the same serial
+    duplicate_serial: bool = False  # another active asset of its site reports the same serial
     asset_type: str | None = None  # one of model.ASSET_TYPES, from the device's own protocol data
     cpu_state: str | None = None  # RUN/STOP, when the last scan read an S7 CPU's state
+    site: str = DEFAULT_SITE  # an address means something only within its site
 
 
 @dataclass(frozen=True)

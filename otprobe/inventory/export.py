@@ -1,4 +1,5 @@
-"""Inventory exports: JSON, CSV (one row per asset) and CycloneDX 1.6 (devices with nested firmware).
+"""Inventory exports: JSON, CSV (one row per asset) and CycloneDX 1.6 (devices with nested firmware), each asset with
+its site (an address means something only within it).
 
 Each is written asset by asset to a stream as the store reads them, so an export of 100,000 assets holds one.
 
@@ -20,7 +21,7 @@ from otprobe import __version__
 from otprobe.inventory.store import AssetRecord
 
 CSV_COLUMNS = (
-    "id", "ip", "device_class", "asset_type", "vendor", "model", "product_code", "serial", "firmware",
+    "id", "site", "ip", "device_class", "asset_type", "vendor", "model", "product_code", "serial", "firmware",
     "hardware_version", "protocols", "cpu_state", "first_seen", "last_seen",
 )
 
@@ -123,7 +124,8 @@ def _property_value(value: Any) -> str:
 
 def _device(a: AssetRecord) -> dict[str, Any]:
     props: dict[str, Any] = {
-        "otprobe:ip": a.ip, "otprobe:asset_type": a.asset_type, "otprobe:device_class": a.device_class,
+        "otprobe:site": a.site, "otprobe:ip": a.ip, "otprobe:asset_type": a.asset_type,
+        "otprobe:device_class": a.device_class,
         "cdx:device:serialNumber": a.serial, "otprobe:product_code": a.product_code,
         "otprobe:hardware_version": a.hardware_version,
         "otprobe:protocols": " ".join(f"{p}/{port}" for p, port in sorted(a.protocols.items())),

@@ -19,7 +19,7 @@ def scan_record(r: Mapping[str, Any]) -> ScanRecord:
     packets = r.get("packets_sent")
     return ScanRecord(r["id"], r["profile"], r["started_at"], r["ended_at"], r["status"], json.loads(r["targets"]),
                       json.loads(r["not_covered"]), json.loads(r["counts"]), json.loads(r["protocols"]), r["resumes"],
-                      None if packets is None else int(packets))
+                      None if packets is None else int(packets), r["site"])
 
 
 def asset_record(r: Mapping[str, Any], duplicate_serial: bool) -> AssetRecord:

@@ -294,7 +294,7 @@ class SqliteStore:
     @_domain_errors
     def scans(self) -> list[ScanRecord]:
         rows = self.db.execute(f"SELECT *, {_PACKETS} FROM scans ORDER BY started_at, rowid").fetchall()
-        return [_row_to_scan(r) for r in rows]
+        return [_row_to_scan(r, self.site) for r in rows]
 
     @_domain_errors
     def scan(self, scan_id: str) -> ScanRecord:
@@ -302,7 +302,7 @@ class SqliteStore:
                                (scan_id + "%",)).fetchall()
         if len(rows) != 1:
             raise InventoryError(f"no scan {scan_id!r}" if not rows else f"scan id {scan_id!r} is ambiguous")
-        return _row_to_scan(rows[0])
+        return _row_to_scan(rows[0], self.site)
 
     @_domain_errors
     def observations(self, scan_id: str) -> list[Observation]:
@@ -449,10 +449,10 @@ class _Transaction:
 _PACKETS = "(SELECT sum(packets) FROM observations WHERE observations.scan_id = scans.id) AS packets_sent"
 
 
-def _row_to_scan(r: sqlite3.Row) -> ScanRecord:
+def _row_to_scan(r: sqlite3.Row, site: str) -> ScanRecord:
     return ScanRecord(r["id"], r["profile"], r["started_at"], r["ended_at"], r["status"], json.loads(r["targets"]),
                       json.loads(r["not_covered"]), json.loads(r["counts"]), json.loads(r["protocols"]), r["resumes"],
-                      r["packets_sent"])
+                      r["packets_sent"], site)
 
 
 # An asset's columns in AssetRecord's order, but for identity and conflicts, which follow when asked for (a table or

@@ -30,6 +30,7 @@ class ScanRecord:
     protocols: list[str] = field(default_factory=list)  # probed on each target (the first scan's bind a chain)
     resumes: str | None = None  # the scan this one continues (`scan --resume`)
     packets: int | None = None  # sent, as its observations count them; None: no observation recorded
+    site: str = DEFAULT_SITE  # a sensor's file: its sensor's
 
 
 class StoredJSON:

@@ -967,8 +967,9 @@ def windows(
 
 @audit_app.command("verify")
 def audit_verify(
-    path: Annotated[Path | None, typer.Argument(help="Audit log file (default: audit.jsonl beside the inventory).",
-                                                show_default=False)] = None,
+    path: Annotated[Path | None, typer.Argument(help="Audit log file (default: the one a scan writes: audit.jsonl "
+                                                "beside the inventory file, or in ~/.local/share/otprobe for a "
+                                                "central inventory).", show_default=False)] = None,
 ) -> None:
     """Check the audit log's hash chain: an edited, deleted or reordered line is reported with its number.
 
@@ -977,9 +978,10 @@ def audit_verify(
     Example: otprobe audit verify ~/.local/share/otprobe/audit.jsonl
     """
     from otprobe.audit import verify
-    from otprobe.inventory import default_db_path
+    from otprobe.inventory.database import audit_beside, database_setting
 
-    path = path or default_db_path().parent / "audit.jsonl"
+    # the log a scan writes with the same settings: a central inventory's URL names no folder of this machine
+    path = path or audit_beside(database_setting(None))
     result = verify(path)
     if not result.ok:
         render.error_line(f"{path}:{result.bad_line}: {result.reason}")

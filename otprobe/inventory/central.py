@@ -168,9 +168,9 @@ class CentralStore:
                     "counts", "protocols", "resumes")}))
             columns = ("ip", "protocol", "port", "status", "device_class", "identity", "latency_s", "packets",
                        "error", "observed_at")
-            if rows:
-                c.execute(insert(observations),
-                          [{"scan_id": scan["id"], **{k: row[k] for k in columns}} for row in rows])
+            if rows:  # an error a sensor wrote before NULs were stored as U+2400 would not fit PostgreSQL's TEXT
+                c.execute(insert(observations), [{"scan_id": scan["id"], **{k: row[k] for k in columns},
+                                                  "error": records.without_nul(row["error"])} for row in rows])
             # the asset history says when the sensor saw a device, not when it was pushed
             self._reconcile(c, scan["id"], self.write_site, scan["ended_at"] or scan["started_at"])
             if head is not None:

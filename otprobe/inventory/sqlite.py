@@ -41,7 +41,7 @@ from otprobe.inventory.store import (
     ScanRecord,
     SnapshotPair,
 )
-from otprobe.model import Identity, Observation, Status
+from otprobe.model import Observation, Status
 
 SCHEMA_VERSION = 3
 
@@ -250,7 +250,7 @@ class SqliteStore:
     def _observations(self, *scan_ids: str) -> list[Observation]:
         marks = ",".join("?" * len(scan_ids))
         rows = self.db.execute(f"SELECT * FROM observations WHERE scan_id IN ({marks}) ORDER BY id", scan_ids)
-        return [_row_to_observation(r) for r in rows.fetchall()]
+        return [records.observation(r) for r in rows.fetchall()]
 
     def _apply(self, scan_id: str, d: Decision) -> None:
         """Write one decision of `reconcile` and what this scan saw of the asset; nothing is decided here."""
@@ -422,14 +422,13 @@ WITH RECURSIVE chain(id, resumes, depth) AS (
 
 _INSERT_OBSERVATION = (
     "INSERT INTO observations (scan_id, ip, protocol, port, status, device_class, identity, latency_s, packets, error,"
-    " observed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+    " observed_at) VALUES (:scan_id, :ip, :protocol, :port, :status, :device_class, :identity, :latency_s, :packets,"
+    " :error, :observed_at)"
 )
 
 
-def _observation_row(scan_id: str, obs: Observation, now: str) -> tuple[Any, ...]:
-    return (scan_id, obs.target, obs.protocol, obs.port, str(obs.status), obs.device_class,
-            json.dumps(obs.identity.as_dict()) if obs.identity else None, obs.latency_s, obs.packets_sent, obs.error,
-            now)
+def _observation_row(scan_id: str, obs: Observation, now: str) -> dict[str, Any]:
+    return {**records.observation_row(obs), "scan_id": scan_id, "observed_at": now}
 
 
 class _Transaction:
@@ -481,13 +480,3 @@ _ASSET_JSON = """SELECT json_object('id', id, 'ip', ip, 'device_class', device_c
     'duplicate_serial', json(CASE WHEN retired = 0 AND serial IN (SELECT serial FROM assets WHERE retired = 0
         AND serial <> '' GROUP BY serial HAVING count(*) > 1) THEN 'true' ELSE 'false' END),
     'asset_type', asset_type, 'cpu_state', cpu_state, 'site', ?)"""
-
-
-def _row_to_observation(r: sqlite3.Row) -> Observation:
-    ident = None
-    if r["identity"]:
-        data = json.loads(r["identity"])
-        data.pop("firmware_version", None)
-        ident = Identity(**data)
-    return Observation(r["ip"], r["protocol"], r["port"], Status(r["status"]), ident, r["latency_s"], r["packets"],
-                       r["error"], r["device_class"])

@@ -70,7 +70,7 @@ def without_nul(value: Any) -> Any:
 
 def observation_row(obs: Observation) -> dict[str, Any]:
     """The observations columns of one observation, but its scan and time. The identity is kept exactly: JSON
-    escapes a NUL (`\u0000`), which any TEXT holds."""
+    escapes a NUL (`\\u0000`), which any TEXT holds."""
     return {
         "ip": obs.target, "protocol": obs.protocol, "port": obs.port, "status": str(obs.status),
         "device_class": obs.device_class,

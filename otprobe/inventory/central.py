@@ -342,11 +342,13 @@ class CentralStore:
             # bytes, as the SQLite store counts them: as wide as a value shows, or wider
             width = (func.octet_length if c.dialect.name == "postgresql"
                      else lambda column: func.length(cast(column, LargeBinary)))
-            row = c.execute(select(func.count(), *(func.coalesce(func.max(width(assets.c[name])), 0)
-                                                   for name in WIDTH_FIELDS)).where(*self._where(c, where))).one()
+            fields = (*WIDTH_FIELDS, "site")
+            row = c.execute(select(func.count(), func.count(assets.c.site.distinct()),
+                                   *(func.coalesce(func.max(width(assets.c[name])), 0) for name in fields))
+                            .where(*self._where(c, where))).one()
             shared = self._shared_serials(c)
-        return {**dict(zip(WIDTH_FIELDS, (int(n) for n in row[1:]), strict=True)), "count": int(row[0]),
-                "duplicate_serial": len(shared)}
+        return {**dict(zip(fields, (int(n) for n in row[2:]), strict=True)), "count": int(row[0]),
+                "sites": int(row[1]), "duplicate_serial": len(shared)}
 
     def _where(self, c: Connection, where: AssetFilter) -> list[Any]:
         """The conditions of `where`, as the SQLite store reads them, within this store's site."""

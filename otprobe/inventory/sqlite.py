@@ -345,7 +345,8 @@ class SqliteStore:
         columns = ", ".join(f"coalesce(max(length(CAST({name} AS BLOB))), 0)" for name in WIDTH_FIELDS)
         row = self.db.execute(f"SELECT count(*), {columns} FROM assets{clause}", params).fetchone()
         return {**dict(zip(WIDTH_FIELDS, row[1:], strict=True)), "count": row[0],
-                "duplicate_serial": len(self._shared_serials())}
+                "duplicate_serial": len(self._shared_serials()),
+                "site": len(self.site.encode()) if row[0] else 0, "sites": min(row[0], 1)}  # one site: its own
 
     @_domain_errors
     def asset(self, key: str) -> AssetRecord:

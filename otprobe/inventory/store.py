@@ -171,9 +171,9 @@ class Store(Protocol):
         ...
 
     def asset_widths(self, where: AssetFilter = ALL_ASSETS) -> dict[str, int]:
-        """For the assets `where` selects: `WIDTH_FIELDS` -> the longest value in UTF-8 bytes (0 when none; as wide
-        as it shows, or wider, unless a control character is spelled out), `count` -> how many there are, and
-        `duplicate_serial` -> how many serials several active assets share."""
+        """For the assets `where` selects: `WIDTH_FIELDS` and `site` -> the longest value in UTF-8 bytes (0 when
+        none; as wide as it shows, or wider, unless a control character is spelled out), `count` -> how many there
+        are, `sites` -> at how many sites, and `duplicate_serial` -> how many serials several active assets share."""
         ...
 
     def asset(self, key: str) -> AssetRecord: ...

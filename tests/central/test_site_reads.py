@@ -59,6 +59,12 @@ TARGETS = sorted({*PLANT, *later(PLANT)})
 A_ASSETS = ["127.0.1.10", "127.0.2.11", "127.0.3.99"]
 
 
+def header(table: str) -> str:
+    """The header line of a table (the one after the top border)."""
+    lines = table.splitlines()
+    return next(lines[n + 1] for n, line in enumerate(lines) if line.startswith("┏"))
+
+
 def site_ips(listing: list[dict[str, object]]) -> list[tuple[object, object]]:
     return [(a["site"], a["ip"]) for a in listing]
 
@@ -71,6 +77,12 @@ def test_list_and_json_export_read_the_site_asked_for_or_every_site(two_sites: s
         assert site_ips(only_b) == [("plant-b", ip) for ip in sorted(PLANT)]
     table = ok("inventory", "list", "--db", two_sites, "--site", "plant-a")
     assert f"Inventory ({len(A_ASSETS)} assets)" in table and "127.0.3.99" in table
+    assert " site " not in header(table) and "plant-a" not in table  # one site: no column for it
+    # every site: the same address twice, each row saying whose it is
+    table = ok("inventory", "list", "--db", two_sites)
+    rows = [line for line in table.splitlines() if "127.0.1.10" in line]
+    assert " site " in header(table)
+    assert [("plant-a" in row, "plant-b" in row) for row in rows] == [(True, False), (False, True)]
     # a site without assets is an empty answer, as for any filter that matches nothing
     assert json.loads(ok("inventory", "list", "--db", two_sites, "--site", "plant-c", "--format", "json")) == []
     assert "(site plant-c)" in ok("inventory", "list", "--db", two_sites, "--site", "plant-c")
@@ -98,6 +110,8 @@ def test_show_names_the_site_when_an_address_is_at_several(two_sites: str) -> No
         assert (shown["site"], shown["firmware"]) == (site, firmware)
         assert [h["firmware"] for h in shown["history"]["firmware"]] == (
             ["V3.2.7", "V3.2.8"] if site == "plant-a" else ["V3.2.7"])
+        table = ok("inventory", "show", "127.0.1.10", "--db", two_sites, "--site", site)
+        assert any("site" in line and site in line for line in table.splitlines()), table
 
 
 def test_diff_and_scans_list_keep_to_the_site(two_sites: str) -> None:
@@ -105,6 +119,10 @@ def test_diff_and_scans_list_keep_to_the_site(two_sites: str) -> None:
     assert scans == ["a1", "a2", "b1"]
     assert [s["id"] for s in json.loads(ok("scans", "list", "--db", two_sites, "--site", "plant-a", "--format",
                                            "json"))] == ["a1", "a2"]
+    table = ok("scans", "list", "--db", two_sites)
+    assert " site " in header(table) and [line.split("│")[2].strip() for line in table.splitlines()
+                                          if line.startswith("│")] == ["plant-a", "plant-a", "plant-b"]
+    assert " site " not in header(ok("scans", "list", "--db", two_sites, "--site", "plant-a"))
     # every site: the last scan is B's first; A's scans of the same addresses are another plant's, so nothing is
     # compared with them (each of A's devices would look replaced by B's at its address)
     code, output = cli("inventory", "diff", "--db", two_sites, "--format", "json")

@@ -183,27 +183,39 @@ def _sensor_site(option: str | None, profile_site: str | None = None) -> str:
 
 SiteOption = Annotated[
     str | None,
-    typer.Option("--site", callback=_site, help="Only this site of a central inventory (default: $OTPROBE_SITE, "
-                 "else every site).", show_default=False),
+    typer.Option("--site", callback=_site, help="Only this site, of a central inventory or a file (default: "
+                 "$OTPROBE_SITE, else every site).", show_default=False),
 ]
 
 
 # The inventory is imported by the commands that use it, not here: `otprobe --help` and the commands that only
 # read profiles start faster without it; SQLAlchemy only for a central inventory.
 def open_store(db: str | None, site: str | None = None, *, create: bool = False) -> Store:
-    """The SQLite inventory file, or the central inventory when the database setting is a postgresql:// URL (read
-    for `site`, else $OTPROBE_SITE, else every site). Only a scan creates a file: for a read command a missing one
-    is an error (exit 5), never created empty."""
+    """The SQLite inventory file, or the central inventory when the database setting is a postgresql:// URL, read
+    for `site`, else $OTPROBE_SITE, else every site (a file records its scans' sites as a central database does).
+    Only a scan creates a file: for a read command a missing one is an error (exit 5), never created empty. A read
+    of a site the inventory holds no scan of is a usage error naming the sites it holds, not an empty answer that
+    would look like an empty site."""
     from otprobe.inventory.database import database_setting, is_central
 
     setting = database_setting(db)
-    if not is_central(setting):
+    site = site or _site(os.environ.get("OTPROBE_SITE") or None)
+    store: Store
+    if is_central(setting):
+        from otprobe.inventory.central import CentralStore
+
+        store = CentralStore(setting, site=site)
+    else:
         from otprobe.inventory import SqliteStore, default_db_path
 
-        return SqliteStore(Path(setting) if setting else default_db_path(), create=create)
-    from otprobe.inventory.central import CentralStore
+        store = SqliteStore(Path(setting) if setting else default_db_path(), create=create, site=site)
+    if site is not None and not create and site not in (held := store.sites()):
+        store.close()
+        from otprobe.inventory.database import describe
 
-    return CentralStore(setting, site=site or _site(os.environ.get("OTPROBE_SITE") or None))
+        raise typer.BadParameter(f"{site!r}: {describe(db)} holds no scan of that site (its sites: "
+                                 f"{', '.join(held) or 'none yet'})", param_hint="--site")
+    return store
 
 
 WideOption = Annotated[bool, typer.Option("--wide", help="Every column, each value whole (lines may be longer "
@@ -237,12 +249,13 @@ def inventory_list(
     asset_type: Annotated[str | None, typer.Option("--type", help="Only this asset type (plc, drive, meter, ...: "
                                                    "what the device says it is).")] = None,
     protocol: Annotated[str | None, typer.Option(help="Only assets that answered this protocol.")] = None,
+    site: SiteOption = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
     wide: WideOption = False,
 ) -> None:
     """List assets with firmware, type and pacing class, as they are read (any number of assets).
 
-    Example: otprobe inventory list --type plc --vendor Siemens
+    Example: otprobe inventory list --type plc --vendor Siemens --site plant-a
     """
     from otprobe.inventory.store import AssetFilter
     from otprobe.model import ASSET_TYPES
@@ -251,7 +264,7 @@ def inventory_list(
         raise typer.BadParameter(f"unknown asset type {asset_type!r} (known: {', '.join(ASSET_TYPES)})",
                                  param_hint="--type")
     where = AssetFilter(vendor=vendor, device_class=device_class, asset_type=asset_type, protocol=protocol)
-    with _closing(open_store(db)) as store:
+    with _closing(open_store(db, site)) as store:
         if fmt is Format.json:
             from otprobe.inventory.export import write_json
 
@@ -261,8 +274,9 @@ def inventory_list(
         if not widths["count"]:
             from otprobe.inventory.database import describe
 
-            render.info(f"no assets in {describe(db)}" + (" match" if where != AssetFilter() else
-                                                         ": run `otprobe scan` (or `otprobe demo`) first"))
+            of_site = f" (site {site})" if site else ""
+            render.info(f"no assets in {describe(db)}{of_site}" + (
+                " match" if where != AssetFilter() else ": run `otprobe scan` (or `otprobe demo`) first"))
             return
         render.stream_assets(f"Inventory ({render.plural(widths['count'], 'asset')})",
                              store.iter_assets(where, details=False), widths, wide)
@@ -272,6 +286,7 @@ def inventory_list(
 def inventory_show(
     asset: Annotated[str, typer.Argument(help="Asset id (or its prefix), address or serial.")],
     db: DbOption = None,
+    site: SiteOption = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
     wide: WideOption = False,
 ) -> None:
@@ -279,11 +294,13 @@ def inventory_show(
 
     Example: otprobe inventory show 127.0.1.10
     """
-    with _closing(open_store(db)) as store:
+    from dataclasses import asdict
+
+    with _closing(open_store(db, site)) as store:
         record = store.asset(asset)
         history = store.history(record.id)
     if fmt is Format.json:
-        render.print_json({**record.__dict__, "history": history})
+        render.print_json({**asdict(record), "history": history})
     else:
         render.asset_detail(record, history, wide)
 
@@ -291,10 +308,11 @@ def inventory_show(
 @inventory_app.command("diff")
 def inventory_diff(
     from_scan: Annotated[str | None, typer.Option("--from", help="Earlier scan id or its prefix (default: the last "
-                                                  "one before --to with the same targets and protocols).")] = None,
+                                                  "one before --to of the same site, targets and protocols).")] = None,
     to_scan: Annotated[str | None, typer.Option("--to", help="Later scan id or its prefix (default: the latest "
                                                 "finished scan).")] = None,
     db: DbOption = None,
+    site: SiteOption = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
     wide: WideOption = False,
 ) -> None:
@@ -303,11 +321,13 @@ def inventory_diff(
     A device is missing only when the later scan was complete and asked its address over a protocol that identified
     it before. Exits 0 when nothing changed and 1 when something did, so cron and CI can alert on it.
 
+    With --site, both scans are that site's.
+
     Example: otprobe inventory diff --from 20261207T0455 --format json
     """
     from otprobe.inventory.diff import iter_changes, pick_scans
 
-    with _closing(open_store(db)) as store:
+    with _closing(open_store(db, site)) as store:
         pair = pick_scans(store, from_scan, to_scan)
         changes = iter_changes(store, pair.old, pair.new)
         old_id = pair.old.id if pair.old is not None else None
@@ -342,8 +362,9 @@ def inventory_export(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to this file instead of stdout.")]
     = None,
     db: DbOption = None,
+    site: SiteOption = None,
 ) -> None:
-    """Export the inventory, asset by asset (any number of assets).
+    """Export the inventory, asset by asset (any number of assets), each naming its site.
 
     Example: otprobe inventory export --format cyclonedx -o plant.cdx.json
     """
@@ -351,7 +372,7 @@ def inventory_export(
 
     from otprobe.inventory.export import write_csv, write_cyclonedx, write_json
 
-    with _closing(open_store(db)) as store:
+    with _closing(open_store(db, site)) as store:
         # each format reads the assets the cheapest way it can: JSON as the database builds it, CSV without the
         # identity it does not show
         assets = {ExportFormat.json: store.iter_asset_json, ExportFormat.csv: partial(store.iter_assets, details=False),
@@ -443,8 +464,7 @@ def inventory_firmware(
 
     with _closing(open_store(db, site)) as store:
         # a central store counts in the database; a sensor's file is one site, its own
-        counts = (store.firmware_counts() if hasattr(store, "firmware_counts")
-                  else site_counts(store.assets(), _sensor_site(site)))
+        counts = store.firmware_counts() if hasattr(store, "firmware_counts") else site_counts(store.assets())
     rows = firmware_summary(counts)
     if fmt is Format.json:
         render.print_json([row.as_dict() for row in rows])
@@ -458,6 +478,7 @@ def inventory_firmware(
 @scans_app.command("list")
 def scans_list(
     db: DbOption = None,
+    site: SiteOption = None,
     fmt: Annotated[Format, typer.Option("--format", help="table or json.")] = Format.table,
     wide: WideOption = False,
 ) -> None:
@@ -466,7 +487,7 @@ def scans_list(
 
     Example: otprobe scans list
     """
-    with _closing(open_store(db)) as store:
+    with _closing(open_store(db, site)) as store:
         scans = store.scans()
     if fmt is Format.json:
         render.print_json([s.__dict__ for s in scans])
@@ -955,8 +976,9 @@ def windows(
 
 @audit_app.command("verify")
 def audit_verify(
-    path: Annotated[Path | None, typer.Argument(help="Audit log file (default: audit.jsonl beside the inventory).",
-                                                show_default=False)] = None,
+    path: Annotated[Path | None, typer.Argument(help="Audit log file (default: the one a scan writes: audit.jsonl "
+                                                "beside the inventory file, or in ~/.local/share/otprobe for a "
+                                                "central inventory).", show_default=False)] = None,
 ) -> None:
     """Check the audit log's hash chain: an edited, deleted or reordered line is reported with its number.
 
@@ -965,9 +987,10 @@ def audit_verify(
     Example: otprobe audit verify ~/.local/share/otprobe/audit.jsonl
     """
     from otprobe.audit import verify
-    from otprobe.inventory import default_db_path
+    from otprobe.inventory.database import audit_beside, database_setting
 
-    path = path or default_db_path().parent / "audit.jsonl"
+    # the log a scan writes with the same settings: a central inventory's URL names no folder of this machine
+    path = path or audit_beside(database_setting(None))
     result = verify(path)
     if not result.ok:
         render.error_line(f"{path}:{result.bad_line}: {result.reason}")

@@ -274,7 +274,8 @@ def _serial(asset: AssetRecord) -> Text:
 
 
 ASSET_COLUMNS = (
-    Column("asset", fixed=True), Column("ip", fixed=True), Column("firmware", fixed=True, drop=1),
+    Column("asset", fixed=True), Column("site", fixed=True), Column("ip", fixed=True),
+    Column("firmware", fixed=True, drop=1),
     Column("model", drop=2), Column("type", fixed=True, drop=3), Column("vendor", drop=4),
     Column("serial", fixed=True, drop=5), Column("state", fixed=True, drop=6), Column("class", fixed=True, drop=7),
     Column("product code", fixed=True, drop=8), Column("protocols", drop=9), Column("last seen", fixed=True, drop=10),
@@ -283,29 +284,31 @@ _DUPLICATE = " (duplicate serial)"
 
 
 def _asset_row(a: AssetRecord, serial: Any) -> tuple[Any, ...]:
-    return (a.id, a.ip, a.firmware, a.model, a.asset_type, a.vendor, serial, a.cpu_state, a.device_class,
+    return (a.id, a.site, a.ip, a.firmware, a.model, a.asset_type, a.vendor, serial, a.cpu_state, a.device_class,
             a.product_code, " ".join(sorted(a.protocols)), a.last_seen[:16].replace("T", " "))
 
 
-def _asset_columns(with_state: bool) -> list[int]:
-    # the CPU state column only where some scan read a state: most profiles never ask for it
-    return [i for i, c in enumerate(ASSET_COLUMNS) if with_state or c.header != "state"]
+def _asset_columns(with_state: bool, with_site: bool) -> list[int]:
+    # the CPU state column only where some scan read a state: most profiles never ask for it; the site only where
+    # the assets are of several (an address means something only within its site)
+    shown = {"state": with_state, "site": with_site}
+    return [i for i, c in enumerate(ASSET_COLUMNS) if shown.get(c.header, True)]
 
 
 def assets_table(assets: Sequence[AssetRecord], title: str = "Inventory", wide: bool = False) -> None:
     """A few assets (the demo's), styled; `stream_assets` prints any number."""
-    keep = _asset_columns(any(a.cpu_state for a in assets))
+    keep = _asset_columns(any(a.cpu_state for a in assets), len({a.site for a in assets}) > 1)
     rows = [_asset_row(a, _serial(a)) for a in assets]
     fitted_table(title, [ASSET_COLUMNS[i] for i in keep], [[row[i] for i in keep] for row in rows], wide)
 
 
 def stream_assets(title: str, assets: Iterable[AssetRecord], widths: dict[str, int], wide: bool = False) -> None:
     """Any number of assets as a table, as they are read. `widths` is the store's `asset_widths` for them."""
-    natural = (widths["id"], widths["ip"], widths["firmware"], widths["model"], widths["asset_type"],
+    natural = (widths["id"], widths["site"], widths["ip"], widths["firmware"], widths["model"], widths["asset_type"],
                widths["vendor"], widths["serial"] + (len(_DUPLICATE) if widths["duplicate_serial"] else 0),
                widths["cpu_state"], widths["device_class"],
                widths["product_code"], 20, 16)  # protocols: a fair guess; last seen: minutes
-    keep = _asset_columns(widths["cpu_state"] > 0)
+    keep = _asset_columns(widths["cpu_state"] > 0, widths["sites"] > 1)
     rows = (_asset_row(a, f"{a.serial}{_DUPLICATE}" if a.duplicate_serial else a.serial) for a in assets)
     streamed_table(title, [ASSET_COLUMNS[i] for i in keep], [natural[i] for i in keep],
                    ([row[i] for i in keep] for row in rows), wide)
@@ -322,14 +325,14 @@ def _when(stamp: str | None) -> str | None:
 
 
 def asset_detail(asset: AssetRecord, history: dict[str, list[dict[str, Any]]], wide: bool = False) -> None:
-    fields = [("asset", asset.id), ("address", asset.ip), ("type", asset.asset_type),
+    fields = [("asset", asset.id), ("site", asset.site), ("address", asset.ip), ("type", asset.asset_type),
               ("class", f"{asset.device_class} (pacing)"), ("vendor", asset.vendor), ("model", asset.model),
               ("product code", asset.product_code), ("serial", _serial(asset)), ("firmware", asset.firmware),
               ("hardware", asset.hardware_version),
               ("protocols", ", ".join(f"{p}/{port}" for p, port in sorted(asset.protocols.items()))),
               ("first seen", asset.first_seen), ("last seen", asset.last_seen)]
     if asset.cpu_state:
-        fields.insert(3, ("CPU state", asset.cpu_state))
+        fields.insert(4, ("CPU state", asset.cpu_state))
     fields += [(f"conflict: {name}", ", ".join(f"{p}={v!r}" for p, v in value.items()))
                for name, value in asset.conflicts.items()]
     fitted_table(f"Asset {asset.id}", _DETAIL, fields, wide)
@@ -374,6 +377,9 @@ def scans_table(scans: Sequence[ScanRecord], wide: bool = False) -> None:
     rows = [(s.id, s.status, _when(s.started_at), len(s.targets), *_plan_cells(s), len(s.not_covered), s.profile,
              ", ".join(f"{k} {v}" for k, v in sorted(s.counts.items()) if not k.startswith("plan_")), s.resumes)
             for s in scans]
+    if len({s.site for s in scans}) > 1:  # scans of several sites (a central inventory): which is whose
+        columns.insert(1, Column("site", fixed=True))
+        rows = [(row[0], s.site, *row[1:]) for row, s in zip(rows, scans, strict=True)]
     fitted_table(f"Scans ({plural(len(rows), 'scan')})", columns, rows, wide)
 
 

@@ -45,7 +45,7 @@ from otprobe.inventory.schema import (
     sites,
 )
 from otprobe.inventory.sites import DEFAULT_SITE, check_site
-from otprobe.inventory.store import ALL_ASSETS, WIDTH_FIELDS, AssetFilter, ScanRecord, SnapshotPair
+from otprobe.inventory.store import ALL_ASSETS, WIDTH_FIELDS, AssetFilter, AssetRecord, ScanRecord, SnapshotPair
 from otprobe.model import Observation, Status
 
 if TYPE_CHECKING:
@@ -79,6 +79,11 @@ class CentralStore:
     @property
     def write_site(self) -> str:
         return self.site or DEFAULT_SITE
+
+    def sites(self) -> list[str]:
+        """The sites this database holds scans of, by name."""
+        with domain_errors(self.url), self.engine.connect() as c:
+            return list(c.execute(select(scans.c.site).distinct().order_by(scans.c.site)).scalars())
 
     def close(self) -> None:
         self.engine.dispose()
@@ -168,9 +173,9 @@ class CentralStore:
                     "counts", "protocols", "resumes")}))
             columns = ("ip", "protocol", "port", "status", "device_class", "identity", "latency_s", "packets",
                        "error", "observed_at")
-            if rows:
-                c.execute(insert(observations),
-                          [{"scan_id": scan["id"], **{k: row[k] for k in columns}} for row in rows])
+            if rows:  # an error a sensor wrote before NULs were stored as U+2400 would not fit PostgreSQL's TEXT
+                c.execute(insert(observations), [{"scan_id": scan["id"], **{k: row[k] for k in columns},
+                                                  "error": records.without_nul(row["error"])} for row in rows])
             # the asset history says when the sensor saw a device, not when it was pushed
             self._reconcile(c, scan["id"], self.write_site, scan["ended_at"] or scan["started_at"])
             if head is not None:
@@ -315,11 +320,11 @@ class CentralStore:
         return {ip: protocols for ip, protocols in missing.items() if protocols}
 
     @guarded
-    def assets(self, include_retired: bool = False) -> list[records.SiteAssetRecord]:
+    def assets(self, include_retired: bool = False) -> list[AssetRecord]:
         return list(self.iter_assets(AssetFilter(include_retired=include_retired)))
 
     def iter_assets(self, where: AssetFilter = ALL_ASSETS, *,
-                    details: bool = True) -> Iterator[records.SiteAssetRecord]:
+                    details: bool = True) -> Iterator[AssetRecord]:
         return (records.asset_record(r, shared) for r, shared in self._asset_rows(where, details))
 
     def iter_asset_json(self, where: AssetFilter = ALL_ASSETS) -> Iterator[str]:
@@ -342,11 +347,13 @@ class CentralStore:
             # bytes, as the SQLite store counts them: as wide as a value shows, or wider
             width = (func.octet_length if c.dialect.name == "postgresql"
                      else lambda column: func.length(cast(column, LargeBinary)))
-            row = c.execute(select(func.count(), *(func.coalesce(func.max(width(assets.c[name])), 0)
-                                                   for name in WIDTH_FIELDS)).where(*self._where(c, where))).one()
+            fields = (*WIDTH_FIELDS, "site")
+            row = c.execute(select(func.count(), func.count(assets.c.site.distinct()),
+                                   *(func.coalesce(func.max(width(assets.c[name])), 0) for name in fields))
+                            .where(*self._where(c, where))).one()
             shared = self._shared_serials(c)
-        return {**dict(zip(WIDTH_FIELDS, (int(n) for n in row[1:]), strict=True)), "count": int(row[0]),
-                "duplicate_serial": len(shared)}
+        return {**dict(zip(fields, (int(n) for n in row[2:]), strict=True)), "count": int(row[0]),
+                "sites": int(row[1]), "duplicate_serial": len(shared)}
 
     def _where(self, c: Connection, where: AssetFilter) -> list[Any]:
         """The conditions of `where`, as the SQLite store reads them, within this store's site."""
@@ -381,7 +388,7 @@ class CentralStore:
             .group_by(assets.c.site, assets.c.serial).having(func.count() > 1))}
 
     @guarded
-    def asset(self, key: str) -> records.SiteAssetRecord:
+    def asset(self, key: str) -> AssetRecord:
         with self.engine.connect() as c:
             rows = _dicts(c.execute(select(assets).where(
                 self._in_site(assets.c.site),
@@ -392,7 +399,8 @@ class CentralStore:
             raise InventoryError(f"no asset matches {key!r} (give an asset id, an address or a serial)")
         active_sites = sorted({r["site"] for r in rows if not r["retired"]})
         if len(active_sites) > 1:
-            raise InventoryError(f"{key!r} matches assets at sites {', '.join(active_sites)}: name the site")
+            raise InventoryError(f"{key!r} matches assets at sites {', '.join(active_sites)}: name the site "
+                                 "(--site)")
         return records.asset_record(rows[0], (rows[0]["site"], rows[0]["serial"]) in shared)
 
     def snapshot_pairs(self, old_id: str | None, new_id: str) -> Iterator[SnapshotPair]:

@@ -58,12 +58,14 @@ class Diff:
 
 
 def _same_scope(a: ScanRecord, b: ScanRecord) -> bool:
-    return sorted(a.targets) == sorted(b.targets) and sorted(a.protocols) == sorted(b.protocols)
+    # the same addresses at another site are other devices: every one of them would look replaced
+    return a.site == b.site and sorted(a.targets) == sorted(b.targets) and sorted(a.protocols) == sorted(b.protocols)
 
 
 def pick_scans(store: Store, from_id: str | None, to_id: str | None) -> Comparison:
     """The two scans to compare. `--to` defaults to the last finished scan (complete or incomplete); `--from` to the
-    last finished before it that covered the same targets with the same protocols. Both take id prefixes.
+    last finished before it that covered the same targets with the same protocols at the same site. Both take id
+    prefixes.
 
     Without such an earlier scan there is nothing to compare with: the assets no scan saw before are new (the first
     scheduled run reports the whole plant rather than an error), and nothing is missing.
@@ -80,8 +82,8 @@ def pick_scans(store: Store, from_id: str | None, to_id: str | None) -> Comparis
     earlier = [s for s in finished if s.started_at <= to_scan.started_at and s.id != to_scan.id]
     same = [s for s in earlier if _same_scope(s, to_scan)]
     if same:
-        return Comparison(same[-1], to_scan, "the last two finished scans of the same targets and protocols")
-    return Comparison(None, to_scan, "no earlier finished scan of the same targets and protocols: "
+        return Comparison(same[-1], to_scan, "the last two finished scans of the same site, targets and protocols")
+    return Comparison(None, to_scan, "no earlier finished scan of the same site, targets and protocols: "
                                      "only assets no scan saw before are new")
 
 

@@ -1,4 +1,5 @@
-"""Inventory exports: JSON, CSV (one row per asset) and CycloneDX 1.6 (devices with nested firmware).
+"""Inventory exports: JSON, CSV (one row per asset) and CycloneDX 1.6 (devices with nested firmware), each asset with
+its site (an address means something only within it).
 
 Each is written asset by asset to a stream as the store reads them, so an export of 100,000 assets holds one.
 
@@ -20,7 +21,7 @@ from otprobe import __version__
 from otprobe.inventory.store import AssetRecord
 
 CSV_COLUMNS = (
-    "id", "ip", "device_class", "asset_type", "vendor", "model", "product_code", "serial", "firmware",
+    "id", "site", "ip", "device_class", "asset_type", "vendor", "model", "product_code", "serial", "firmware",
     "hardware_version", "protocols", "cpu_state", "first_seen", "last_seen",
 )
 
@@ -68,6 +69,9 @@ def write_csv(assets: Iterable[AssetRecord], out: TextIO) -> None:
         writer.writerow([csv_cell(row[k]) for k in CSV_COLUMNS])
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder for every component, no blank after separators
+
+
 def write_cyclonedx(assets: Iterable[AssetRecord], out: TextIO) -> None:
     """A CycloneDX 1.6 BOM: each asset a `device` component with its firmware as a nested `firmware` component,
     written one component at a time."""
@@ -84,7 +88,7 @@ def write_cyclonedx(assets: Iterable[AssetRecord], out: TextIO) -> None:
     out.write(json.dumps(head, indent=2)[:-2] + ',\n  "components": [')
     for n, asset in enumerate(assets):
         out.write(",\n" if n else "\n")
-        out.write("    " + json.dumps(_device(asset)))  # one component a line: compact, and json's C encoder
+        out.write("    " + _COMPACT.encode(_device(asset)))  # one component a line, by json's C encoder
     out.write("\n  ]\n}\n")
 
 
@@ -122,20 +126,20 @@ def _property_value(value: Any) -> str:
 
 
 def _device(a: AssetRecord) -> dict[str, Any]:
-    props: dict[str, Any] = {
-        "otprobe:ip": a.ip, "otprobe:asset_type": a.asset_type, "otprobe:device_class": a.device_class,
-        "cdx:device:serialNumber": a.serial, "otprobe:product_code": a.product_code,
-        "otprobe:hardware_version": a.hardware_version,
-        "otprobe:protocols": " ".join(f"{p}/{port}" for p, port in sorted(a.protocols.items())),
-        "otprobe:last_seen": a.last_seen,
-    }
-    props.update(_raw_properties(a.identity))
+    own = (("otprobe:site", a.site), ("otprobe:ip", a.ip), ("otprobe:asset_type", a.asset_type),
+           ("otprobe:device_class", a.device_class), ("cdx:device:serialNumber", a.serial),
+           ("otprobe:product_code", a.product_code), ("otprobe:hardware_version", a.hardware_version),
+           ("otprobe:protocols", " ".join(f"{p}/{port}" for p, port in sorted(a.protocols.items()))),
+           ("otprobe:last_seen", a.last_seen))
+    # the record's own fields are text or None; a device's raw values may be 0 or false, which are kept
+    properties = [{"name": name, "value": value} for name, value in own if value]
+    properties += [{"name": name, "value": _property_value(value)} for name, value in _raw_properties(a.identity)
+                   if value not in (None, "", [])]
     device: dict[str, Any] = {
         "type": "device",
         "bom-ref": f"asset-{a.id}",
         "name": a.model or a.product_code or a.ip or a.id,
-        "properties": [{"name": k, "value": _property_value(v)} for k, v in props.items()
-                       if v not in (None, "", [])],
+        "properties": properties,
     }
     if a.vendor:
         device["manufacturer"] = {"name": a.vendor}

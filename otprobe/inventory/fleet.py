@@ -40,10 +40,10 @@ class Count:
     devices: int
 
 
-def site_counts(assets: Iterable[AssetRecord], site: str) -> list[Count]:
-    """The counts of one site's active assets (a sensor's own inventory file, which is one site)."""
-    counted = Counter((a.vendor, a.model, a.firmware) for a in assets if not a.retired)
-    return [Count(vendor, model, firmware, site, n) for (vendor, model, firmware), n in counted.items()]
+def site_counts(assets: Iterable[AssetRecord]) -> list[Count]:
+    """The counts of active assets per site, counted in Python (for a sensor's inventory file)."""
+    counted = Counter((a.vendor, a.model, a.firmware, a.site) for a in assets if not a.retired)
+    return [Count(vendor, model, firmware, site, n) for (vendor, model, firmware, site), n in counted.items()]
 
 
 UNKNOWN = "(unknown)"  # a device that did not tell: still counted, so that the totals are the fleet

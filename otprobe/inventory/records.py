@@ -1,6 +1,9 @@
 """Rows of the inventory tables to and from the store's records, over plain mappings: one encoding of JSON columns
 and identities for every backend (a sqlite3.Row and a SQLAlchemy row mapping read alike).
 
+A NUL a device sent is stored as U+2400 (SYMBOL FOR NULL) in every column but an observation's identity JSON (which
+keeps the exact string in JSON's own escape): PostgreSQL's TEXT cannot hold NUL, and both stores must hold the same.
+
 Pure: no database here.
 """
 
@@ -8,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from otprobe.inventory.reconcile import Decision
@@ -16,32 +18,25 @@ from otprobe.inventory.store import AssetRecord, ScanRecord
 from otprobe.model import Identity, Observation, Status
 
 
-@dataclass
-class SiteAssetRecord(AssetRecord):
-    """An asset of a store holding several sites: an address means something only within its site."""
-
-    site: str = ""
-
-
 def scan_record(r: Mapping[str, Any]) -> ScanRecord:
     packets = r.get("packets_sent")
     return ScanRecord(r["id"], r["profile"], r["started_at"], r["ended_at"], r["status"], json.loads(r["targets"]),
                       json.loads(r["not_covered"]), json.loads(r["counts"]), json.loads(r["protocols"]), r["resumes"],
-                      None if packets is None else int(packets))
+                      None if packets is None else int(packets), r["site"])
 
 
-def asset_record(r: Mapping[str, Any], duplicate_serial: bool) -> SiteAssetRecord:
-    """The asset of a row; without identity and conflicts in it (a table or CSV shows neither), both are empty."""
-    return SiteAssetRecord(
+def asset_record(r: Mapping[str, Any], duplicate_serial: bool) -> AssetRecord:
+    """The asset of a row, its JSON columns decoded only when read; without identity and conflicts in the row (a table
+    or CSV shows neither), both are empty."""
+    return AssetRecord(
         r["id"], r["ip"], r["device_class"], r["vendor"], r["model"], r["product_code"], r["serial"], r["firmware"],
-        r["hardware_version"], json.loads(r["protocols"]), json.loads(r.get("identity") or "{}"),
-        json.loads(r.get("conflicts") or "{}"),
+        r["hardware_version"], r["protocols"], r.get("identity") or {}, r.get("conflicts") or {},
         r["first_seen"], r["last_seen"], bool(r["retired"]), duplicate_serial and not r["retired"],
-        r["asset_type"], r["cpu_state"], site=r["site"],
+        r["asset_type"], r["cpu_state"], r["site"],
     )
 
 
-# AssetRecord's fields in order, then the site; the JSON columns among them are embedded as stored
+# AssetRecord's fields in order; the JSON columns among them are embedded as stored
 _JSON_FIELDS = ("id", "ip", "device_class", "vendor", "model", "product_code", "serial", "firmware",
                 "hardware_version", "protocols", "identity", "conflicts", "first_seen", "last_seen", "retired",
                 "duplicate_serial", "asset_type", "cpu_state", "site")
@@ -57,20 +52,39 @@ def asset_json(r: Mapping[str, Any], duplicate_serial: bool) -> str:
     return "{" + ",".join(parts) + "}"
 
 
+# What a NUL in a device's string is stored as: visible, one column wide, and saying which byte it was (U+FFFD
+# would not: a probe that decodes UTF-8 leaves it for any undecodable byte).
+NUL_SHOWN = "\u2400"
+
+
+def without_nul(value: Any) -> Any:
+    """`value` (a string, or JSON-like data holding strings) with every NUL as `NUL_SHOWN`."""
+    if isinstance(value, str):
+        return value.replace("\0", NUL_SHOWN) if "\0" in value else value
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
+
+
 def observation_row(obs: Observation) -> dict[str, Any]:
-    """The observations columns of one observation, but its scan and time."""
+    """The observations columns of one observation, but its scan and time. The identity is kept exactly: JSON
+    escapes a NUL (`\\u0000`), which any TEXT holds."""
     return {
         "ip": obs.target, "protocol": obs.protocol, "port": obs.port, "status": str(obs.status),
         "device_class": obs.device_class,
         "identity": json.dumps(obs.identity.as_dict()) if obs.identity else None,
-        "latency_s": obs.latency_s, "packets": obs.packets_sent, "error": obs.error,
+        "latency_s": obs.latency_s, "packets": obs.packets_sent, "error": without_nul(obs.error),
     }
 
 
 def observation(r: Mapping[str, Any]) -> Observation:
+    """The observation of a row, its identity's NULs as `NUL_SHOWN`: every asset, snapshot, event and report is made
+    from these, so none of them holds a NUL, whichever store and whichever version wrote the row."""
     ident = None
     if r["identity"]:
-        data = json.loads(r["identity"])
+        data = without_nul(json.loads(r["identity"]))
         data.pop("firmware_version", None)  # an older spelling of firmware, derived again by Identity
         ident = Identity(**data)
     return Observation(r["ip"], r["protocol"], r["port"], Status(r["status"]), ident, r["latency_s"], r["packets"],

@@ -44,7 +44,7 @@ from otprobe.inventory.store import (
     ScanRecord,
     SnapshotPair,
 )
-from otprobe.model import Identity, Observation, Status
+from otprobe.model import Observation, Status
 
 
 def default_db_path() -> Path:
@@ -82,11 +82,12 @@ class SqliteStore:
 
     def __init__(self, path: str | Path, *, create: bool = True, site: str | None = None) -> None:
         """Open the inventory at `path`; with `create` false (the read commands), a missing file is an error, so a
-        mistyped path is said as such instead of showing an empty inventory it just created. `site`: the one new
-        scans belong to (and rows of a file an older otprobe wrote, when it is upgraded), else the sensor's site
-        (`sites.sensor_site`)."""
+        mistyped path is said as such instead of showing an empty inventory it just created. `site`, as for a
+        central store: the only site read (None: every site the file holds), and the one new scans belong to (and
+        rows of a file an older otprobe wrote, when it is upgraded), else the sensor's site (`sites.sensor_site`)."""
         self.path = Path(path)
-        self._site = site
+        self.site = site
+        self._write_site = site
         if not create and not self.path.is_file():
             raise InventoryError(f"{self.path}: no inventory there (check --db; `otprobe scan` creates one)")
         try:
@@ -110,13 +111,13 @@ class SqliteStore:
     @property
     def write_site(self) -> str:
         """The site new scans belong to: given, else the sensor's (read once, when first needed)."""
-        if self._site is None:
-            self._site = sensor_site(None)
-        return self._site
+        if self._write_site is None:
+            self._write_site = sensor_site(None)
+        return self._write_site
 
     @write_site.setter
     def write_site(self, site: str) -> None:
-        self._site = site
+        self._write_site = site
 
     def _migrate(self) -> None:
         if not sqlite_schema.is_current(self.db):  # only then SQLAlchemy and Alembic are loaded
@@ -202,7 +203,7 @@ class SqliteStore:
     def _observations(self, *scan_ids: str) -> list[Observation]:
         marks = ",".join("?" * len(scan_ids))
         rows = self.db.execute(f"SELECT * FROM observations WHERE scan_id IN ({marks}) ORDER BY id", scan_ids)
-        return [_row_to_observation(r) for r in rows.fetchall()]
+        return [records.observation(r) for r in rows.fetchall()]
 
     def _apply(self, scan_id: str, site: str, d: Decision) -> None:
         """Write one decision of `reconcile` and what this scan saw of the asset; nothing is decided here."""
@@ -248,13 +249,16 @@ class SqliteStore:
 
     @_domain_errors
     def scans(self) -> list[ScanRecord]:
-        rows = self.db.execute(f"SELECT *, {_PACKETS} FROM scans ORDER BY started_at, rowid").fetchall()
+        in_site, params = self._in_site()
+        rows = self.db.execute(f"SELECT *, {_PACKETS} FROM scans WHERE {in_site} ORDER BY started_at, rowid",
+                               params).fetchall()
         return [_row_to_scan(r) for r in rows]
 
     @_domain_errors
     def scan(self, scan_id: str) -> ScanRecord:
-        rows = self.db.execute(f"SELECT *, {_PACKETS} FROM scans WHERE id LIKE ? ORDER BY rowid",
-                               (scan_id + "%",)).fetchall()
+        in_site, params = self._in_site()
+        rows = self.db.execute(f"SELECT *, {_PACKETS} FROM scans WHERE id LIKE ? AND {in_site} ORDER BY rowid",
+                               (scan_id + "%", *params)).fetchall()
         if len(rows) != 1:
             raise InventoryError(f"no scan {scan_id!r}" if not rows else f"scan id {scan_id!r} is ambiguous")
         return _row_to_scan(rows[0])
@@ -272,7 +276,7 @@ class SqliteStore:
         return list(self.iter_assets(AssetFilter(include_retired=include_retired)))
 
     def iter_assets(self, where: AssetFilter = ALL_ASSETS, *, details: bool = True) -> Iterator[AssetRecord]:
-        clause, params = _where(where)
+        clause, params = self._where(where)
         shared = self._shared_serials()
         try:
             # the cursor is read as the caller consumes it: a listing of 100,000 assets never holds them all
@@ -286,7 +290,7 @@ class SqliteStore:
             raise InventoryError(f"{self.path}: {exc}") from exc
 
     def iter_asset_json(self, where: AssetFilter = ALL_ASSETS) -> Iterator[str]:
-        clause, params = _where(where)
+        clause, params = self._where(where)
         try:
             for (text,) in self.db.execute(f"{_ASSET_JSON} FROM assets{clause} ORDER BY site, ip", params):
                 yield text
@@ -295,23 +299,37 @@ class SqliteStore:
 
     @_domain_errors
     def asset_widths(self, where: AssetFilter = ALL_ASSETS) -> dict[str, int]:
-        clause, params = _where(where)
+        clause, params = self._where(where)
         # bytes, not characters: SQLite's length() stops at a NUL a device may have sent, and one aggregate is all
         # 100,000 assets cost (checking each value for unusual characters took ten times longer)
-        columns = ", ".join(f"coalesce(max(length(CAST({name} AS BLOB))), 0)" for name in WIDTH_FIELDS)
-        row = self.db.execute(f"SELECT count(*), {columns} FROM assets{clause}", params).fetchone()
-        return {**dict(zip(WIDTH_FIELDS, row[1:], strict=True)), "count": row[0],
+        fields = (*WIDTH_FIELDS, "site")
+        columns = ", ".join(f"coalesce(max(length(CAST({name} AS BLOB))), 0)" for name in fields)
+        row = self.db.execute(f"SELECT count(*), count(DISTINCT site), {columns} FROM assets{clause}",
+                              params).fetchone()
+        return {**dict(zip(fields, row[2:], strict=True)), "count": row[0], "sites": row[1],
                 "duplicate_serial": len(self._shared_serials())}
 
     @_domain_errors
     def asset(self, key: str) -> AssetRecord:
+        in_site, params = self._in_site()
         rows = self.db.execute(
-            f"SELECT {_ASSET_COLUMNS}, identity, conflicts FROM assets WHERE id LIKE ? OR ip=? OR serial=?"
-            " ORDER BY retired", (key + "%", key, key)
+            f"SELECT {_ASSET_COLUMNS}, identity, conflicts FROM assets WHERE (id LIKE ? OR ip=? OR serial=?)"
+            f" AND {in_site} ORDER BY retired", (key + "%", key, key, *params)
         ).fetchall()
         if not rows:
             raise InventoryError(f"no asset matches {key!r} (give an asset id, an address or a serial)")
         return _row_to_asset(tuple(rows[0]), self._shared_serials())
+
+    def _in_site(self) -> tuple[str, list[Any]]:
+        """The condition a row of this store's site meets (every row, when it reads every site)."""
+        return ("site=?", [self.site]) if self.site is not None else ("1", [])
+
+    def _where(self, where: AssetFilter) -> tuple[str, list[Any]]:
+        return _where(where, self.site)
+
+    def sites(self) -> list[str]:
+        """The sites this file holds scans of, by name."""
+        return [name for (name,) in self.db.execute("SELECT DISTINCT site FROM scans ORDER BY site")]
 
     def _shared_serials(self) -> set[str]:
         """Serials that several active assets of one site carry: each of them is flagged as a duplicate serial (in a
@@ -346,9 +364,12 @@ class SqliteStore:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def _where(where: AssetFilter) -> tuple[str, list[Any]]:
+def _where(where: AssetFilter, site: str | None) -> tuple[str, list[Any]]:
     conditions: list[str] = [] if where.include_retired else ["retired=0"]
     params: list[Any] = []
+    if site is not None:
+        conditions.append("site=?")
+        params.append(site)
     if where.vendor is not None:  # instr, not LIKE: a % or _ in the text is meant literally
         conditions.append("instr(lower(coalesce(vendor, '')), lower(?)) > 0")
         params.append(where.vendor)
@@ -378,14 +399,13 @@ WITH RECURSIVE chain(id, resumes, depth) AS (
 
 _INSERT_OBSERVATION = (
     "INSERT INTO observations (scan_id, ip, protocol, port, status, device_class, identity, latency_s, packets, error,"
-    " observed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+    " observed_at) VALUES (:scan_id, :ip, :protocol, :port, :status, :device_class, :identity, :latency_s, :packets,"
+    " :error, :observed_at)"
 )
 
 
-def _observation_row(scan_id: str, obs: Observation, now: str) -> tuple[Any, ...]:
-    return (scan_id, obs.target, obs.protocol, obs.port, str(obs.status), obs.device_class,
-            json.dumps(obs.identity.as_dict()) if obs.identity else None, obs.latency_s, obs.packets_sent, obs.error,
-            now)
+def _observation_row(scan_id: str, obs: Observation, now: str) -> dict[str, Any]:
+    return {**records.observation_row(obs), "scan_id": scan_id, "observed_at": now}
 
 
 class _Transaction:
@@ -408,24 +428,24 @@ _PACKETS = "(SELECT sum(packets) FROM observations WHERE observations.scan_id = 
 def _row_to_scan(r: sqlite3.Row) -> ScanRecord:
     return ScanRecord(r["id"], r["profile"], r["started_at"], r["ended_at"], r["status"], json.loads(r["targets"]),
                       json.loads(r["not_covered"]), json.loads(r["counts"]), json.loads(r["protocols"]), r["resumes"],
-                      r["packets_sent"])
+                      r["packets_sent"], r["site"])
 
 
 # An asset's columns in AssetRecord's order, but for identity and conflicts, which follow when asked for (a table or
 # CSV shows neither)
 _ASSET_COLUMNS = ("id, ip, device_class, vendor, model, product_code, serial, firmware, hardware_version, protocols,"
-                  " first_seen, last_seen, retired, asset_type, cpu_state")
+                  " first_seen, last_seen, retired, asset_type, cpu_state, site")
 
 
 def _row_to_asset(r: tuple[Any, ...], shared: set[str]) -> AssetRecord:
-    """An AssetRecord from `_ASSET_COLUMNS` (and identity and conflicts, when the row has them)."""
+    """An AssetRecord from `_ASSET_COLUMNS` (and identity and conflicts, when the row has them), its JSON columns
+    decoded only when read."""
     (asset_id, ip, device_class, vendor, model, product_code, serial, firmware, hardware_version, protocols,
-     first_seen, last_seen, retired, asset_type, cpu_state) = r[:15]
-    details = len(r) > 15
+     first_seen, last_seen, retired, asset_type, cpu_state, site) = r[:16]
+    details = len(r) > 16
     return AssetRecord(asset_id, ip, device_class, vendor, model, product_code, serial, firmware, hardware_version,
-                       json.loads(protocols), json.loads(r[15]) if details else {},
-                       json.loads(r[16]) if details else {}, first_seen, last_seen, bool(retired),
-                       not retired and serial in shared, asset_type, cpu_state)
+                       protocols, r[16] if details else {}, r[17] if details else {}, first_seen, last_seen,
+                       bool(retired), not retired and serial in shared, asset_type, cpu_state, site)
 
 
 _SHARED_SERIALS = "SELECT serial FROM assets WHERE retired=0 AND serial<>'' GROUP BY site, serial HAVING count(*) > 1"
@@ -437,14 +457,4 @@ _ASSET_JSON = f"""SELECT json_object('id', id, 'ip', ip, 'device_class', device_
     'protocols', json(protocols), 'identity', json(identity), 'conflicts', json(conflicts), 'first_seen', first_seen,
     'last_seen', last_seen, 'retired', json(CASE WHEN retired THEN 'true' ELSE 'false' END),
     'duplicate_serial', json(CASE WHEN retired = 0 AND serial IN ({_SHARED_SERIALS}) THEN 'true' ELSE 'false' END),
-    'asset_type', asset_type, 'cpu_state', cpu_state)"""
-
-
-def _row_to_observation(r: sqlite3.Row) -> Observation:
-    ident = None
-    if r["identity"]:
-        data = json.loads(r["identity"])
-        data.pop("firmware_version", None)
-        ident = Identity(**data)
-    return Observation(r["ip"], r["protocol"], r["port"], Status(r["status"]), ident, r["latency_s"], r["packets"],
-                       r["error"], r["device_class"])
+    'asset_type', asset_type, 'cpu_state', cpu_state, 'site', site)"""

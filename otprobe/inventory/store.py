@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol
 
+from otprobe.inventory.sites import DEFAULT_SITE
 from otprobe.model import Observation
 
 
@@ -29,10 +31,33 @@ class ScanRecord:
     protocols: list[str] = field(default_factory=list)  # probed on each target (the first scan's bind a chain)
     resumes: str | None = None  # the scan this one continues (`scan --resume`)
     packets: int | None = None  # sent, as its observations count them; None: no observation recorded
+    site: str = DEFAULT_SITE  # a sensor's file: its sensor's
+
+
+class StoredJSON:
+    """A dict field of a record that also takes the JSON text a column stores, and decodes it when it is first read:
+    a listing of 50,000 assets that shows no identity decodes none (decoding was most of reading them)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, record: object, owner: type | None = None) -> Any:
+        if record is None:
+            raise AttributeError(self.slot)  # a dataclass reads this as "no default": the field stays required
+        value = record.__dict__[self.slot]
+        if isinstance(value, str):
+            value = record.__dict__[self.slot] = json.loads(value)
+        return value
+
+    def __set__(self, record: object, value: dict[str, Any] | str) -> None:
+        record.__dict__[self.slot] = value
 
 
 @dataclass
 class AssetRecord:
+    """An asset as a store reads it. Compare and serialise it through its fields (`dataclasses.asdict`), not its
+    `__dict__`, which may still hold a JSON column's text."""
+
     id: str
     ip: str | None
     device_class: str
@@ -42,15 +67,16 @@ class AssetRecord:
     serial: str | None
     firmware: str | None
     hardware_version: str | None
-    protocols: dict[str, int]  # protocol -> port
-    identity: dict[str, Any]
-    conflicts: dict[str, dict[str, Any]]
+    protocols: dict[str, int] = StoredJSON()  # type: ignore[assignment]  # protocol -> port
+    identity: dict[str, Any] = StoredJSON()  # type: ignore[assignment]
+    conflicts: dict[str, dict[str, Any]] = StoredJSON()  # type: ignore[assignment]
     first_seen: str
     last_seen: str
     retired: bool = False
-    duplicate_serial: bool = False  # another active asset reports the same serial
+    duplicate_serial: bool = False  # another active asset of its site reports the same serial
     asset_type: str | None = None  # one of model.ASSET_TYPES, from the device's own protocol data
     cpu_state: str | None = None  # RUN/STOP, when the last scan read an S7 CPU's state
+    site: str = DEFAULT_SITE  # an address means something only within its site
 
 
 @dataclass(frozen=True)
@@ -80,7 +106,13 @@ class SnapshotRow:
     @property
     def protocols(self) -> list[str]:
         """The protocols that identified it; empty: not recorded (older scans). Parsed only when a diff asks."""
-        return list(json.loads(self.protocols_json or "[]"))
+        return list(_protocol_list(self.protocols_json or "[]"))
+
+
+@lru_cache(maxsize=256)
+def _protocol_list(text: str) -> tuple[str, ...]:
+    # a plant has a few sets of protocols, and a diff of 100,000 assets asks each row's: parsed once per set
+    return tuple(json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -139,12 +171,16 @@ class Store(Protocol):
         ...
 
     def asset_widths(self, where: AssetFilter = ALL_ASSETS) -> dict[str, int]:
-        """For the assets `where` selects: `WIDTH_FIELDS` -> the longest value in UTF-8 bytes (0 when none; as wide
-        as it shows, or wider, unless a control character is spelled out), `count` -> how many there are, and
-        `duplicate_serial` -> how many serials several active assets share."""
+        """For the assets `where` selects: `WIDTH_FIELDS` and `site` -> the longest value in UTF-8 bytes (0 when
+        none; as wide as it shows, or wider, unless a control character is spelled out), `count` -> how many there
+        are, `sites` -> at how many sites, and `duplicate_serial` -> how many serials several active assets share."""
         ...
 
     def asset(self, key: str) -> AssetRecord: ...
+
+    def sites(self) -> list[str]:
+        """The sites the store holds scans of, by name."""
+        ...
 
     def snapshot_pairs(self, old_id: str | None, new_id: str) -> Iterator[SnapshotPair]:
         """The assets of `new_id`'s snapshot that may have changed since `old_id`'s (absent from it, at another

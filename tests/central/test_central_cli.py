@@ -61,8 +61,9 @@ def test_the_url_comes_from_the_environment_or_the_configuration_file(pg_url: st
     code, output = cli("inventory", "firmware", "--format", "json", env={"OTPROBE_CONFIG": str(config)})
     assert code == 0, output
     assert sum(row["devices"] for row in json.loads(output)) == 3
+    # $OTPROBE_SITE is the default site read, and one the database holds no scan of is said so
     code, output = cli("inventory", "list", "--format", "json", env={"OTPROBE_DB": pg_url, "OTPROBE_SITE": "other"})
-    assert code == 0 and json.loads(output) == []
+    assert code == 2 and "'other'" in output and "plant-a" in output, output
 
 
 @pytest.mark.parametrize("args", [
@@ -158,3 +159,33 @@ def test_a_bad_site_in_the_environment_is_a_usage_error(tmp_path: Path) -> None:
     code, output = cli("inventory", "push", "--to", f"sqlite:///{tmp_path / 'c.db'}", "--db",
                        str(tmp_path / "sensor.db"), env={"OTPROBE_SITE": "not a site"})
     assert code == 2 and "$OTPROBE_SITE" in output and "Traceback" not in output
+
+
+@pytest.mark.parametrize("setting", ["env-url", "config-url", "env-file"])
+def test_audit_verify_without_a_path_reads_the_log_the_scan_wrote(setting: str, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default log is the one `scan` writes: beside an inventory file, in the data folder for a central one
+    (never a path made from the URL)."""
+    from otprobe.audit import AuditLog
+    from otprobe.inventory.database import audit_beside, database_setting
+
+    data = tmp_path / "data"
+    env = {"XDG_DATA_HOME": str(data)}
+    url = "postgresql://reader@127.0.0.1:1/otprobe"  # nothing is opened: only the log is read
+    if setting == "env-url":
+        env["OTPROBE_DB"] = url
+    elif setting == "config-url":
+        config = tmp_path / "config.yaml"
+        config.write_text(f"db: {url}\n")
+        env["OTPROBE_CONFIG"] = str(config)
+    else:
+        env["OTPROBE_DB"] = str(tmp_path / "sensor" / "inventory.db")
+    expected = data / "otprobe" / "audit.jsonl" if setting != "env-file" else tmp_path / "sensor" / "audit.jsonl"
+    with AuditLog(expected, "s1", fsync=False) as log:
+        log.event("note", n=1)
+    code, output = cli("audit", "verify", env=env)
+    assert code == 0, output
+    assert f"{expected}: ok, 1 record" in " ".join(output.split())
+    for key, value in env.items():  # the scan's own choice, under the same settings, is the same file
+        monkeypatch.setenv(key, value)
+    assert audit_beside(database_setting(None)) == expected

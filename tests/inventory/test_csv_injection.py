@@ -70,7 +70,7 @@ def test_plain_numbers_stay_numbers_and_embedded_separators_stay_in_their_cell()
     # no cell split off
     assert len(first) == len(second) == len(CSV_COLUMNS) and None not in first and None not in second
     # every cell quoted and its quotes doubled, so a separator or quote inside never ends the cell
-    assert text.startswith('"id","ip",')
+    assert text.startswith('"id","site","ip",')
     assert '"ACME, Inc.;""=1+1"""' in text
 
 

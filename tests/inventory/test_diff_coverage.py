@@ -80,7 +80,7 @@ def test_after_a_one_host_scan_the_next_full_scan_reports_no_known_asset_new(sto
     pair = pick_scans(store, None, None)
     # the default comparison skips the one-host scan and says which two it compared, and why
     assert (pair.old and pair.old.id, pair.new.id) == ("full1", "full2")
-    assert "same targets and protocols" in pair.basis
+    assert "same site, targets and protocols" in pair.basis
     assert changes(store) == []
     # compared with the one-host scan on purpose: the other devices were outside it, so they are not new
     assert changes(store, "one", "full2") == []

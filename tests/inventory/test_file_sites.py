@@ -23,7 +23,7 @@ def sites_of(path: Path, table: str) -> list[str]:
 
 def test_one_address_at_two_sites_is_two_assets_each_reconciled_within_its_site(tmp_path: Path) -> None:
     path = tmp_path / "inv.db"
-    with closing(SqliteStore(path, site="plant-a")) as store:
+    with closing(SqliteStore(path)) as store:
         for scan_id, site, firmware in (("a1", "plant-a", "V3.2.7"), ("b1", "plant-b", "V3.2.9"),
                                         ("a2", "plant-a", "V3.2.7")):
             store.write_site = site

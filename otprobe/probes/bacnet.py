@@ -116,6 +116,9 @@ class BacnetProbe(Probe):
     def max_packets(self) -> int:
         return 1 + len(wire.IDENTITY_PROPERTIES)
 
+    def typical_packets(self) -> int:
+        return 1  # ReadPropertyMultiple answered; the ReadProperty fallback is for devices that refuse it
+
     async def run(self, link: ProbeLink, target: Target) -> Observation:
         """latency_s is the round trip of the last request answered (pacing waits excluded)."""
         status, identity, error = Status.IDENTIFIED, None, None

@@ -165,6 +165,10 @@ class EnipProbe(Probe):
     def max_packets(self) -> int:
         return (1 if self.use_udp else 0) + 6
 
+    def typical_packets(self) -> int:
+        # the UDP ListIdentity answers; without UDP: connect, RegisterSession, Get_Attributes_All, UnRegister, FIN
+        return 1 if self.use_udp else 5
+
     async def run(self, link: ProbeLink, target: Target) -> Observation:
         """latency_s is the round trip of the exchange that decided the status (pacing waits excluded)."""
         delay_ms = self._advertised_delay_ms(link.timeouts.response_s)

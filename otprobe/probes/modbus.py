@@ -310,6 +310,11 @@ class ModbusProbe(Probe):
     def max_packets(self) -> int:
         return 2 + PACKETS_PER_UNIT * sum(1 for _ in self.units())
 
+    def typical_packets(self) -> int:
+        # connect and FIN; a listed unit id answers its basic and regular streams without paging (the M340 case),
+        # a swept id is asked its basic stream once
+        return 2 + sum(2 if opener == "read_basic" else 1 for _, opener in self.units())
+
     async def run(self, link: ProbeLink, target: Target) -> Observation:
         session = _Session(target.ip, self.port, link.timeouts)
         exchange = _Exchange(link, session)

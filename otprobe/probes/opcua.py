@@ -119,6 +119,9 @@ class OpcuaProbe(Probe):
     def max_packets(self) -> int:
         return 6 + (SESSION_OPERATIONS if self.read_build_info else 0)
 
+    def typical_packets(self) -> int:
+        return self.max_packets()  # every answering server runs the whole exchange
+
     async def run(self, link: ProbeLink, target: Target) -> Observation:
         """latency_s is the round trip of the last request answered (pacing waits excluded)."""
         url = f"opc.tcp://{target.ip}:{self.port}"

@@ -163,6 +163,12 @@ class S7Probe(Probe):
         reads = 3 if self.read_cpu_state else 2
         return 3 * len(self.rack_slots) + 1 + reads * (1 + self.max_continuations)
 
+    def typical_packets(self) -> int:
+        # the first rack/slot answers: connect, CR, setup, each read, one continuation (SZL 0x001C's records do not
+        # fit a 240-byte PDU), FIN: 7 for a CPU 315-2 PN/DP
+        reads = 3 if self.read_cpu_state else 2
+        return 4 + reads + min(1, self.max_continuations)
+
     async def run(self, link: ProbeLink, target: Target) -> Observation:
         session = _Session(self, link, target.ip)
         started = time.monotonic()

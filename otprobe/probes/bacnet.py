@@ -90,8 +90,8 @@ class _Session:
         async with self.link.op(op):
             await loop.sock_sendall(self.sock, request)
             sent = time.monotonic()
-            reply = await asyncio.wait_for(loop.sock_recv(self.sock, wire.MAX_REPLY + 1),
-                                           self.link.timeouts.response_s)
+            async with asyncio.timeout(self.link.timeouts.response_s):  # not wait_for: no task per reply (3.11)
+                reply = await loop.sock_recv(self.sock, wire.MAX_REPLY + 1)
             self.rtt_s = time.monotonic() - sent
         return wire.parse_reply(reply, invoke_id, service)
 

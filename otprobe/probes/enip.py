@@ -216,7 +216,8 @@ class EnipProbe(Probe):
             async with link.op("list_identity_udp"):
                 await loop.sock_sendall(sock, wire.list_identity_request(context))
                 sent = time.monotonic()
-                reply = await asyncio.wait_for(loop.sock_recv(sock, wire.MAX_REPLY), wait_s)
+                async with asyncio.timeout(wait_s):  # not wait_for: no task per reply (Python 3.11)
+                    reply = await loop.sock_recv(sock, wire.MAX_REPLY)
                 rtt = time.monotonic() - sent
         return wire.parse_list_identity_reply(reply, context), rtt
 
@@ -287,7 +288,8 @@ class EnipProbe(Probe):
     @staticmethod
     async def _io(conn: _Tcp, aw: Any, timeout: float) -> Any:
         try:
-            return await asyncio.wait_for(aw, timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: no task per reply (Python 3.11)
+                return await aw
         except ConnectionResetError as exc:
             conn.dead = True
             raise _PeerReset(f"connection reset by the device ({exc})") from None

@@ -218,7 +218,9 @@ class _Session:
         pdu.transaction_id = ctx.getNextTID()
         ctx.pdu_send(pdu)
         try:
-            adu = await asyncio.wait_for(pending, self.timeouts.response_s)
+            # asyncio.timeout, not wait_for: no waiter future and callback hop between the reply and this task
+            async with asyncio.timeout(self.timeouts.response_s):
+                adu = await pending
         finally:
             self._pending = None
         if self._sent is None or (adu.tid, adu.unit) != self._sent:

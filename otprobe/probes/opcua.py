@@ -205,7 +205,8 @@ class OpcuaProbe(Probe):
             conn.writer.write(request)
             conn.outstanding = True
             sent = time.monotonic()
-            reply = await asyncio.wait_for(self._reply(conn), link.timeouts.response_s)
+            async with asyncio.timeout(link.timeouts.response_s):  # not wait_for: no task per reply (Python 3.11)
+                reply = await self._reply(conn)
             conn.rtt_s = time.monotonic() - sent
             conn.outstanding = False
         return reply

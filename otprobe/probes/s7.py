@@ -98,7 +98,8 @@ class _Connection:
         try:
             self.writer.write(frame)
             await self.writer.drain()
-            return await asyncio.wait_for(self._read_frame(), self.response_s)
+            async with asyncio.timeout(self.response_s):  # not wait_for: no task per reply (Python 3.11)
+                return await self._read_frame()
         except ConnectionError as exc:
             self.peer_gone = True
             raise _PeerGone(f"connection reset by the device ({type(exc).__name__})") from None

@@ -367,8 +367,8 @@ class _Session:
                 sock.connect((self.ip, self.probe.port))
                 sock.send(data)
                 sent = time.monotonic()
-                reply = await asyncio.wait_for(loop.sock_recv(sock, self.wire.MAX_REPLY + 1),
-                                               self.link.timeouts.response_s)
+                async with asyncio.timeout(self.link.timeouts.response_s):  # not wait_for: no task per reply (3.11)
+                    reply = await loop.sock_recv(sock, self.wire.MAX_REPLY + 1)
                 self.last_rtt = time.monotonic() - sent
         return reply
 

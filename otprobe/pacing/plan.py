@@ -11,10 +11,10 @@ device (default: `DEFAULT_DENSITY` of them), that a device answers one probe at 
 (`Probe.typical_packets()`) and refuses the others at one packet per transport; an empty address costs what the
 scheduler spends on one (`empty_packets`), refusing every probe or silent (the caller says which share is silent:
 refusing, the dearer in packets, by default). The duration is the longest of three kinds of stream, each plus half
-the longest session it carries: the caps (each class's and the global, at their paced rates) over the expected
-packets, the empty addresses' own time over the discovery slots and the devices' own time over the session slots.
-A stream's last sessions end at their devices' own pace, on average half a session after its evenly spread share
-(docs/design.md, "The plan's expected time"); and no scan is shorter than its longest session.
+the mean session it carries (weighted by packets): the caps (each class's and the global, at their paced rates) over
+the expected packets, the empty addresses' own time over the discovery slots and the devices' own time over the
+session slots. A stream's last sessions end at their devices' own pace, on average half a session after its evenly
+spread share (docs/design.md, "The plan's expected time"); and no scan is shorter than its longest session.
 """
 
 from __future__ import annotations

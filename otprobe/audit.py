@@ -47,9 +47,13 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# one encoder for every line: json.dumps with any non-default argument builds a new one per call
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=str).encode
+
+
 def _seal(record: dict[str, Any]) -> bytes:
     """The line for `record` (without newline), ending in its own hash `h`."""
-    body = json.dumps(record, separators=(",", ":"), ensure_ascii=True, default=str).encode()
+    body = _encode(record).encode()
     return body[:-1] + b',"h":"' + _sha256(body).encode() + b'"}'
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 from typer.exceptions import TyperException
 
 from otprobe import render
@@ -498,9 +498,26 @@ def scans_list(
 # --- scanning ---------------------------------------------------------------------------------------------------
 
 ProfileOption = Annotated[str, typer.Option("--profile", "-p", help="Shipped profile name or a profile file.")]
+# The registered probes' names in --protocol's and --port's help are filled in when a command's help is shown
+# (_ProbeHelp): finding the installed probes reads every installed package's metadata, which `otprobe --help` and
+# the commands themselves need not pay for.
+_PROBES, _LAST_PROBE = "<registered probes>", "<last probe>"
+
+
+class _ProbeHelp(TyperCommand):
+    """A command whose options' help names the registered probes."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        names = probe_names()
+        for param in self.params:
+            if param.help:
+                param.help = param.help.replace(_PROBES, ",".join(names)).replace(_LAST_PROBE, names[-1])
+        super().format_help(ctx, formatter)
+
+
 ProtocolOption = Annotated[
     str | None,
-    typer.Option("--protocol", help=f"Comma-separated subset of {','.join(probe_names())} (default: all enabled)."),
+    typer.Option("--protocol", help=f"Comma-separated subset of {_PROBES} (default: all enabled)."),
 ]
 ScopeOption = Annotated[
     list[str] | None,
@@ -509,7 +526,7 @@ ScopeOption = Annotated[
 ]
 PortOption = Annotated[
     list[str] | None,
-    typer.Option("--port", help=f"Override a port, e.g. --port {probe_names()[-1]}=5020 (repeatable)."),
+    typer.Option("--port", help=f"Override a port, e.g. --port {_LAST_PROBE}=5020 (repeatable)."),
 ]
 
 
@@ -544,7 +561,7 @@ def _prepare(profile_ref: str, targets: list[str], protocol: str | None, port: l
         raise typer.BadParameter(str(exc.args[0]), param_hint="--protocol") from None
 
 
-@app.command()
+@app.command(cls=_ProbeHelp)
 def plan(
     targets: Annotated[list[str], typer.Argument(help="Hosts, CIDR blocks, ranges (a-b) or @file.")],
     profile: ProfileOption = "default",
@@ -613,7 +630,7 @@ def plan(
                 f"packets per address; excluded devices (zero packets): {excluded}")
 
 
-@app.command()
+@app.command(cls=_ProbeHelp)
 def scan(
     targets: Annotated[list[str] | None, typer.Argument(help="Hosts, CIDR blocks, ranges (a-b) or @file.")] = None,
     profile: Annotated[str | None, typer.Option("--profile", "-p", help="Shipped profile name or a profile file "

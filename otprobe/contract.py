@@ -6,8 +6,9 @@ registry and every probe (built-in or installed by another package) can import i
 
 A probe is a class with class-level facts and one coroutine, `run(link, target)`:
 
-- `name`, `transports`, `default_port`, `operations` (each with its packet cost), and `max_packets()` (its
-  worst case with these options: the budget the link enforces);
+- `name`, `transports`, `default_port`, `operations` (each with its packet cost), `max_packets()` (its
+  worst case with these options: the budget the link enforces) and `typical_packets()` (what a device that answers
+  usually costs: the plan's expected figures, never a limit);
 - `wire_protocol`: whose wire codes its operations are, the key into the central allowlist (otprobe.safety); a
   second probe speaking an existing probe's protocol names that protocol and may send only what it may;
 - `Options`: its section of a profile (`protocols.<name>:`), a pydantic model with a default for every key;
@@ -21,6 +22,7 @@ checks the allowlist, the declaration and the budget, waits for pacing and write
 from __future__ import annotations
 
 import difflib
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -188,6 +190,11 @@ class Probe(ABC):
     @abstractmethod
     def max_packets(self) -> int:
         """Worst-case packets one run of this probe sends to one device with these options (the budget)."""
+
+    def typical_packets(self) -> int:
+        """Packets one run usually sends to a device that answers, with these options: what the plan expects, never
+        a limit. Probes state their usual exchange; a probe that does not is assumed to need half its worst case."""
+        return math.ceil(self.max_packets() / 2)
 
     @abstractmethod
     async def run(self, link: ProbeLink, target: Target) -> Observation:

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Protocol
 
@@ -60,6 +61,7 @@ def default_directory() -> Path:
     return base / "otprobe-leases"
 
 
+@cache  # one boot per process: read once, not three times per device
 def _boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from otprobe.contract import Category, Kind, Operation, Probe, Timeouts
@@ -139,39 +140,14 @@ class Link:
             )
         return op
 
-    @asynccontextmanager
-    async def op(self, name: str) -> AsyncIterator[Operation]:
+    def op(self, name: str) -> _Announced:
         """Announce, pace and audit one operation; the body performs the library call that sends it.
 
         The body's first statement must put the packets on the wire with no await before them (a write, a
         connect, a shutdown): their departure is stamped right before the body runs, and the next packet to the
         device, its class and the scan is spaced from that stamp.
         """
-        op = self._check(name)
-        await self.pacer.acquire(op.kind, op.packets)
-        record = self._intent(op)
-        try:
-            await self.pacer.depart(op.kind, op.packets)
-        except BaseException as exc:
-            self._outcome(record, type(exc).__name__, str(exc) or None)
-            raise
-        self.packets_sent += op.packets
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            yield op
-        except BaseException as exc:
-            self._outcome(record, type(exc).__name__, str(exc) or None)
-            self.unreachable |= isinstance(exc, OSError) and exc.errno in UNREACHABLE
-            if op.kind is Kind.CONNECT and self._connect_failures is not None:
-                self._connect_failures.connect_failed()
-            raise
-        self._outcome(record, "ok")
-        self._observe(op, loop.time() - started)
-        task = asyncio.current_task()
-        if op.kind is Kind.CLOSE and task is not None and task.cancelling():
-            # A paced close holds back a cancellation until it is sent (otprobe.pacing.pacer): deliver it now.
-            raise asyncio.CancelledError
+        return _Announced(self, name)
 
     def connection_ended(self) -> None:
         """The device closed or reset the connection first, so no close is announced or sent; the connection gap
@@ -205,3 +181,43 @@ class Link:
     def _outcome(self, record: int | None, outcome: str, detail: str | None = None) -> None:
         if self.audit is not None and record is not None:
             self.audit.outcome(record, outcome, detail)
+
+
+class _Announced(AbstractAsyncContextManager[Operation]):
+    """One `Link.op`: checked, paced and its intent written on entry, its outcome written on exit. A class rather
+    than an @asynccontextmanager generator, which costs a generator, its wrapper and their frames per packet."""
+
+    __slots__ = ("_link", "_name", "_op", "_record", "_started")
+
+    def __init__(self, link: Link, name: str) -> None:
+        self._link, self._name = link, name
+
+    async def __aenter__(self) -> Operation:
+        link = self._link
+        op = self._op = link._check(self._name)
+        await link.pacer.acquire(op.kind, op.packets)
+        record = self._record = link._intent(op)
+        try:
+            await link.pacer.depart(op.kind, op.packets)
+        except BaseException as exc:
+            link._outcome(record, type(exc).__name__, str(exc) or None)
+            raise
+        link.packets_sent += op.packets
+        self._started = asyncio.get_running_loop().time()
+        return op
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        link, op = self._link, self._op
+        if exc_type is not None:
+            link._outcome(self._record, exc_type.__name__, str(exc) or None)
+            link.unreachable |= isinstance(exc, OSError) and exc.errno in UNREACHABLE
+            if op.kind is Kind.CONNECT and link._connect_failures is not None:
+                link._connect_failures.connect_failed()
+            return  # the exception goes on
+        link._outcome(self._record, "ok")
+        link._observe(op, asyncio.get_running_loop().time() - self._started)
+        task = asyncio.current_task()
+        if op.kind is Kind.CLOSE and task is not None and task.cancelling():
+            # A paced close holds back a cancellation until it is sent (otprobe.pacing.pacer): deliver it now.
+            raise asyncio.CancelledError

@@ -157,7 +157,7 @@ class _Waiter:
     def latest(self, cutoff: float) -> float:
         """Last instant it may be granted: its reserve (reply, own close), and the other open connections' closes,
         which go out one interval apart through the shared buckets, must fit before the cutoff."""
-        return math.inf if self.reserve is None else cutoff - self.reserve - _drain(self.buckets, self.closes)
+        return _latest(cutoff, self.reserve, self.buckets, self.closes)
 
     def live(self, epoch: int, eligible: bool) -> bool:
         return self.epoch == epoch and self.eligible is eligible and not self.future.done()
@@ -245,9 +245,12 @@ class Limiter:
         buckets = tuple(buckets)
         now = self.now()
         if self._nobody_else(now):  # the common case while the caps do not bind: grant at once, no heap
-            ready = max(not_before, *(b.ready_at(count) for b in buckets))
-            latest = math.inf if reserve is None else self.cutoff - reserve - _drain(buckets, closes)
-            if ready <= now and now <= latest:
+            ready = not_before
+            for b in buckets:  # a loop, not max() over a generator: this runs for every packet
+                at = b.ready_at(count)
+                if at > ready:
+                    ready = at
+            if ready <= now <= _latest(self.cutoff, reserve, buckets, closes):
                 for b in buckets:
                     b.take(now, count)
                 future.set_result(now)
@@ -273,8 +276,12 @@ class Limiter:
         not None) that could no longer leave by `cutoff - reserve - drain` (as in `submit`)."""
         while True:
             now = self.now()
-            ready = max(b.departs_at(count) for b in buckets)
-            if reserve is not None and max(ready, now) > self.cutoff - reserve - _drain(buckets, closes):
+            ready = -math.inf
+            for b in buckets:
+                at = b.departs_at(count)
+                if at > ready:
+                    ready = at
+            if max(ready, now) > _latest(self.cutoff, reserve, buckets, closes):
                 raise ScanAborted("no time left before the scan's cutoff for this operation")
             if ready <= now:
                 break
@@ -367,6 +374,14 @@ class Limiter:
     def _fire(self) -> None:
         self._timer, self._timer_at = None, math.inf
         self._service()
+
+
+def _latest(cutoff: float, reserve: float | None, buckets: Sequence[TokenBucket], closes: int) -> float:
+    """Last instant a request may be granted or leave: `cutoff - reserve - drain` (Limiter.submit); never for a
+    close (`reserve` None) or while no cutoff is set, which spares the drain's arithmetic on every packet."""
+    if reserve is None or cutoff == math.inf:
+        return math.inf
+    return cutoff - reserve - _drain(buckets, closes)
 
 
 def _drain(buckets: Sequence[TokenBucket], closes: int) -> float:

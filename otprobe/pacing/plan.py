@@ -7,12 +7,14 @@ the caps allow for one full budget per (device, probe): no scan of these devices
 
 Expected. Most addresses of a block hold no device, and a device answers one or two of the probes, so the worst
 case overstates a real scan many times over. The expected figures assume `expect_devices` of the addresses hold a
-device (default: `DEFAULT_DENSITY` of them), that a device answers one probe, in about half that probe's worst
-case (the worst case counts every continuation and fallback), and refuses the others at one packet per transport;
-an empty address costs what the scheduler spends on one (`empty_packets`), refusing every probe or silent (the
-caller says which share is silent: refusing, the dearer in packets, by default). The duration is the longest of:
-the caps over the expected packets, the empty addresses' own time over the discovery slots and the devices' own
-time over the session slots; plus one device's own time, since the last session overlaps nothing.
+device (default: `DEFAULT_DENSITY` of them), that a device answers one probe at that probe's usual cost
+(`Probe.typical_packets()`) and refuses the others at one packet per transport; an empty address costs what the
+scheduler spends on one (`empty_packets`), refusing every probe or silent (the caller says which share is silent:
+refusing, the dearer in packets, by default). The duration is the longest of three kinds of stream, each plus half
+the mean session it carries (weighted by packets): the caps (each class's and the global, at their paced rates) over
+the expected packets, the empty addresses' own time over the discovery slots and the devices' own time over the
+session slots. A stream's last sessions end at their devices' own pace, on average half a session after its evenly
+spread share (docs/design.md, "The plan's expected time"); and no scan is shorter than its longest session.
 """
 
 from __future__ import annotations
@@ -76,16 +78,12 @@ def _refused(probe: Probe) -> int:
     return len(probe.transports)
 
 
-def _answering(probe: Probe) -> int:
-    return math.ceil(probe.max_packets() / 2)
-
-
 def device_packets(probes: Sequence[Probe]) -> float:
     """Expected packets to a device that answers one of `probes` (any one alike) and refuses the others."""
     if not probes:
         return 0.0
     refused = sum(_refused(p) for p in probes)
-    return sum(_answering(p) + refused - _refused(p) for p in probes) / len(probes)
+    return sum(p.typical_packets() + refused - _refused(p) for p in probes) / len(probes)
 
 
 def empty_packets(probes: Sequence[Probe], config: ScanConfig, silent_share: float) -> tuple[float, float]:
@@ -155,7 +153,9 @@ def _expected(targets: Sequence[Target], probes: Sequence[Probe], config: ScanCo
               silent_share: float) -> tuple[float, float]:
     """Expected packets and seconds with `live` of the addresses holding a device, spread like the addresses: the
     longest of the caps over the expected packets, the empty addresses' own time over the discovery slots and the
-    devices' own time over the session slots, plus one device's own time (the last session does not overlap)."""
+    devices' own time over the session slots, each plus half the mean session it carries (weighted by packets), and
+    at least the longest session. Only half a session: where a cap binds, the last sessions' packets are already in
+    the cap's stream, and adding the slowest device's whole session (of any class) counted them twice."""
     if not targets or not probes:
         return 0.0, 0.0
     share = live / len(targets)
@@ -165,20 +165,34 @@ def _expected(targets: Sequence[Target], probes: Sequence[Probe], config: ScanCo
         per_live = min(per_live, config.max_packets_per_device)
     counts = Counter(config.class_key(t.device_class) for t in targets)
     bounds: list[float] = []
-    total = live_time = slowest = 0.0
+    total = live_packets = live_time = session_weight = device_weight = longest = 0.0
     for key, addresses in counts.items():
         limits = config.limits_for(key)
-        packets = addresses * (share * per_live + (1 - share) * empty)
-        total += packets
-        bounds.append(shared_min_seconds(packets, limits.class_pps))
         own = device_min_seconds(math.ceil(per_live), len(probes), limits)  # its packets, a session per probe
+        to_live, to_empty = addresses * share * per_live, addresses * (1 - share) * empty
+        packets = to_live + to_empty
+        weight = to_live * own + to_empty * empty_s  # sessions weighted by the packets they put in the stream
+        total, live_packets = total + packets, live_packets + to_live
         live_time += addresses * share * own
-        if share > 0:
-            slowest = max(slowest, own)
+        session_weight, device_weight = session_weight + weight, device_weight + to_live * own
+        longest = max(longest, own if share > 0 else 0.0, empty_s if share < 1 else 0.0)
+        bounds.append(_paced(packets, limits.class_pps, config) + _half(weight, packets))
     empties = (len(targets) - live) * empty_s
-    bounds += [shared_min_seconds(total, config.global_pps), live_time / max(1, config.max_devices_in_flight),
-               empties / max(config.max_addresses_in_flight, config.max_devices_in_flight)]
-    return total, max(bounds) + slowest
+    discovery = max(config.max_addresses_in_flight, config.max_devices_in_flight)
+    bounds += [_paced(total, config.global_pps, config) + _half(session_weight, total),
+               live_time / max(1, config.max_devices_in_flight) + _half(device_weight, live_packets),
+               empties / discovery + (empty_s / 2 if empties else 0.0), longest]
+    return total, max(bounds)
+
+
+def _half(weight: float, packets: float) -> float:
+    """Half the mean session of a stream: its tail, as the sessions still open at its end are half done."""
+    return weight / packets / 2 if packets > 0 else 0.0
+
+
+def _paced(packets: float, pps: float | None, config: ScanConfig) -> float:
+    """Seconds an aggregate bucket needs for `packets` at the rate the pacer really grants (the cap less headroom)."""
+    return shared_min_seconds(packets, None if pps is None else config.effective(pps))
 
 
 def remaining_seconds(targets_left: Sequence[Target], probes: Sequence[Probe], config: ScanConfig,

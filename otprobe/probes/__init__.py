@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import import_module
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from otprobe.errors import PolicyViolation
@@ -50,6 +49,10 @@ class Source:
 def sources() -> tuple[Source, ...]:
     """Every registered probe, built-in first; an installed probe reusing a taken name is listed (and refused when
     loaded), never silently dropped."""
+    # here, not at the top: importing importlib.metadata and reading every installed package's metadata costs about
+    # 15 ms, which `otprobe --help` and `--version` need not pay
+    from importlib.metadata import entry_points
+
     installed = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
     return (
         *(Source(name, target, BUILTIN_PACKAGE) for name, target in BUILTIN.items()),

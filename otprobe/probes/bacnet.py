@@ -90,8 +90,8 @@ class _Session:
         async with self.link.op(op):
             await loop.sock_sendall(self.sock, request)
             sent = time.monotonic()
-            reply = await asyncio.wait_for(loop.sock_recv(self.sock, wire.MAX_REPLY + 1),
-                                           self.link.timeouts.response_s)
+            async with asyncio.timeout(self.link.timeouts.response_s):  # not wait_for: no task per reply (3.11)
+                reply = await loop.sock_recv(self.sock, wire.MAX_REPLY + 1)
             self.rtt_s = time.monotonic() - sent
         return wire.parse_reply(reply, invoke_id, service)
 
@@ -115,6 +115,9 @@ class BacnetProbe(Probe):
 
     def max_packets(self) -> int:
         return 1 + len(wire.IDENTITY_PROPERTIES)
+
+    def typical_packets(self) -> int:
+        return 1  # ReadPropertyMultiple answered; the ReadProperty fallback is for devices that refuse it
 
     async def run(self, link: ProbeLink, target: Target) -> Observation:
         """latency_s is the round trip of the last request answered (pacing waits excluded)."""

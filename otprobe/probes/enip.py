@@ -165,6 +165,10 @@ class EnipProbe(Probe):
     def max_packets(self) -> int:
         return (1 if self.use_udp else 0) + 6
 
+    def typical_packets(self) -> int:
+        # the UDP ListIdentity answers; without UDP: connect, RegisterSession, Get_Attributes_All, UnRegister, FIN
+        return 1 if self.use_udp else 5
+
     async def run(self, link: ProbeLink, target: Target) -> Observation:
         """latency_s is the round trip of the exchange that decided the status (pacing waits excluded)."""
         delay_ms = self._advertised_delay_ms(link.timeouts.response_s)
@@ -212,7 +216,8 @@ class EnipProbe(Probe):
             async with link.op("list_identity_udp"):
                 await loop.sock_sendall(sock, wire.list_identity_request(context))
                 sent = time.monotonic()
-                reply = await asyncio.wait_for(loop.sock_recv(sock, wire.MAX_REPLY), wait_s)
+                async with asyncio.timeout(wait_s):  # not wait_for: no task per reply (Python 3.11)
+                    reply = await loop.sock_recv(sock, wire.MAX_REPLY)
                 rtt = time.monotonic() - sent
         return wire.parse_list_identity_reply(reply, context), rtt
 
@@ -283,7 +288,8 @@ class EnipProbe(Probe):
     @staticmethod
     async def _io(conn: _Tcp, aw: Any, timeout: float) -> Any:
         try:
-            return await asyncio.wait_for(aw, timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: no task per reply (Python 3.11)
+                return await aw
         except ConnectionResetError as exc:
             conn.dead = True
             raise _PeerReset(f"connection reset by the device ({exc})") from None

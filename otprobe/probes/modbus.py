@@ -220,7 +220,9 @@ class _Session:
         pdu.transaction_id = ctx.getNextTID()
         ctx.pdu_send(pdu)
         try:
-            adu = await asyncio.wait_for(pending, self.timeouts.response_s)
+            # asyncio.timeout, not wait_for: no waiter future and callback hop between the reply and this task
+            async with asyncio.timeout(self.timeouts.response_s):
+                adu = await pending
         finally:
             self._pending = None
         if self._sent is None or (adu.tid, adu.unit) != self._sent:
@@ -311,6 +313,11 @@ class ModbusProbe(Probe):
 
     def max_packets(self) -> int:
         return 2 + PACKETS_PER_UNIT * sum(1 for _ in self.units())
+
+    def typical_packets(self) -> int:
+        # connect and FIN; a listed unit id answers its basic and regular streams without paging (the M340 case),
+        # a swept id is asked its basic stream once
+        return 2 + sum(2 if opener == "read_basic" else 1 for _, opener in self.units())
 
     async def run(self, link: ProbeLink, target: Target) -> Observation:
         session = _Session(target.ip, self.port, link.timeouts)

@@ -119,6 +119,9 @@ class OpcuaProbe(Probe):
     def max_packets(self) -> int:
         return 6 + (SESSION_OPERATIONS if self.read_build_info else 0)
 
+    def typical_packets(self) -> int:
+        return self.max_packets()  # every answering server runs the whole exchange
+
     async def run(self, link: ProbeLink, target: Target) -> Observation:
         """latency_s is the round trip of the last request answered (pacing waits excluded)."""
         url = f"opc.tcp://{target.ip}:{self.port}"
@@ -202,7 +205,8 @@ class OpcuaProbe(Probe):
             conn.writer.write(request)
             conn.outstanding = True
             sent = time.monotonic()
-            reply = await asyncio.wait_for(self._reply(conn), link.timeouts.response_s)
+            async with asyncio.timeout(link.timeouts.response_s):  # not wait_for: no task per reply (Python 3.11)
+                reply = await self._reply(conn)
             conn.rtt_s = time.monotonic() - sent
             conn.outstanding = False
         return reply

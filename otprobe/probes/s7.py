@@ -98,7 +98,8 @@ class _Connection:
         try:
             self.writer.write(frame)
             await self.writer.drain()
-            return await asyncio.wait_for(self._read_frame(), self.response_s)
+            async with asyncio.timeout(self.response_s):  # not wait_for: no task per reply (Python 3.11)
+                return await self._read_frame()
         except ConnectionError as exc:
             self.peer_gone = True
             raise _PeerGone(f"connection reset by the device ({type(exc).__name__})") from None
@@ -162,6 +163,12 @@ class S7Probe(Probe):
     def max_packets(self) -> int:
         reads = 3 if self.read_cpu_state else 2
         return 3 * len(self.rack_slots) + 1 + reads * (1 + self.max_continuations)
+
+    def typical_packets(self) -> int:
+        # the first rack/slot answers: connect, CR, setup, each read, one continuation (SZL 0x001C's records do not
+        # fit a 240-byte PDU), FIN: 7 for a CPU 315-2 PN/DP
+        reads = 3 if self.read_cpu_state else 2
+        return 4 + reads + min(1, self.max_continuations)
 
     async def run(self, link: ProbeLink, target: Target) -> Observation:
         session = _Session(self, link, target.ip)

@@ -223,6 +223,12 @@ class SnmpProbe(Probe):
         discovery = 1 if self.options.v3_users else 0
         return discovery + len(self.credentials) + self.entity_requests()
 
+    def typical_packets(self) -> int:
+        # the first credential answers (a v3 user after its discovery request) and one entity request holds the rows
+        if not self.credentials:
+            return 0
+        return (2 if self.options.v3_users else 1) + 1
+
     async def run(self, link: ProbeLink, target: Target) -> Observation:
         """latency_s is the round trip of the request that the system group answered."""
         if not self.credentials:
@@ -361,8 +367,8 @@ class _Session:
                 sock.connect((self.ip, self.probe.port))
                 sock.send(data)
                 sent = time.monotonic()
-                reply = await asyncio.wait_for(loop.sock_recv(sock, self.wire.MAX_REPLY + 1),
-                                               self.link.timeouts.response_s)
+                async with asyncio.timeout(self.link.timeouts.response_s):  # not wait_for: no task per reply (3.11)
+                    reply = await loop.sock_recv(sock, self.wire.MAX_REPLY + 1)
                 self.last_rtt = time.monotonic() - sent
         return reply
 

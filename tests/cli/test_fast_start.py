@@ -21,11 +21,15 @@ import pytest
 import otprobe
 
 REPO = Path(__file__).resolve().parents[2]
-PROTOCOL_LIBRARIES = ("pymodbus", "snap7", "pycomm3")
+PROTOCOL_LIBRARIES = ("pymodbus", "snap7", "pycomm3", "asyncua", "pysnmp", "bacpypes3")
 # what a command that reads no profile and no inventory has no use for
 # the report's template engine and plotting library load only when a report is written
 REPORT_LIBRARIES = ("jinja2", "matplotlib")
-PRINT_ONLY = (*PROTOCOL_LIBRARIES, *REPORT_LIBRARIES, "pydantic", "yaml", "sqlite3")
+# the central inventory's libraries load only for a postgresql:// inventory
+CENTRAL_LIBRARIES = ("sqlalchemy", "alembic", "psycopg")
+PRINT_ONLY = (*PROTOCOL_LIBRARIES, *REPORT_LIBRARIES, *CENTRAL_LIBRARIES, "pydantic", "yaml", "sqlite3")
+# --help lists no installed probe (a command's own help does), so it reads no package's metadata either
+HELP_ONLY = (*PRINT_ONLY, "importlib.metadata")
 
 CHILD = """
 import json, sys
@@ -46,7 +50,8 @@ with open(report, "w") as out:
 
 
 def run_cli(tmp_path: Path, *args: str, preload: tuple[str, ...] = ()) -> tuple[int, str, set[str]]:
-    """(exit code, stdout, top-level packages loaded) of `otprobe ARGS` in a child interpreter."""
+    """(exit code, stdout, modules loaded) of `otprobe ARGS` in a child interpreter. A package's submodule is never
+    loaded without the package, so a top-level name stands for the whole library."""
     report = tmp_path / "modules.json"
     # the checkout under test, whatever is installed; no inventory outside the test's folder
     env = {**os.environ, "PYTHONPATH": str(REPO), "OTPROBE_DB": str(tmp_path / "inventory.db"), "NO_COLOR": "1"}
@@ -54,15 +59,16 @@ def run_cli(tmp_path: Path, *args: str, preload: tuple[str, ...] = ()) -> tuple[
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     result = json.loads(report.read_text())
     assert result["code"] == child.returncode, child.stderr
-    return child.returncode, child.stdout, {name.partition(".")[0] for name in result["modules"]}
+    return child.returncode, child.stdout, set(result["modules"])
 
 
 COMMANDS = {  # name: (arguments, expected in the output, packages it must not load)
-    "help": (("--help",), "Usage: otprobe", PRINT_ONLY),
+    "help": (("--help",), "Usage: otprobe", HELP_ONLY),
     "version": (("--version",), f"otprobe {version('otprobe')}", PRINT_ONLY),
     "profiles list": (("profiles", "list"), "maintenance-window", (*PROTOCOL_LIBRARIES, *REPORT_LIBRARIES)),
     "plan": (("plan", "127.0.1.1", "--profile", "lab"), "total", PROTOCOL_LIBRARIES),
     "report help": (("report", "--help"), "Usage: otprobe report", (*PROTOCOL_LIBRARIES, *REPORT_LIBRARIES)),
+    "scan help": (("scan", "--help"), "s7,enip,modbus", (*PROTOCOL_LIBRARIES, *CENTRAL_LIBRARIES)),  # named, not loaded
 }
 
 

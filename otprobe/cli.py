@@ -403,10 +403,12 @@ def inventory_push(
         help="postgresql:// URL of the central inventory (default: the config file's central).")] = None,
     db: Annotated[Path | None, typer.Option(
         "--db", show_default=False,
-        help="The sensor's inventory file (default: $OTPROBE_DB or ~/.local/share/otprobe/inventory.db).")] = None,
+        help="The sensor's inventory file (default: $OTPROBE_DB when it names a file, else "
+        "~/.local/share/otprobe/inventory.db).")] = None,
     site: Annotated[str | None, typer.Option(
         "--site", callback=_site, show_default=False,
-        help="Site the sensor's scans belong to (default: $OTPROBE_SITE, the config file's site, else default).")]
+        help="Site of the scans that ran without one (recorded as default); a scan that recorded a site goes to "
+        "it (default: $OTPROBE_SITE, the config file's site, else default).")]
     = None,
     audit: Annotated[Path | None, typer.Option(
         help="Audit log whose chain heads go along (default: audit.jsonl beside the inventory).")] = None,

@@ -155,20 +155,22 @@ class CentralStore:
 
     @guarded
     def receive_scan(self, scan: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
-                     head: tuple[int, str] | None) -> bool:
+                     head: tuple[int, str] | None, site: str | None = None) -> bool:
         """Take one finished scan of a sensor's inventory, with its observations and the audit line that closed
-        it, reconciled at once, in one transaction. False if the database has it already (a repeated push)."""
+        it, reconciled at once, in one transaction, for `site` (else this store's). False if the database has it
+        already (a repeated push)."""
+        site = site or self.write_site
         with self.engine.begin() as c:
-            self._lock_site(c, self.write_site)  # a concurrent push of the same scan waits here, then skips it
+            self._lock_site(c, site)  # a concurrent push of the same scan waits here, then skips it
             present = c.execute(select(scans.c.site).where(scans.c.id == scan["id"])).scalar_one_or_none()
             if present is not None:
-                if present != self.write_site:
+                if present != site:
                     raise InventoryError(f"scan {scan['id']} is already in the database for site {present!r}, "
-                                         f"not {self.write_site!r}: was this inventory pushed under another site?")
+                                         f"not {site!r}: was this inventory pushed under another site?")
                 return False
-            self._ensure_site(c, self.write_site)
+            self._ensure_site(c, site)
             c.execute(insert(scans).values(
-                site=self.write_site, **{k: scan[k] for k in (
+                site=site, **{k: scan[k] for k in (
                     "id", "profile", "started_at", "ended_at", "status", "pid", "host", "targets", "not_covered",
                     "counts", "protocols", "resumes")}))
             columns = ("ip", "protocol", "port", "status", "device_class", "identity", "latency_s", "packets",
@@ -177,7 +179,7 @@ class CentralStore:
                 c.execute(insert(observations), [{"scan_id": scan["id"], **{k: row[k] for k in columns},
                                                   "error": records.without_nul(row["error"])} for row in rows])
             # the asset history says when the sensor saw a device, not when it was pushed
-            self._reconcile(c, scan["id"], self.write_site, scan["ended_at"] or scan["started_at"])
+            self._reconcile(c, scan["id"], site, scan["ended_at"] or scan["started_at"])
             if head is not None:
                 c.execute(insert(audit_heads).values(scan_id=scan["id"], seq=head[0], hash=head[1],
                                                      pushed_at=self._now()))

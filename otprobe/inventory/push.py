@@ -24,6 +24,7 @@ from urllib.parse import quote
 from otprobe.audit import verify
 from otprobe.errors import AuditError, InventoryError
 from otprobe.inventory.central import CentralStore
+from otprobe.inventory.sites import DEFAULT_SITE
 
 OLDEST_READABLE = 2  # the SQLite schema version from which scans record their protocols and resume chains
 
@@ -70,9 +71,17 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
     return db
 
 
+def _site_of(scan: sqlite3.Row, push_site: str) -> str:
+    """The site a scan goes to: the one the sensor's file recorded for it, unless that is `default` (no site was
+    named when it ran) or the file predates sites; then the push's."""
+    recorded = scan["site"] if "site" in scan.keys() else None  # noqa: SIM118 (`in` a Row looks at its values)
+    return recorded if recorded and recorded != DEFAULT_SITE else push_site
+
+
 def push(source: Path, central: CentralStore, audit_log: Path | None = None,
          on_scan: Callable[[str, int], None] | None = None) -> PushReport:
-    """Send `source`'s scans that `central` lacks to `central`'s site; `on_scan(scan id, observations)` after each."""
+    """Send `source`'s scans that `central` lacks, each to the site its file recorded (`_site_of`: else `central`'s
+    site); `on_scan(scan id, observations)` after each."""
     audit_path = audit_log or source.parent / "audit.jsonl"
     heads = audit_heads(audit_path)
     report = PushReport(audit="verified" if heads else f"no audit log at {audit_path}")
@@ -84,11 +93,12 @@ def push(source: Path, central: CentralStore, audit_log: Path | None = None,
             if scan["status"] == "running":
                 report.held_back = [s["id"] for s in local_scans[number:] if s["id"] not in present]
                 break
-            if scan["id"] in present and present[scan["id"]] == central.write_site:
+            site = _site_of(scan, central.write_site)
+            if scan["id"] in present and present[scan["id"]] == site:
                 report.already += 1
                 continue
             rows = db.execute("SELECT * FROM observations WHERE scan_id=? ORDER BY id", (scan["id"],)).fetchall()
-            if central.receive_scan(scan, rows, heads.get(scan["id"])):
+            if central.receive_scan(scan, rows, heads.get(scan["id"]), site):
                 report.sent.append(scan["id"])
                 report.observations += len(rows)
                 report.heads += scan["id"] in heads

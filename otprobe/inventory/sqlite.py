@@ -48,9 +48,10 @@ from otprobe.model import Observation, Status
 
 
 def default_db_path() -> Path:
-    """$OTPROBE_DB, else $XDG_DATA_HOME/otprobe/inventory.db (~/.local/share/otprobe/inventory.db)."""
+    """$OTPROBE_DB when it names a file, else $XDG_DATA_HOME/otprobe/inventory.db (~/.local/share/otprobe/
+    inventory.db): a sensor that scans into a central database by URL still has its file there, for a push."""
     env = os.environ.get("OTPROBE_DB")
-    if env:
+    if env and "://" not in env:
         return Path(env)
     base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return base / "otprobe" / "inventory.db"

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,34 @@ def test_audit_verify_without_a_path_reads_the_log_the_scan_wrote(setting: str, 
     for key, value in env.items():  # the scan's own choice, under the same settings, is the same file
         monkeypatch.setenv(key, value)
     assert audit_beside(database_setting(None)) == expected
+
+
+def test_a_push_without_db_reads_the_sensors_file_when_the_environment_names_a_central_url(
+        pg_url: str, tmp_path: Path) -> None:
+    from otprobe.inventory import SqliteStore
+
+    data = tmp_path / "data"
+    local = SqliteStore(data / "otprobe" / "inventory.db")
+    run_scan(local, "s1", PLANT)
+    local.close()
+    code, output = cli("inventory", "push", "--to", pg_url, "--format", "json",
+                       env={"OTPROBE_DB": pg_url, "XDG_DATA_HOME": str(data)})
+    assert code == 0, output
+    assert json.loads(output[output.index("{"):])["sent"] == ["s1"]  # after the progress lines (stderr)
+
+
+def test_a_pushed_scan_goes_to_the_site_its_file_recorded_and_an_unnamed_one_to_the_pushs(
+        pg_url: str, tmp_path: Path) -> None:
+    from otprobe.inventory import SqliteStore
+    from otprobe.inventory.push import push
+
+    local = SqliteStore(tmp_path / "inventory.db", site="default")  # no site named: `default`
+    run_scan(local, "s1", PLANT)
+    local.write_site = "south"  # this one ran with --site south
+    run_scan(local, "s2", PLANT)
+    local.close()
+    with closing(CentralStore(pg_url, site="north")) as central:
+        report = push(tmp_path / "inventory.db", central)
+        assert report.sent == ["s1", "s2"]
+        assert central.scan_sites() == {"s1": "north", "s2": "south"}
+        assert push(tmp_path / "inventory.db", central).sent == []  # and a repeated push sends nothing

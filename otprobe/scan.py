@@ -179,6 +179,8 @@ def prepare(
 class CountingAudit:
     """Passes records to the audit log and keeps the live figures progress shows (packets, recent rate)."""
 
+    RATE_WINDOW_S = 5.0  # the rate is over this many seconds; older grants are dropped as new ones come
+
     def __init__(self, inner: AuditSink | None, clock: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
         self.clock = clock
@@ -187,7 +189,10 @@ class CountingAudit:
 
     def intent(self, *, device: str, protocol: str, operation: str, code: str, packets: int) -> int:
         self.packets += packets
-        self._recent.append((self.clock(), packets))
+        now = self.clock()
+        self._recent.append((now, packets))
+        # trimmed here, not only when progress reads the rate: a library caller without progress never reads it
+        self._forget(now)
         if self.inner is None:
             return 0
         return self.inner.intent(device=device, protocol=protocol, operation=operation, code=code, packets=packets)
@@ -196,12 +201,15 @@ class CountingAudit:
         if self.inner is not None:
             self.inner.outcome(record_id, outcome, detail)
 
-    def rate(self, window_s: float = 5.0) -> float:
-        """Packets per second over the last `window_s` seconds."""
-        horizon = self.clock() - window_s
+    def rate(self) -> float:
+        """Packets per second over the last `RATE_WINDOW_S` seconds."""
+        self._forget(self.clock())
+        return sum(n for _, n in self._recent) / self.RATE_WINDOW_S
+
+    def _forget(self, now: float) -> None:
+        horizon = now - self.RATE_WINDOW_S
         while self._recent and self._recent[0][0] < horizon:
             self._recent.popleft()
-        return sum(n for _, n in self._recent) / window_s
 
 
 # How many addresses' worth of weight the plan's expected density keeps in the progress estimate: the first few

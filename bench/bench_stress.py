@@ -22,19 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import signal
-import struct
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 
 from common import table
+from lo_capture import Capture as Pcap
+from lo_capture import can_capture, frames, tcpdump
 from plantgen import (
     Scanned,
     Scenario,
@@ -79,20 +77,10 @@ def cpu_load(processes: int) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Capture:
-    """A running tcpdump on lo writing the scanner's packets to the plants' devices into a pcap file."""
+    """tcpdump on lo capturing the scanner's packets to the plants' devices."""
 
-    process: subprocess.Popen[bytes]
-    path: Path
+    pcap: Pcap
     ports: dict[str, set[int]]  # device address -> its listening ports
-    wall_minus_mono: float
-
-
-def can_capture() -> bool:
-    if shutil.which("tcpdump") is None:
-        return False
-    # -d opens the interface to compile a filter for it, and fails without the right to capture there
-    probe = subprocess.run(["tcpdump", "-i", "lo", "-d", "tcp"], capture_output=True, timeout=10)
-    return probe.returncode == 0
 
 
 @contextlib.contextmanager
@@ -102,49 +90,18 @@ def capture(scenarios: Sequence[Scenario], workdir: Path) -> Iterator[Capture]:
         for device in load_plant(scenario.plant).devices:
             ports[device.address] = {config.port for config in device.protocols.values()}
     nets = sorted({address.rsplit(".", 1)[0] + ".0/24" for address in ports})
-    path = workdir / "scan.pcap"
-    # packets handed over and written one by one: without these, those still in the kernel's buffer when tcpdump
-    # is stopped are lost (all of them, measured, for a capture stopped 0.1 s after the traffic)
-    command = ["tcpdump", "-i", "lo", "-n", "--immediate-mode", "-U", "-s", "128", "-w", str(path),
-               "(tcp or udp) and (" + " or ".join(f"dst net {net}" for net in nets) + ")"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE)
-    try:
-        assert process.stderr is not None
-        line = process.stderr.readline().decode()  # "listening on lo, ..." once the capture is armed
-        if "listening on" not in line:
-            raise RuntimeError(f"tcpdump did not start: {line.strip()}")
-        yield Capture(process, path, ports, time.time() - time.monotonic())
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(10)
+    bpf = "(tcp or udp) and (" + " or ".join(f"dst net {net}" for net in nets) + ")"
+    with tcpdump(workdir / "scan.pcap", bpf) as pcap:
+        yield Capture(pcap, ports)
 
 
 def captured_times(cap: Capture) -> Times:
-    """Scanner-to-device packets of a pcap file (Ethernet framing, as on Linux lo), counted as the devices count."""
-    data = cap.path.read_bytes()
-    magic = struct.unpack("<I", data[:4])[0]
-    endian, scale = {0xA1B2C3D4: ("<", 1e-6), 0xA1B23C4D: ("<", 1e-9)}[magic]
+    """Scanner-to-device packets, counted as the devices count them (a SYN, a segment with bytes, a FIN, a
+    datagram), by device."""
     times: Times = {address: [] for address in cap.ports}
-    offset = 24
-    while offset + 16 <= len(data):
-        sec, frac, included, _ = struct.unpack(endian + "IIII", data[offset:offset + 16])
-        frame = data[offset + 16:offset + 16 + included]
-        offset += 16 + included
-        if len(frame) < 34 or frame[12:14] != b"\x08\x00":  # IPv4 only
-            continue
-        ip = frame[14:]
-        header, total, proto = (ip[0] & 0x0F) * 4, struct.unpack(">H", ip[2:4])[0], ip[9]
-        dst = ".".join(str(octet) for octet in ip[16:20])
-        dport = struct.unpack(">H", ip[header + 2:header + 4])[0]
-        if dport not in cap.ports.get(dst, ()):
-            continue  # a device's reply, or traffic to another port
-        stamp = sec + frac * scale - cap.wall_minus_mono
-        if proto == 17:
-            times[dst].append(stamp)
-        elif proto == 6:
-            flags, payload = ip[header + 13], total - header - (ip[header + 12] >> 4) * 4
-            syn = flags & 0x12 == 0x02  # SYN without ACK: the scanner opening a connection
-            times[dst] += [stamp] * (syn + (payload > 0) + (flags & 0x01))
+    for frame in frames(cap.pcap):
+        if frame.dport in cap.ports.get(frame.dst, ()):  # not a device's reply, nor traffic to another port
+            times[frame.dst] += [frame.at] * len(frame.kinds)
     return {address: sorted(stamps) for address, stamps in times.items()}
 
 

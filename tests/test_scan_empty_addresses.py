@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from emptyhosts import can_capture, capture, dropping, received
+from emptyhosts import capture, dropping, received
+from lo_capture import can_capture
 from plantgen import PORTS, group, plant
 
 from otprobe.inventory import SqliteStore
